@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from console.fragments import worker_count_or_none
+
+
+def console_status(request: HttpRequest) -> dict[str, object]:
+    # A callable: the template engine calls it only on pages that show the status bar.
+    return {"workers": worker_count_or_none}

@@ -1,0 +1,214 @@
+"""Runs the console, or its tests, with every service they need (bin/console, bin/test).
+
+    python -m console.launcher run            PostgreSQL, Redis, migrate, first admin, Daphne,
+                                              a Celery worker and beat, until Ctrl-C/SIGTERM
+    python -m console.launcher test [ARGS]    ruff, then pytest against its own PostgreSQL and
+                                              Redis; ARGS go to a single pytest run instead
+
+With DATABASE_URL or REDIS_URL set, that server is used and none is started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+try:
+    from console.env import (
+        BASE_DIR,
+        DATA_DIR,
+        EMBEDDED_PG_PORT,
+        EMBEDDED_REDIS_PORT,
+        SECRET_KEY_FILE,
+        EnvError,
+        env_int,
+        env_str,
+    )
+except ValueError as exc:  # a malformed variable: say which, without a traceback
+    sys.exit(f"error: {exc}")
+
+from console import embedded
+from console.supervisor import ChildFailed, PortTaken, Supervisor, free_port
+
+PYTHON = sys.executable
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+def main(argv: list[str]) -> int:
+    command, *rest = argv or ["run"]
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops as cleanly as Ctrl-C
+    sup = Supervisor()
+    try:
+        if command == "run":
+            return run(sup)
+        if command == "test":
+            return test(sup, rest)
+        print(__doc__)
+        return 2
+    except KeyboardInterrupt:
+        print("\n==> Stopping", flush=True)
+        return 0 if command == "run" else 130
+    except (EnvError, PortTaken, embedded.StartError, ChildFailed) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        # No second Ctrl-C may cut the ordered stop short; children die with us anyway.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if sup.children:
+            sup.stop_all()
+            print("==> Stopped; the data is kept for the next run.", flush=True)
+
+
+def run(sup: Supervisor) -> int:
+    host = env_str("HOST", "127.0.0.1")
+    port = env_int("PORT", 8000, minimum=1, maximum=65535)
+    sup.require_free_port(port, "PORT", "the console", host=host)
+    env = _child_env(DATA_DIR)
+    _stage("Starting services")
+    env.update(_start_services(sup, DATA_DIR, EMBEDDED_PG_PORT, EMBEDDED_REDIS_PORT))
+    if not os.environ.get("DJANGO_SECRET_KEY") and not SECRET_KEY_FILE.exists():
+        SECRET_KEY_FILE.write_text(secrets.token_urlsafe(50))
+        SECRET_KEY_FILE.chmod(0o600)
+    _stage("Migrating the database")
+    _manage(sup, env, "migrate", "--noinput")
+    _stage("Checking for an admin account")
+    _manage(sup, env, "ensure_admin", quiet=False)
+    _stage("Collecting static files")
+    _manage(sup, env, "collectstatic", "--noinput")
+    _stage("Starting Daphne (HTTP and websockets), a Celery worker and Celery beat")
+    hostname = socket.gethostname()
+    sup.spawn("daphne", [PYTHON, "-m", "daphne", "-b", host, "-p", str(port),
+                         "console.asgi:application"], env={**env, "CONSOLE_PROCESS": "web"})
+    sup.spawn("worker", [PYTHON, "-m", "celery", "-A", "console", "worker", "-l", "INFO",
+                         "-n", f"worker@{hostname}"], env={**env, "CONSOLE_PROCESS": "worker"},
+              stop_timeout=30)
+    sup.spawn("beat", [PYTHON, "-m", "celery", "-A", "console", "beat", "-l", "INFO"],
+              env={**env, "CONSOLE_PROCESS": "beat"})
+    url = f"http://{host}:{port}/"
+    _wait_until_healthy(sup, f"{url}api/v1/health")
+    print(f"\n==> The console is running at {url}  (Ctrl-C stops everything)\n", flush=True)
+    sup.wait()
+    return 0
+
+
+def test(sup: Supervisor, pytest_args: list[str]) -> int:
+    """1. Chromium for the browser tests; 2. ruff; 3. services; 4. pytest, browser last."""
+    _stage("Checking for Debian's chromium")
+    _ensure_chromium()
+    failures: list[str] = []
+    if not pytest_args:
+        _stage("ruff check and ruff format --check")
+        for args in (["check", "."], ["format", "--check", "."]):
+            if _call([PYTHON, "-m", "ruff", *args]) != 0:
+                failures.append(f"ruff {args[0]}")
+    data_dir = DATA_DIR / "test"
+    env = _child_env(data_dir)
+    env.update(DJANGO_SETTINGS_MODULE="tests.settings", DJANGO_SECRET_KEY=secrets.token_urlsafe(50))
+    _stage("Starting services for the tests")
+    env.update(_start_services(sup, data_dir, free_port(), free_port()))
+    runs = [pytest_args] if pytest_args else [["-m", "not browser"], ["-m", "browser"]]
+    totals = {"passed": 0, "failed": 0}
+    for number, args in enumerate(runs):
+        _stage(f"pytest {' '.join(args)}")
+        report = data_dir / f"junit-{number}.xml"
+        code = _call([PYTHON, "-m", "pytest", f"--junitxml={report}", *args], env=env)
+        if code != 0:
+            failures.append(f"pytest {' '.join(args)} (exit {code})")
+        _add_counts(totals, report)
+    print(f"\n==> {'FAILED: ' + '; '.join(failures) if failures else 'All checks passed'}")
+    print(f"total: {totals['passed']} passed, {totals['failed']} failed", flush=True)
+    return 1 if failures else 0
+
+
+def _start_services(sup: Supervisor, data_dir: Path, pg_port: int, redis_port: int) -> dict[str, str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    urls: dict[str, str] = {}
+    if os.environ.get("DATABASE_URL"):
+        print("    PostgreSQL: using DATABASE_URL", flush=True)
+    else:
+        urls["DATABASE_URL"] = embedded.start_postgres(sup, data_dir, pg_port, "console")
+        print(f"    PostgreSQL 18 (embedded): 127.0.0.1:{pg_port}, data in {data_dir / 'postgres'}", flush=True)
+    if os.environ.get("REDIS_URL"):
+        print("    Redis: using REDIS_URL", flush=True)
+    else:
+        urls["REDIS_URL"] = embedded.start_redis(sup, data_dir, redis_port)
+        print(f"    Redis (embedded): 127.0.0.1:{redis_port}, data in {data_dir / 'redis'}", flush=True)
+    return urls
+
+
+def _child_env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "CONSOLE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def _manage(sup: Supervisor, env: dict[str, str], *args: str, quiet: bool = True) -> None:
+    argv = [PYTHON, str(BASE_DIR / "manage.py"), *args]
+    if quiet:
+        sup.run_quiet(argv, env=env, what=f"manage.py {' '.join(args)}")
+    elif _call(argv, env=env) != 0:
+        raise ChildFailed(f"manage.py {' '.join(args)} failed")
+
+
+def _call(argv: list[str], env: dict[str, str] | None = None) -> int:
+    import subprocess
+
+    return subprocess.call(argv, env=env, cwd=BASE_DIR)
+
+
+def _wait_until_healthy(sup: Supervisor, url: str, timeout: float = 120.0) -> None:
+    """Until /api/v1/health answers with the database, Redis and at least one worker."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in ("daphne", "worker", "beat"):
+            sup.check_alive(name)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 — our own URL
+                if b'"workers": 0' not in response.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    print(f"    warning: {url} did not report healthy within {timeout:.0f}s", flush=True)
+
+
+def _ensure_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    if os.geteuid() != 0:
+        raise EnvError(
+            f"The browser tests need Debian's chromium at {CHROMIUM}. Install it with "
+            "'sudo apt-get install chromium', or point CHROMIUM_PATH at a Chromium."
+        )
+    print("    installing chromium with apt-get (a minute or two)…", flush=True)
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        if _call(argv, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}) != 0:
+            raise EnvError(f"'{' '.join(argv)}' failed; install Debian's chromium and retry.")
+
+
+def _add_counts(totals: dict[str, int], report: Path) -> None:
+    if not report.exists():
+        return
+    for suite in ET.parse(report).getroot().iter("testsuite"):  # noqa: S314 — pytest's own file
+        tests, failed = int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        totals["passed"] += tests - failed - skipped
+        totals["failed"] += failed
+
+
+def _stage(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,181 @@
+"""The one settings module. Every difference between deployments is an environment
+variable, listed with its default in .env.example (STYLE.md B.3)."""
+
+from __future__ import annotations
+
+import os
+
+import dj_database_url
+
+from console.env import (
+    BASE_DIR,
+    DATA_DIR,
+    EMBEDDED_DATABASE_URL,
+    EMBEDDED_REDIS_URL,
+    SECRET_KEY_FILE,
+    EnvError,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+
+def _secret_key() -> str:
+    if key := os.environ.get("DJANGO_SECRET_KEY"):
+        return key
+    # bin/console generates this file (mode 0600) on first start, so sessions survive
+    # restarts and management commands run beside it sign the same way.
+    if SECRET_KEY_FILE.exists():
+        return SECRET_KEY_FILE.read_text().strip()
+    if DEBUG:
+        return "insecure-development-key"
+    raise EnvError("Set the DJANGO_SECRET_KEY environment variable (see .env.example).")
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # first, so runserver is Daphne's (HTTP and websockets)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "console",
+    "loops",
+    "oversight",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "console.urls"
+ASGI_APPLICATION = "console.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "console.context_processors.console_status",
+            ],
+        },
+    },
+]
+
+# --- PostgreSQL: the source of truth ------------------------------------------------------
+DATABASE_URL = env_url(
+    "DATABASE_URL", EMBEDDED_DATABASE_URL, schemes=("postgres", "postgresql", "pgsql")
+)
+DATABASES = {
+    "default": {
+        **dj_database_url.parse(DATABASE_URL, conn_health_checks=True),
+        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 0),
+    }
+}
+DATABASES["default"].setdefault("OPTIONS", {}).update(
+    {
+        # Which process holds a connection shows in pg_stat_activity: web, worker, beat, …
+        "application_name": os.environ.get("CONSOLE_PROCESS", "console"),
+        "connect_timeout": 5,
+    }
+)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker and channel layer, never the only copy of anything -------------
+REDIS_URL = env_url("REDIS_URL", EMBEDDED_REDIS_URL, schemes=("redis", "rediss"))
+
+CHANNEL_LAYERS = {
+    "default": {
+        # The pub/sub layer delivered every message in DESIGN.md section 6's measurements,
+        # where the default list-based layer fell behind under load.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": env_str("CHANNELS_PREFIX", "console"),
+        },
+    }
+}
+
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, schemes=("redis", "rediss", "amqp"))
+CELERY_TASK_IGNORE_RESULT = True  # outcomes are written to Postgres, not to a result backend
+CELERY_TASK_ACKS_LATE = True  # safe because every task is idempotent (STYLE.md B.6)
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed worker's task is delivered again (H4)
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With acks_late a task still unacknowledged after this long is delivered again.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    # Once a day: drop expired login sessions.
+    "sessions-clear": {"task": "console.tasks.sessions_clear", "schedule": 24 * 3600},
+}
+
+# --- Auth ---------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "console:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- Email (alerts and notifications) -----------------------------------------------------
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"  # no SMTP server: print to the log
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "loop-console@localhost")
+
+# --- Static files: vendored htmx and plotly.js, served by whitenoise in production too ----
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,162 @@
+"""Starts child processes, watches them, and stops them in reverse order, so that a Ctrl-C
+or SIGTERM to the launcher leaves no process of ours running and no data half-written.
+
+Each child runs in its own session (a terminal's Ctrl-C reaches only the launcher, which
+then stops the children in order) and, on Linux, is told by the kernel to stop if the
+launcher dies without cleaning up (PR_SET_PDEATHSIG), so even a SIGKILLed launcher leaves
+no orphans.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+
+
+class ChildFailed(RuntimeError):
+    """A supervised process exited on its own; the message names it and its log."""
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    stop_signal: signal.Signals
+    stop_timeout: float
+    log: Path | None
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        log: Path | None = None,
+        stop_signal: str = "SIGTERM",
+        stop_timeout: float = 20.0,
+    ) -> subprocess.Popen:
+        sig = signal.Signals[stop_signal]
+        output = log.open("ab") if log else None
+        try:
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                user=user,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(sig),  # noqa: PLW1509 — the launcher has no threads
+            )
+        finally:
+            if output:
+                output.close()
+        self.children.append(Child(name, process, sig, stop_timeout, log))
+        return process
+
+    def run_quiet(self, argv: list[str], *, what: str, env: dict[str, str] | None = None,
+                  user: str | None = None) -> None:
+        """Run a one-off command to completion; show its output only if it fails."""
+        result = subprocess.run(argv, env=env, user=user, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ChildFailed(f"{what} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
+
+    def check_alive(self, name: str) -> None:
+        for child in self.children:
+            if child.name == name and child.process.poll() is not None:
+                raise ChildFailed(_died(child))
+
+    def wait(self, interval: float = 0.5) -> None:
+        """Block until a child exits on its own (raises ChildFailed) or a signal interrupts."""
+        while True:
+            for child in self.children:
+                if child.process.poll() is not None:
+                    raise ChildFailed(_died(child))
+            time.sleep(interval)
+
+    def stop_all(self) -> None:
+        """Stop children newest first, each with its own signal and grace period, then kill."""
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                print(f"    stopping {child.name}…", flush=True)
+                _signal(child.process, child.stop_signal)
+                try:
+                    child.process.wait(child.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"    {child.name} did not stop in {child.stop_timeout:.0f}s; killing it", flush=True)
+                    _signal(child.process, signal.SIGKILL, group=True)
+                    child.process.wait()
+            # Whatever the child left behind in its session (pool processes) goes too.
+            _signal(child.process, signal.SIGKILL, group=True)
+        self.children.clear()
+
+    @staticmethod
+    def require_free_port(port: int, variable: str, what: str, host: str = "127.0.0.1") -> None:
+        if not port_is_free(host, port):
+            raise PortTaken(
+                f"Port {port} on {host}, for {what}, is already in use — by another console "
+                f"running from this folder, or another program. Choose another port: "
+                f"{variable}={port + 1} …"
+            )
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent(sig: signal.Signals):
+    def preexec() -> None:
+        if _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, int(sig))
+
+    return preexec
+
+
+def _signal(process: subprocess.Popen, sig: signal.Signals, group: bool = False) -> None:
+    try:
+        if group:
+            os.killpg(process.pid, sig)  # the child leads its own session and group
+        else:
+            process.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _died(child: Child) -> str:
+    where = f"; its log: {child.log}" if child.log else ""
+    return f"{child.name} exited unexpectedly with code {child.process.returncode}{where}"

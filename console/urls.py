@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from console import views
+from console.api import api
+
+console_patterns = (
+    [path("", views.dashboard, name="dashboard")],
+    "console",
+)
+
+urlpatterns = [
+    path("", include(console_patterns)),
+    path("api/v1/", api.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,3 @@
+# Import direction (STYLE.md B.2): oversight.models may import loops.models; loops.models
+# never imports oversight. The models arrive with the loop engine.
+from __future__ import annotations

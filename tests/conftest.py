@@ -1,0 +1,97 @@
+"""Fixtures shared by the whole suite. The services are real: bin/test starts PostgreSQL and
+Redis (or uses DATABASE_URL and REDIS_URL) and this file fails fast when they are missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from console import liveness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fail fast, and say how to fix it, when PostgreSQL or Redis does not answer."""
+    try:
+        psycopg.connect(settings.DATABASE_URL, connect_timeout=3).close()
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
+    except (psycopg.OperationalError, redis.RedisError) as exc:
+        pytest.exit(
+            f"PostgreSQL or Redis is not reachable ({exc}). Run the tests with ./bin/test, which "
+            "starts both, or set DATABASE_URL and REDIS_URL to running servers.",
+            returncode=3,
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_services() -> None:
+    # Liveness keys and queued messages of an earlier run must not leak into this one.
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    # The pages link static files through whitenoise's manifest, as in production.
+    call_command("collectstatic", "--noinput", verbosity=0)
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen
+    hostname: str
+
+    def stop(self) -> None:
+        """A clean SIGTERM stop, as the run command does it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def start_worker(database_name: str, *, name: str = "") -> Worker:
+    """A real Celery worker process on the test database and the test Redis, once it is live."""
+    hostname = f"{name or 'test'}-{uuid.uuid4().hex[:8]}@localhost"
+    url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{database_name}").geturl()
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings",
+           "CONSOLE_PROCESS": "test-worker"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", "WARNING",
+         "-c", "2", "-n", hostname],
+        cwd=ROOT, env=env, start_new_session=True,
+    )
+    worker = Worker(process, hostname)
+    deadline = time.monotonic() + 60
+    while not liveness.redis_client().exists(f"{liveness.KEY_PREFIX}{hostname}"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise RuntimeError(f"the Celery worker {hostname} did not come up")
+        time.sleep(0.1)
+    return worker
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker) -> Iterator[Worker]:
+    """One real worker for the session (after django_db_setup, so it sees the test database)."""
+    worker = start_worker(connection.settings_dict["NAME"])
+    yield worker
+    worker.stop()
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
+    """Poll until predicate() is truthy and return it; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := predicate():
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from console.asgi import application
+from console.push import CONSOLE_GROUP, push_html
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+@pytest.fixture
+def session_cookie(client, django_user_model) -> bytes:
+    user = django_user_model.objects.create_user("operator", password="a long passphrase")
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+def _socket(*headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return WebsocketCommunicator(
+        application, "/ws/console/", headers=[(b"host", b"localhost"), *headers]
+    )
+
+
+async def _receive_matching(communicator: WebsocketCommunicator, marker: str) -> str:
+    """The next message containing marker; liveness beats of the test worker may come first."""
+    async with asyncio.timeout(10):
+        while marker not in (message := await communicator.receive_from(timeout=10)):
+            pass
+    return message
+
+
+async def test_it_delivers_a_push_from_sync_code_to_a_signed_in_user(session_cookie):
+    communicator = _socket((b"cookie", session_cookie), (b"origin", b"http://localhost"))
+    connected, _ = await communicator.connect()
+    assert connected
+
+    fragment = '<div id="probe-1" hx-swap-oob="true">pushed</div>'
+    await sync_to_async(push_html)(CONSOLE_GROUP, fragment)
+
+    assert await _receive_matching(communicator, 'id="probe-1"') == fragment
+    await communicator.disconnect()
+
+
+async def test_it_refuses_an_anonymous_socket():
+    communicator = _socket((b"origin", b"http://localhost"))
+
+    connected, _ = await communicator.connect()
+
+    assert connected is False
+
+
+async def test_it_refuses_a_socket_opened_from_another_site(session_cookie):
+    communicator = _socket((b"cookie", session_cookie), (b"origin", b"https://evil.example"))
+
+    connected, _ = await communicator.connect()
+
+    assert connected is False

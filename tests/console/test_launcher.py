@@ -1,0 +1,95 @@
+"""The run command itself: a real embedded PostgreSQL and Redis, Daphne, a Celery worker and
+beat, started on free ports in a temporary data folder, then stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import psutil
+
+from console.supervisor import free_port
+from tests.conftest import ROOT, wait_for
+
+LAUNCH_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE")
+
+
+def _launch(data_dir, port: int, pg_port: int, redis_port: int) -> subprocess.Popen[str]:
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCH_VARIABLES}
+    env.update(CONSOLE_DATA_DIR=str(data_dir), PORT=str(port), EMBEDDED_PG_PORT=str(pg_port),
+               EMBEDDED_REDIS_PORT=str(redis_port))
+    return subprocess.Popen(
+        [sys.executable, "-m", "console.launcher", "run"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def _read_until(process: subprocess.Popen[str], marker: str) -> str:
+    """Output up to the line with marker (the launcher prints it once the console is healthy)."""
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"the launcher ended before {marker!r}:\n{''.join(seen)}")
+
+
+def _health(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=5) as response:
+        return json.load(response)
+
+
+def _role(process: psutil.Process) -> str:
+    command = process.cmdline()
+    for role in ("daphne", "worker", "beat"):
+        if role in command:
+            return role
+    return process.name()
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, list[psutil.Process]]:
+    family = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    process.stdout.read()  # drain, so the launcher never blocks on a full pipe
+    return process.wait(120), family
+
+
+def test_it_runs_the_console_stops_cleanly_and_keeps_the_data(tmp_path):
+    ports = free_port(), free_port(), free_port()
+
+    first = _launch(tmp_path, *ports)
+    output = _read_until(first, "The console is running at")
+    health = _health(ports[0])
+    code, family = _stop(first)
+
+    assert "password:" in output  # the first admin's password, shown once
+    assert health == {"database": "ok", "redis": "ok", "workers": 1, "halted": False}
+    assert code == 0
+    assert {"postgres", "redis-server", "daphne", "worker", "beat"} <= {_role(p) for p in family}
+    wait_for(lambda: not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE])
+
+    second = _launch(tmp_path, *ports)
+    output = _read_until(second, "The console is running at")
+    code, _ = _stop(second)
+
+    assert "An admin account exists" in output  # the same database, not a new one
+    assert "password:" not in output
+    assert code == 0
+
+
+def test_it_names_the_variable_to_change_when_the_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _launch(tmp_path, port, free_port(), free_port())
+        output = process.communicate(timeout=60)[0]
+
+    assert process.returncode == 1
+    assert f"Port {port}" in output
+    assert f"PORT={port + 1}" in output
