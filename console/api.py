@@ -11,7 +11,7 @@ from typing import Literal
 import redis
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from console import liveness
@@ -61,7 +61,7 @@ class Health(Schema):
 
 
 @api.get("/health", auth=None, response={200: Health, 503: Health}, tags=["health"])
-def health(request: HttpRequest) -> tuple[int, Health]:
+def health(request: HttpRequest) -> Status:
     """Real checks of the database, Redis and the live Celery workers; 503 if one is down."""
     database = _database_status()
     try:
@@ -71,7 +71,7 @@ def health(request: HttpRequest) -> tuple[int, Health]:
         workers, redis_status = 0, "unavailable"
     # Halts arrive with the oversight app; until a halt can exist, none is active.
     status = Health(database=database, redis=redis_status, workers=workers, halted=False)
-    return (200 if database == redis_status == "ok" else 503), status
+    return Status(200 if database == redis_status == "ok" else 503, status)
 
 
 def _database_status() -> Literal["ok", "unavailable"]:

@@ -45,20 +45,42 @@ def start_postgres(sup: Supervisor, data_dir: Path, port: int, database: str) ->
     user = _prepare_for_root(pgdata, POSTGRES_BIN_PATH) if os.geteuid() == 0 else None
     if not (pgdata / "PG_VERSION").exists():
         sup.run_quiet(
-            [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-            user=user, what="initdb",
+            [
+                str(POSTGRES_BIN_PATH / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            user=user,
+            what="initdb",
         )
     log = data_dir / "postgres.log"
     sup.spawn(
         "postgres",
-        [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1",
-         "-p", str(port), "-c", "unix_socket_directories="],
-        user=user, log=log, stop_signal="SIGINT", stop_timeout=60,  # SIGINT: fast shutdown
+        [
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-c",
+            "unix_socket_directories=",
+        ],
+        user=user,
+        log=log,
+        stop_signal="SIGINT",
+        stop_timeout=60,  # SIGINT: fast shutdown
     )
     admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    with _wait_for(lambda: psycopg.connect(admin_url, autocommit=True, connect_timeout=2),
-                   sup, "postgres", log) as conn:
+    with _wait_for(
+        lambda: psycopg.connect(admin_url, autocommit=True, connect_timeout=2), sup, "postgres", log
+    ) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')
@@ -76,9 +98,24 @@ def start_redis(sup: Supervisor, data_dir: Path, port: int) -> str:
     log = data_dir / "redis.log"
     sup.spawn(
         "redis",
-        [str(server), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
-         "--daemonize", "no", "--appendonly", "yes", "--protected-mode", "yes"],
-        log=log, stop_signal="SIGTERM", stop_timeout=30,  # SIGTERM: save, then exit
+        [
+            str(server),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(redis_dir),
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes",
+            "--protected-mode",
+            "yes",
+        ],
+        log=log,
+        stop_signal="SIGTERM",
+        stop_timeout=30,  # SIGTERM: save, then exit
     )
     client = redis.Redis(port=port, socket_connect_timeout=1)
     _wait_for(lambda: client.ping() and client, sup, "redis", log)
@@ -132,5 +169,7 @@ def _wait_for(connect, sup: Supervisor, name: str, log: Path, timeout: float = 6
             return connect()
         except (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError):
             if time.monotonic() > deadline:
-                raise StartError(f"{name} did not accept connections within {timeout:.0f}s; see {log}") from None
+                raise StartError(
+                    f"{name} did not accept connections within {timeout:.0f}s; see {log}"
+                ) from None
             time.sleep(0.1)

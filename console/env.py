@@ -70,10 +70,11 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
 
 
 # Where the embedded PostgreSQL and Redis keep their data, the generated secret key and the
-# collected static files. Git-ignored; it persists between runs.
+# collected static files. Git-ignored; it persists between runs. The ports lie below Linux's
+# ephemeral range, where an outgoing connection could hold them by chance.
 DATA_DIR = Path(env_str("CONSOLE_DATA_DIR", str(BASE_DIR / ".data")))
-EMBEDDED_PG_PORT = env_int("EMBEDDED_PG_PORT", 55432, minimum=1, maximum=65535)
-EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 56379, minimum=1, maximum=65535)
+EMBEDDED_PG_PORT = env_int("EMBEDDED_PG_PORT", 25432, minimum=1, maximum=65535)
+EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 26379, minimum=1, maximum=65535)
 EMBEDDED_DATABASE_URL = f"postgres://postgres@127.0.0.1:{EMBEDDED_PG_PORT}/console"
 EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
 SECRET_KEY_FILE = DATA_DIR / "secret_key"

@@ -85,13 +85,33 @@ def run(sup: Supervisor) -> int:
     _manage(sup, env, "collectstatic", "--noinput")
     _stage("Starting Daphne (HTTP and websockets), a Celery worker and Celery beat")
     hostname = socket.gethostname()
-    sup.spawn("daphne", [PYTHON, "-m", "daphne", "-b", host, "-p", str(port),
-                         "console.asgi:application"], env={**env, "CONSOLE_PROCESS": "web"})
-    sup.spawn("worker", [PYTHON, "-m", "celery", "-A", "console", "worker", "-l", "INFO",
-                         "-n", f"worker@{hostname}"], env={**env, "CONSOLE_PROCESS": "worker"},
-              stop_timeout=30)
-    sup.spawn("beat", [PYTHON, "-m", "celery", "-A", "console", "beat", "-l", "INFO"],
-              env={**env, "CONSOLE_PROCESS": "beat"})
+    sup.spawn(
+        "daphne",
+        [PYTHON, "-m", "daphne", "-b", host, "-p", str(port), "console.asgi:application"],
+        env={**env, "CONSOLE_PROCESS": "web"},
+    )
+    sup.spawn(
+        "worker",
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "-l",
+            "INFO",
+            "-n",
+            f"worker@{hostname}",
+        ],
+        env={**env, "CONSOLE_PROCESS": "worker"},
+        stop_timeout=30,
+    )
+    sup.spawn(
+        "beat",
+        [PYTHON, "-m", "celery", "-A", "console", "beat", "-l", "INFO"],
+        env={**env, "CONSOLE_PROCESS": "beat"},
+    )
     url = f"http://{host}:{port}/"
     _wait_until_healthy(sup, f"{url}api/v1/health")
     print(f"\n==> The console is running at {url}  (Ctrl-C stops everything)\n", flush=True)
@@ -128,19 +148,27 @@ def test(sup: Supervisor, pytest_args: list[str]) -> int:
     return 1 if failures else 0
 
 
-def _start_services(sup: Supervisor, data_dir: Path, pg_port: int, redis_port: int) -> dict[str, str]:
+def _start_services(
+    sup: Supervisor, data_dir: Path, pg_port: int, redis_port: int
+) -> dict[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     urls: dict[str, str] = {}
     if os.environ.get("DATABASE_URL"):
         print("    PostgreSQL: using DATABASE_URL", flush=True)
     else:
         urls["DATABASE_URL"] = embedded.start_postgres(sup, data_dir, pg_port, "console")
-        print(f"    PostgreSQL 18 (embedded): 127.0.0.1:{pg_port}, data in {data_dir / 'postgres'}", flush=True)
+        print(
+            f"    PostgreSQL 18 (embedded): 127.0.0.1:{pg_port}, data in {data_dir / 'postgres'}",
+            flush=True,
+        )
     if os.environ.get("REDIS_URL"):
         print("    Redis: using REDIS_URL", flush=True)
     else:
         urls["REDIS_URL"] = embedded.start_redis(sup, data_dir, redis_port)
-        print(f"    Redis (embedded): 127.0.0.1:{redis_port}, data in {data_dir / 'redis'}", flush=True)
+        print(
+            f"    Redis (embedded): 127.0.0.1:{redis_port}, data in {data_dir / 'redis'}",
+            flush=True,
+        )
     return urls
 
 
@@ -196,7 +224,10 @@ def _add_counts(totals: dict[str, int], report: Path) -> None:
     if not report.exists():
         return
     for suite in ET.parse(report).getroot().iter("testsuite"):  # noqa: S314 — pytest's own file
-        tests, failed = int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        tests, failed = (
+            int(suite.get("tests", 0)),
+            int(suite.get("failures", 0)) + int(suite.get("errors", 0)),
+        )
         skipped = int(suite.get("skipped", 0))
         totals["passed"] += tests - failed - skipped
         totals["failed"] += failed

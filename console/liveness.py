@@ -55,7 +55,9 @@ class Liveness(bootsteps.StartStopStep):
             redis_client().delete(self.key)
             _push_worker_count()
         except redis.RedisError:
-            logger.warning("could not withdraw %s from Redis; it expires in %ss", self.key, TTL_SECONDS)
+            logger.warning(
+                "could not withdraw %s from Redis; it expires in %ss", self.key, TTL_SECONDS
+            )
 
     def beat(self) -> None:
         try:

@@ -144,18 +144,23 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
-# --- Email (alerts and notifications) -----------------------------------------------------
-EMAIL_HOST = env_str("EMAIL_HOST", "")
-EMAIL_BACKEND = (
-    "django.core.mail.backends.smtp.EmailBackend"
-    if EMAIL_HOST
-    else "django.core.mail.backends.console.EmailBackend"  # no SMTP server: print to the log
-)
-EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1, maximum=65535)
-EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
-EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
-EMAIL_TIMEOUT = 10
+# --- Email (alerts and notifications): Django 6.1's MAILERS ------------------------------
+_smtp = {
+    "host": env_str("EMAIL_HOST", ""),
+    "port": env_int("EMAIL_PORT", 587, minimum=1, maximum=65535),
+    "username": env_str("EMAIL_HOST_USER", ""),
+    "password": env_str("EMAIL_HOST_PASSWORD", ""),
+    "use_tls": env_bool("EMAIL_USE_TLS", True),
+    "timeout": 10,
+}
+MAILERS = {
+    "default": (
+        {"BACKEND": "django.core.mail.backends.smtp.EmailBackend", "OPTIONS": _smtp}
+        if _smtp["host"]
+        # No SMTP server configured: mails are written to the log instead of being lost.
+        else {"BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    )
+}
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "loop-console@localhost")
 
 # --- Static files: vendored htmx and plotly.js, served by whitenoise in production too ----

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+_libc = (
+    ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+)
 
 
 class ChildFailed(RuntimeError):
@@ -64,7 +67,7 @@ class Supervisor:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(sig),  # noqa: PLW1509 — the launcher has no threads
+                preexec_fn=_die_with_parent(sig),
             )
         finally:
             if output:
@@ -72,12 +75,22 @@ class Supervisor:
         self.children.append(Child(name, process, sig, stop_timeout, log))
         return process
 
-    def run_quiet(self, argv: list[str], *, what: str, env: dict[str, str] | None = None,
-                  user: str | None = None) -> None:
+    def run_quiet(
+        self,
+        argv: list[str],
+        *,
+        what: str,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+    ) -> None:
         """Run a one-off command to completion; show its output only if it fails."""
-        result = subprocess.run(argv, env=env, user=user, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            argv, env=env, user=user, capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
-            raise ChildFailed(f"{what} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
+            raise ChildFailed(
+                f"{what} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+            )
 
     def check_alive(self, name: str) -> None:
         for child in self.children:
@@ -101,7 +114,10 @@ class Supervisor:
                 try:
                     child.process.wait(child.stop_timeout)
                 except subprocess.TimeoutExpired:
-                    print(f"    {child.name} did not stop in {child.stop_timeout:.0f}s; killing it", flush=True)
+                    print(
+                        f"    {child.name} did not stop in {child.stop_timeout:.0f}s; killing it",
+                        flush=True,
+                    )
                     _signal(child.process, signal.SIGKILL, group=True)
                     child.process.wait()
             # Whatever the child left behind in its session (pool processes) goes too.
@@ -124,6 +140,8 @@ class PortTaken(RuntimeError):
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers themselves do, so a port lingering in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -134,9 +152,12 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768+), so that no outgoing connection
+    takes it between this check and the server's bind."""
+    while True:
+        port = random.randrange(20000, 32000)  # noqa: S311 — not a secret
+        if port_is_free(host, port):
+            return port
 
 
 def _die_with_parent(sig: signal.Signals):

@@ -61,12 +61,30 @@ def start_worker(database_name: str, *, name: str = "") -> Worker:
     """A real Celery worker process on the test database and the test Redis, once it is live."""
     hostname = f"{name or 'test'}-{uuid.uuid4().hex[:8]}@localhost"
     url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{database_name}").geturl()
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "CONSOLE_PROCESS": "test-worker"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CONSOLE_PROCESS": "test-worker",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", "WARNING",
-         "-c", "2", "-n", hostname],
-        cwd=ROOT, env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "-l",
+            "WARNING",
+            "-c",
+            "2",
+            "-n",
+            hostname,
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
     worker = Worker(process, hostname)
     deadline = time.monotonic() + 60

@@ -7,8 +7,11 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
 
-from console.settings import *  # noqa: E402, F403
-from console.settings import CHANNEL_LAYERS  # noqa: E402
+from console.settings import *  # noqa: F403
+from console.settings import CHANNEL_LAYERS, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test"
+# Named explicitly so that Daphne's child process in ChannelsLiveServerTestCase, which adds
+# the "test_" prefix itself unless TEST.NAME is set, finds the same database.
+DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}"}

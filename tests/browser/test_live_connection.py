@@ -13,6 +13,8 @@ from tests.conftest import start_worker
 class TestLiveConnection(ChannelsLiveServerTestCase):
     """Daphne in a child process on the test database; Debian's Chromium drives the page."""
 
+    serve_static = False  # whitenoise serves the collected files, as in production
+
     @pytest.fixture(autouse=True)
     def _page(self, page: Page, celery_worker) -> None:
         self.page = page

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 def session_cookie(client, django_user_model) -> bytes:
     user = django_user_model.objects.create_user("operator", password="a long passphrase")
     client.force_login(user)
-    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}".encode()
 
 
 def _socket(*headers: tuple[bytes, bytes]) -> WebsocketCommunicator:

@@ -47,7 +47,12 @@ def test_it_answers_503_naming_redis_when_redis_is_down(client, settings):
         liveness.redis_client.cache_clear()
 
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "redis": "unavailable", "workers": 0, "halted": False}
+    assert response.json() == {
+        "database": "ok",
+        "redis": "unavailable",
+        "workers": 0,
+        "halted": False,
+    }
 
 
 def test_it_needs_no_sign_in_and_is_in_the_openapi_document(client):

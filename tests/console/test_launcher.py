@@ -21,11 +21,19 @@ LAUNCH_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_SE
 
 def _launch(data_dir, port: int, pg_port: int, redis_port: int) -> subprocess.Popen[str]:
     env = {key: value for key, value in os.environ.items() if key not in LAUNCH_VARIABLES}
-    env.update(CONSOLE_DATA_DIR=str(data_dir), PORT=str(port), EMBEDDED_PG_PORT=str(pg_port),
-               EMBEDDED_REDIS_PORT=str(redis_port))
+    env.update(
+        CONSOLE_DATA_DIR=str(data_dir),
+        PORT=str(port),
+        EMBEDDED_PG_PORT=str(pg_port),
+        EMBEDDED_REDIS_PORT=str(redis_port),
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "console.launcher", "run"], cwd=ROOT, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "console.launcher", "run"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -52,8 +60,14 @@ def _role(process: psutil.Process) -> str:
     return process.name()
 
 
-def _stop(process: subprocess.Popen[str]) -> tuple[int, list[psutil.Process]]:
-    family = psutil.Process(process.pid).children(recursive=True)
+def _stop(process: subprocess.Popen[str]) -> tuple[int, dict[psutil.Process, str]]:
+    """SIGTERM the launcher; return its exit code and the processes it had, with their roles."""
+    family = {}
+    for child in psutil.Process(process.pid).children(recursive=True):
+        try:
+            family[child] = _role(child)
+        except psutil.NoSuchProcess:
+            pass  # a short-lived one, such as a PostgreSQL backend that just ended
     process.send_signal(signal.SIGTERM)
     process.stdout.read()  # drain, so the launcher never blocks on a full pipe
     return process.wait(120), family
@@ -70,8 +84,10 @@ def test_it_runs_the_console_stops_cleanly_and_keeps_the_data(tmp_path):
     assert "password:" in output  # the first admin's password, shown once
     assert health == {"database": "ok", "redis": "ok", "workers": 1, "halted": False}
     assert code == 0
-    assert {"postgres", "redis-server", "daphne", "worker", "beat"} <= {_role(p) for p in family}
-    wait_for(lambda: not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE])
+    assert {"postgres", "redis-server", "daphne", "worker", "beat"} <= set(family.values())
+    wait_for(
+        lambda: not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    )
 
     second = _launch(tmp_path, *ports)
     output = _read_until(second, "The console is running at")
