@@ -129,9 +129,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    # Every 5 seconds: re-enqueue runs whose worker died or whose message was lost (H4).
+    "runs-reclaim": {"task": "loops.tasks.runs_reclaim", "schedule": 5.0},
     # Once a day: drop expired login sessions.
     "sessions-clear": {"task": "console.tasks.sessions_clear", "schedule": 24 * 3600},
 }
+
+# Modules that declare domains, agents and loop blueprints (loops.declare), imported at start.
+LOOP_DECLARATIONS = env_list("LOOP_DECLARATIONS", [])
 
 # --- Auth ---------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -15,3 +15,5 @@ CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test"
 # Named explicitly so that Daphne's child process in ChannelsLiveServerTestCase, which adds
 # the "test_" prefix itself unless TEST.NAME is set, finds the same database.
 DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}"}
+
+LOOP_DECLARATIONS = ["tests.loops.declarations"]

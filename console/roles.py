@@ -1,0 +1,30 @@
+"""The three roles of DESIGN.md H6 as Django groups: viewer ⊂ operator ⊂ admin.
+
+Synced after every migrate, so a new permission reaches its role without a data migration.
+Superusers are admins. Checks ask for permissions, never for group names.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+
+VIEW = ("loops.view_looprun", "loops.view_domain", "loops.view_blueprint", "loops.view_agent")
+OPERATE = ("loops.operate_looprun",)
+
+ROLES = {
+    "viewer": VIEW,
+    "operator": VIEW + OPERATE,
+    "admin": VIEW + OPERATE,
+}
+
+
+def roles_sync(**kwargs) -> None:
+    for name, codenames in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        wanted = []
+        for dotted in codenames:
+            app_label, codename = dotted.split(".")
+            wanted += Permission.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            )
+        group.permissions.set(wanted)

@@ -1,0 +1,324 @@
+"""The Python API that declares what loops exist: domains, agents, validators, blueprints.
+
+    from loops.declare import Exits, Phase, Policy, blueprint, domain, python_agent, validator
+
+    domain("healthcare", "Healthcare")
+
+    @python_agent("dosage-calculator")
+    class DosageCalculator:
+        def bid(self, task): return Bid(confidence=0.9)
+        def perform(self, task): return Outcome(output={"dose_mg": ...})
+
+    blueprint(
+        "dosage-calculation", kind="micro", domain="healthcare",
+        phases=[Phase("compute", task_type="dosage.compute", capabilities=("dosing",))],
+        policy=Policy(exits=Exits(quality=("validated",), max_iterations=3)),
+    )
+
+Declarations are checked when made (termination, recursion, kinds: CONCEPTS 18, 43, 67) and
+mirrored into the database by sync_declarations(), so the console, the admin and the API show
+them. Modules named in settings.LOOP_DECLARATIONS are imported when Django starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from django.db import transaction
+from django.utils import timezone
+
+from loops import merge
+
+MAX_STACK_DEPTH = 8  # a hard bound on every stack, whatever a blueprint declares
+
+
+class DeclarationError(ValueError):
+    """A declaration that would let a loop run without bound, or that makes no sense."""
+
+
+# --- What agents and validators exchange with the engine --------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a broadcast asks: handed to an agent's bid() and perform()."""
+
+    run_id: int
+    iteration: int
+    phase: str
+    task_type: str
+    payload: dict[str, Any]
+    context: dict[str, Any]
+    feedback: tuple[str, ...] = ()  # what validators said about the previous round
+
+
+@dataclass(frozen=True)
+class Bid:
+    confidence: float
+    est_cost: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decline:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """A selected agent's request to call a child loop (CONCEPTS 9, 26)."""
+
+    blueprint: str
+    input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    output: Any
+    cost: float = 0.0
+    tokens: int = 0
+    rationale: str = ""
+    spawn: tuple[Spawn, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    score: float | None = None
+    feedback: str = ""
+
+
+# --- Declarations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A step of a blueprint: broadcast a task to agents, or call child loops."""
+
+    name: str
+    task_type: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    capabilities: tuple[str, ...] = ()
+    call: tuple[str, ...] = ()  # child blueprints called (in parallel) instead of a broadcast
+    validators: tuple[str, ...] = ()  # judge this phase's result (the blueprint's judge the last)
+
+
+@dataclass(frozen=True)
+class Retry:
+    max_attempts: int = 3
+    base_ms: int = 200
+    cap_ms: int = 5000
+    jitter: bool = True
+
+
+@dataclass(frozen=True)
+class Exits:
+    quality: tuple[str, ...] = ("validated",)  # "validated" and/or "score_target"
+    score_target: float | None = None
+    max_iterations: int | None = None
+    deadline_s: float | None = None
+    budget: float | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    exits: Exits
+    retry: Retry = Retry()
+    validation_rounds: int = 3
+    on_validation_exhausted: Literal["interrupt", "fail"] = "fail"
+    # Fewer bids than the quorum: broadcast again next iteration, or end the run.
+    on_insufficient_bids: Literal["retry", "fail"] = "retry"
+
+
+@dataclass(frozen=True)
+class BlueprintSpec:
+    name: str
+    kind: Literal["main", "sub", "micro"]
+    domain: str
+    phases: tuple[Phase, ...]
+    policy: Policy
+    selection: Literal["all", "best", "top_k"] = "all"
+    top_k: int | None = None
+    quorum: int = 1
+    bid_window_ms: int = 2000
+    gather_deadline_ms: int = 30000
+    merge: str = "highest_confidence"
+    consensus_threshold: float = 0.5
+    validators: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    max_depth: int | None = None
+    description: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("name", "kind", "domain", "description"):
+            data.pop(key)
+        return data
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    slug: str
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    domain: str
+    name: str
+    implementation: str  # a python_agent registry key
+    capabilities: tuple[str, ...] = ()
+    task_types: tuple[str, ...] = ()
+
+
+DOMAINS: dict[str, DomainSpec] = {}
+AGENTS: dict[tuple[str, str], AgentSpec] = {}
+BLUEPRINTS: dict[str, BlueprintSpec] = {}
+IMPLEMENTATIONS: dict[str, Callable[[], Any]] = {}
+VALIDATORS: dict[str, Callable[[Any, dict[str, Any]], Verdict]] = {}
+
+
+def domain(slug: str, name: str, description: str = "") -> DomainSpec:
+    spec = DomainSpec(slug, name, description)
+    DOMAINS[slug] = spec
+    return spec
+
+
+def python_agent(key: str):
+    """Class decorator: register an in-process agent implementation under key."""
+
+    def register(cls):
+        IMPLEMENTATIONS[key] = cls
+        return cls
+
+    return register
+
+
+def agent(
+    domain: str,
+    name: str,
+    *,
+    implementation: str,
+    capabilities: tuple[str, ...] = (),
+    task_types: tuple[str, ...] = (),
+) -> AgentSpec:
+    spec = AgentSpec(domain, name, implementation, tuple(capabilities), tuple(task_types))
+    AGENTS[(domain, name)] = spec
+    return spec
+
+
+def validator(name: str):
+    """Function decorator: fn(merged_value, run_context) -> Verdict."""
+
+    def register(fn):
+        VALIDATORS[name] = fn
+        return fn
+
+    return register
+
+
+def blueprint(name: str, **fields: Any) -> BlueprintSpec:
+    """Declare a loop blueprint; raises DeclarationError if it could run without bound."""
+    fields["phases"] = tuple(fields.get("phases", ()))
+    for key in ("validators", "children"):
+        fields[key] = tuple(fields.get(key, ()))
+    spec = BlueprintSpec(name=name, **fields)
+    _check(spec)
+    BLUEPRINTS[name] = spec
+    return spec
+
+
+def _check(spec: BlueprintSpec) -> None:
+    def reject(why: str) -> None:
+        raise DeclarationError(f"blueprint {spec.name!r}: {why}")
+
+    exits = spec.policy.exits
+    if spec.kind not in ("main", "sub", "micro"):
+        reject(f"kind must be main, sub or micro, not {spec.kind!r}")
+    if spec.kind == "micro" and spec.children:
+        reject("a micro-loop calls no children")
+    if not spec.phases:
+        reject("declares no phases")
+    if not exits.quality:
+        reject("needs at least one quality exit")
+    if exits.max_iterations is None and exits.deadline_s is None and exits.budget is None:
+        reject("needs a resource bound: max_iterations, deadline_s or budget")
+    if "score_target" in exits.quality and exits.score_target is None:
+        reject("the score_target exit needs Exits(score_target=…)")
+    if spec.name in spec.children and spec.max_depth is None:
+        reject("spawns itself without max_depth, so it could recurse without bound")
+    if spec.max_depth is not None and not 0 < spec.max_depth <= MAX_STACK_DEPTH:
+        reject(f"max_depth must be 1..{MAX_STACK_DEPTH}")
+    if spec.merge not in merge.STRATEGIES:
+        reject(f"unknown merge strategy {spec.merge!r}")
+    if spec.selection == "top_k" and not spec.top_k:
+        reject("top_k selection needs top_k ≥ 1")
+    if spec.quorum < 0:
+        reject("quorum must be ≥ 0")
+    for phase in spec.phases:
+        if bool(phase.task_type) == bool(phase.call):
+            reject(f"phase {phase.name!r} must either broadcast a task_type or call children")
+        if undeclared := set(phase.call) - set(spec.children):
+            reject(f"phase {phase.name!r} calls {sorted(undeclared)}, not among its children")
+    named = set(spec.validators).union(*(phase.validators for phase in spec.phases))
+    if unknown := named - set(VALIDATORS):
+        reject(f"unknown validators {sorted(unknown)}")
+
+
+def check_graph() -> None:
+    """Once every declaration is loaded: children exist, and no cycle lacks a depth bound."""
+    for spec in BLUEPRINTS.values():
+        for child in spec.children:
+            if child not in BLUEPRINTS:
+                raise DeclarationError(f"blueprint {spec.name!r}: unknown child {child!r}")
+    for start in BLUEPRINTS.values():
+        stack, seen = [(start.name, (start.name,))], set()
+        while stack:
+            name, path = stack.pop()
+            for child in BLUEPRINTS[name].children:
+                if child == start.name and all(BLUEPRINTS[n].max_depth is None for n in path):
+                    cycle = " → ".join((*path, child))
+                    raise DeclarationError(f"{cycle} can recurse without bound: set max_depth")
+                if child not in seen:
+                    seen.add(child)
+                    stack.append((child, (*path, child)))
+
+
+@transaction.atomic
+def sync_declarations() -> None:
+    """Mirror the declarations into the database (idempotent upserts)."""
+    from loops.models import Agent, Blueprint, Domain
+
+    check_graph()
+    domains = {}
+    for spec in DOMAINS.values():
+        domains[spec.slug], _ = Domain.objects.update_or_create(
+            slug=spec.slug, defaults={"name": spec.name, "description": spec.description}
+        )
+    for spec in AGENTS.values():
+        Agent.objects.update_or_create(
+            domain=domains[spec.domain]
+            if spec.domain in domains
+            else Domain.objects.get(slug=spec.domain),
+            name=spec.name,
+            defaults={
+                "adapter": Agent.Adapter.PYTHON,
+                "config": {"implementation": spec.implementation},
+                "capabilities": list(spec.capabilities),
+                "task_types": list(spec.task_types),
+            },
+        )
+    for spec in BLUEPRINTS.values():
+        Blueprint.objects.update_or_create(
+            name=spec.name,
+            defaults={
+                "kind": spec.kind,
+                "domain": domains.get(spec.domain) or Domain.objects.get(slug=spec.domain),
+                "description": spec.description,
+                "spec": spec.as_json(),
+                "updated_at": timezone.now(),
+            },
+        )

@@ -1,0 +1,283 @@
+"""Writes on loop runs that people and the API ask for, and the helpers the engine shares:
+the event trace, cost reservations and the return of a child to its parent.
+
+Entry points are `transaction.atomic(durable=True)`; helpers assume an open transaction.
+Lock order (STYLE.md B.4): runs parent before child, the event counter last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from loops.declare import BLUEPRINTS, BlueprintSpec
+from loops.models import Blueprint, Domain, Event, EventCounter, Iteration, LoopRun
+
+State = LoopRun.State
+
+
+class StartRejected(ValueError):
+    """A run cannot start; code and message say why (the API maps them to 4xx)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code, self.detail = code, detail
+        super().__init__(detail)
+
+
+# --- The event trace ----------------------------------------------------------------------
+
+
+def events_write(root_id: int, events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+    """Append (run_id, type, payload) events to a root's trace with gapless seqs.
+
+    Inside the caller's transaction: the counter row stays locked until commit, so two
+    workers writing to one trace take turns and a rollback gives its numbers back.
+    """
+    events = list(events)
+    if not events:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE loops_eventcounter SET last_seq = last_seq + %s WHERE root_id = %s "
+            "RETURNING last_seq",
+            [len(events), root_id],
+        )
+        last = cursor.fetchone()[0]
+    now = timezone.now()
+    first = last - len(events) + 1
+    Event.objects.bulk_create(
+        Event(root_id=root_id, run_id=run_id, seq=first + i, type=kind, payload=payload, ts=now)
+        for i, (run_id, kind, payload) in enumerate(events)
+    )
+
+
+# --- Starting and controlling runs --------------------------------------------------------
+
+
+def spec_for(run: LoopRun) -> BlueprintSpec | None:
+    return BLUEPRINTS.get(run.blueprint.name)
+
+
+@transaction.atomic(durable=True)
+def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None) -> LoopRun:
+    """Start a main loop of a domain (POST /api/v1/domains/{slug}/runs)."""
+    domain_row = Domain.objects.filter(slug=domain).first()
+    if domain_row is None:
+        raise StartRejected("unknown_domain", f"There is no domain {domain!r}.")
+    bp = Blueprint.objects.filter(name=blueprint, domain=domain_row).first()
+    spec = BLUEPRINTS.get(blueprint)
+    if bp is None or spec is None:
+        raise StartRejected(
+            "unknown_blueprint", f"Domain {domain!r} declares no blueprint {blueprint!r}."
+        )
+    if spec.kind != "main":
+        raise StartRejected(
+            "not_a_main_loop",
+            f"{blueprint!r} is a {spec.kind}-loop; only main loops start from the API.",
+        )
+    run = _create_run(spec, bp, domain_row, input=input, parent=None, actor=actor)
+    return run
+
+
+def _create_run(
+    spec: BlueprintSpec,
+    bp: Blueprint,
+    domain: Domain,
+    *,
+    input: dict[str, Any],
+    parent: LoopRun | None,
+    spawned_by: Iteration | None = None,
+    budget: float | None = None,
+    actor=None,
+) -> LoopRun:
+    """Create a run in `running` and enqueue its first step after commit (helper)."""
+    now = timezone.now()
+    exits = spec.policy.exits
+    deadline = now + timedelta(seconds=exits.deadline_s) if exits.deadline_s else None
+    if parent is not None and parent.deadline_at:
+        deadline = min(filter(None, [deadline, parent.deadline_at]))
+    run = LoopRun.objects.create(
+        blueprint=bp,
+        domain=domain,
+        parent=parent,
+        root_id=parent.root_id if parent else None,
+        spawned_by=spawned_by,
+        depth=parent.depth + 1 if parent else 0,
+        state=State.RUNNING,
+        input=input,
+        context={"input": input},
+        budget=exits.budget if budget is None else budget,
+        deadline_at=deadline,
+        started_at=now,
+        created_at=now,
+        updated_at=now,
+        created_by=actor,
+    )
+    if parent is None:
+        run.root_id = run.pk
+        LoopRun.objects.filter(pk=run.pk).update(root=run.pk)
+        EventCounter.objects.create(root_id=run.pk)
+    events_write(
+        run.root_id,
+        [(run.pk, "run.started", {"blueprint": spec.name, "depth": run.depth, "input": input})],
+    )
+    _enqueue(run.pk)
+    return run
+
+
+def _enqueue(run_id: int, countdown: float | None = None) -> None:
+    from loops.tasks import advance
+
+    transaction.on_commit(lambda: advance.apply_async((run_id,), countdown=countdown))
+
+
+@transaction.atomic(durable=True)
+def run_pause(*, run_id: int, actor=None) -> LoopRun:
+    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    run.move_to(State.PAUSED)
+    run.save(update_fields=["state", "prior_state", "updated_at"])
+    events_write(run.root_id, [(run.pk, "run.paused", _by(actor))])
+    return run
+
+
+@transaction.atomic(durable=True)
+def run_resume(*, run_id: int, actor=None) -> LoopRun:
+    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    if run.state != State.PAUSED:
+        run.move_to(State.RUNNING)  # raises TransitionRejected naming the state
+    target = run.prior_state or State.RUNNING
+    if target == State.WAITING and not _children_pending(run):
+        target = State.RUNNING  # its children ended while it was paused
+    run.move_to(target)
+    run.save(update_fields=["state", "prior_state", "started_at", "updated_at"])
+    events_write(run.root_id, [(run.pk, "run.resumed", {**_by(actor), "state": target})])
+    if target == State.RUNNING:
+        _enqueue(run.pk)
+    return run
+
+
+@transaction.atomic(durable=True)
+def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
+    """Cancel a run and its whole subtree; a cancelled child reports back to its parent."""
+    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    if run.is_terminal:
+        run.move_to(State.CANCELLED)  # raises TransitionRejected naming the state
+    subtree = list(
+        LoopRun.objects.select_for_update()
+        .filter(root_id=run.root_id, depth__gt=run.depth)
+        .exclude(state__in=LoopRun.TERMINAL)
+        .order_by("depth", "id")
+    )
+    ids = _subtree_ids(run, subtree)
+    events = []
+    for node in [run, *(n for n in subtree if n.pk in ids)]:
+        node.move_to(State.CANCELLED)
+        node.exit_reason = LoopRun.ExitReason.CANCELLED
+        node.exit_detail = reason or "Cancelled by an operator."
+        node.save(
+            update_fields=[
+                "state",
+                "prior_state",
+                "exit_reason",
+                "exit_detail",
+                "finished_at",
+                "lease_worker",
+                "lease_expires_at",
+                "updated_at",
+            ]
+        )
+        events.append((node.pk, "run.exited", {"state": "cancelled", **_by(actor)}))
+    Iteration.objects.filter(run_id__in=[run.pk, *ids]).exclude(
+        status=Iteration.Status.CLOSED
+    ).update(
+        status=Iteration.Status.CLOSED,
+        outcome=Iteration.Outcome.ABANDONED,
+        closed_at=timezone.now(),
+    )
+    events_write(run.root_id, events)
+    if run.parent_id:
+        child_returned(child=run)
+    return run
+
+
+def _subtree_ids(run: LoopRun, candidates: list[LoopRun]) -> set[int]:
+    ids, frontier = set(), {run.pk}
+    for node in candidates:  # ordered by depth, so parents come first
+        if node.parent_id in frontier:
+            ids.add(node.pk)
+            frontier.add(node.pk)
+    return ids
+
+
+def _by(actor) -> dict[str, Any]:
+    return {"by": actor.get_username() if actor else "system"}
+
+
+# --- Cost (CONCEPTS 69) -------------------------------------------------------------------
+
+
+def cost_reserve(run_id: int, amount: float) -> bool:
+    """Atomically set aside amount of the run's budget; False if it does not fit."""
+    return bool(
+        LoopRun.objects.filter(pk=run_id)
+        .filter(Q(budget__isnull=True) | Q(budget__gte=F("cost") + F("cost_reserved") + amount))
+        .update(cost_reserved=F("cost_reserved") + amount)
+    )
+
+
+def cost_settle(run_id: int, *, reserved: float, actual: float, tokens: int = 0) -> None:
+    LoopRun.objects.filter(pk=run_id).update(
+        cost_reserved=F("cost_reserved") - reserved,
+        cost=F("cost") + actual,
+        tokens=F("tokens") + tokens,
+    )
+
+
+# --- Call-stack return (CONCEPTS 1, 19, 38) ----------------------------------------------
+
+
+def _children_pending(run: LoopRun) -> bool:
+    return run.children.exclude(state__in=LoopRun.TERMINAL).exists()
+
+
+def child_returned(*, child: LoopRun) -> None:
+    """In the transaction that ended the child: settle its budget on the parent, write its
+    result into the parent's context, and wake the parent once no sibling is still running.
+    """
+    parent = LoopRun.objects.select_for_update(of=("self",)).get(pk=child.parent_id)
+    LoopRun.objects.filter(pk=parent.pk).update(
+        cost=F("cost") + child.cost,
+        cost_reserved=F("cost_reserved") - (child.budget or 0),
+        tokens=F("tokens") + child.tokens,
+    )
+    parent.refresh_from_db(fields=["cost", "cost_reserved", "tokens"])
+    children = parent.context.setdefault("children", {})
+    children[child.blueprint.name] = {
+        "run": child.pk,
+        "state": child.state,
+        "exit_reason": child.exit_reason,
+        "result": child.result,
+    }
+    parent.save(update_fields=["context"])
+    events = [(parent.pk, "child.completed", {"child": child.pk, "state": child.state})]
+    if parent.state == State.WAITING and not _children_pending(parent):
+        parent.move_to(State.RUNNING)
+        parent.save(update_fields=["state", "updated_at"])
+        _enqueue(parent.pk)
+    events_write(parent.root_id, events)
+
+
+@transaction.atomic(durable=True)
+def run_wake(*, run_id: int) -> None:
+    """A waiting run none of whose children is still live goes back to running."""
+    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    if run.state == State.WAITING and not _children_pending(run):
+        run.move_to(State.RUNNING)
+        run.save(update_fields=["state", "updated_at"])
+        events_write(run.root_id, [(run.pk, "run.woken", {"by": "reaper"})])
+        _enqueue(run.pk)

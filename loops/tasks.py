@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True)
+def advance(run_id: int) -> None:
+    """One step of a run; a duplicate or a replay is a no-op (loops.engine)."""
+    from loops import engine
+
+    engine.advance(run_id=run_id)
+
+
+@shared_task
+def runs_reclaim() -> None:
+    """Beat backstop for DESIGN.md H4: runs whose worker died, and parents left waiting."""
+    from loops import engine
+
+    engine.reclaim()
