@@ -10,7 +10,6 @@ import time
 
 from loops.declare import (
     Bid,
-    Decline,
     Exits,
     Outcome,
     Phase,
