@@ -135,6 +135,11 @@ CELERY_BEAT_SCHEDULE = {
     "sessions-clear": {"task": "console.tasks.sessions_clear", "schedule": 24 * 3600},
 }
 
+# A worker holds a run for this long per step before another may take it over (H4), and a
+# running run nobody touched for LOOP_STALE_SECONDS is enqueued again (a lost message).
+LOOP_LEASE_SECONDS = env_int("LOOP_LEASE_SECONDS", 30, minimum=1)
+LOOP_STALE_SECONDS = env_int("LOOP_STALE_SECONDS", 60, minimum=1)
+
 # Modules that declare domains, agents and loop blueprints (loops.declare), imported at start.
 LOOP_DECLARATIONS = env_list("LOOP_DECLARATIONS", [])
 

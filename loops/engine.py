@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -51,7 +52,8 @@ from oversight import gates
 logger = logging.getLogger(__name__)
 State = LoopRun.State
 Reason = LoopRun.ExitReason
-LEASE = timedelta(seconds=30)
+LEASE = timedelta(seconds=settings.LOOP_LEASE_SECONDS)
+STALE = timedelta(seconds=settings.LOOP_STALE_SECONDS)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -70,9 +72,6 @@ def advance(*, run_id: int, now: datetime | None = None) -> None:
         pass
     finally:
         _release(run_id)
-
-
-STALE = timedelta(seconds=60)
 
 
 def reclaim(now: datetime | None = None) -> int:

@@ -250,9 +250,11 @@ def child_returned(*, child: LoopRun) -> None:
     result into the parent's context, and wake the parent once no sibling is still running.
     """
     parent = LoopRun.objects.select_for_update(of=("self",)).get(pk=child.parent_id)
+    # The child's budget was set aside from the parent's only if the parent has a budget.
+    reserved = (child.budget or 0) if parent.budget is not None else 0
     LoopRun.objects.filter(pk=parent.pk).update(
         cost=F("cost") + child.cost,
-        cost_reserved=F("cost_reserved") - (child.budget or 0),
+        cost_reserved=F("cost_reserved") - reserved,
         tokens=F("tokens") + child.tokens,
     )
     parent.refresh_from_db(fields=["cost", "cost_reserved", "tokens"])
@@ -281,3 +283,20 @@ def run_wake(*, run_id: int) -> None:
         run.save(update_fields=["state", "updated_at"])
         events_write(run.root_id, [(run.pk, "run.woken", {"by": "reaper"})])
         _enqueue(run.pk)
+
+
+# --- Agent liveness (added for POST /api/v1/agents/{id}/heartbeat) ------------------------
+
+
+@transaction.atomic(durable=True)
+def agent_heartbeat(*, agent_id: int):
+    """Record that an agent is alive. A quarantined agent stays quarantined: a heartbeat
+    proves it answers, not that it answers well, and only an operator lifts a quarantine."""
+    from loops.models import Agent  # here, to leave the module's imports to their owner
+
+    agent = Agent.objects.select_for_update().get(pk=agent_id)
+    agent.heartbeat_at = timezone.now()
+    if agent.status == Agent.Status.OFFLINE:
+        agent.status = Agent.Status.ONLINE
+    agent.save(update_fields=["heartbeat_at", "status"])
+    return agent

@@ -4,6 +4,7 @@ Redis (or uses DATABASE_URL and REDIS_URL) and this file fails fast when they ar
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +51,11 @@ class Worker:
     process: subprocess.Popen
     hostname: str
 
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once: no goodbye, no acks."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def stop(self) -> None:
         """A clean SIGTERM stop, as the run command does it."""
         if self.process.poll() is None:
@@ -57,8 +63,9 @@ class Worker:
             self.process.wait(30)
 
 
-def start_worker(database_name: str, *, name: str = "") -> Worker:
-    """A real Celery worker process on the test database and the test Redis, once it is live."""
+def start_worker(database_name: str, *, name: str = "", beat: bool = False) -> Worker:
+    """A real Celery worker process on the test database and the test Redis, once it is live;
+    with beat=True it also runs the periodic tasks (the reaper), as `celery worker -B`."""
     hostname = f"{name or 'test'}-{uuid.uuid4().hex[:8]}@localhost"
     url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{database_name}").geturl()
     env = {
@@ -67,25 +74,11 @@ def start_worker(database_name: str, *, name: str = "") -> Worker:
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "CONSOLE_PROCESS": "test-worker",
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "console",
-            "worker",
-            "-l",
-            "WARNING",
-            "-c",
-            "2",
-            "-n",
-            hostname,
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
+    argv = [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", "WARNING"]
+    argv += ["-c", "2", "-n", hostname]
+    if beat:
+        argv += ["-B", "-s", os.path.join(settings.DATA_DIR, f"beat-{hostname}")]
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
     worker = Worker(process, hostname)
     deadline = time.monotonic() + 60
     while not liveness.redis_client().exists(f"{liveness.KEY_PREFIX}{hostname}"):

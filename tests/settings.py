@@ -17,3 +17,6 @@ CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test"
 DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}"}
 
 LOOP_DECLARATIONS = ["tests.loops.declarations"]
+# Short, so the kill-the-worker tests see a dead worker's runs taken over within seconds.
+LOOP_LEASE_SECONDS = 3
+LOOP_STALE_SECONDS = 10

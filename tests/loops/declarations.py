@@ -10,11 +10,13 @@ import time
 
 from loops.declare import (
     Bid,
+    Decline,
     Exits,
     Outcome,
     Phase,
     Policy,
     Retry,
+    Spawn,
     Verdict,
     agent,
     blueprint,
@@ -124,4 +126,115 @@ blueprint(
         Phase("wait-1", task_type="lab.wait", payload={"seconds": 0.3}, capabilities=("patience",)),
         Phase("wait-2", task_type="lab.wait", payload={"seconds": 0.3}, capabilities=("patience",)),
     ],
+)
+
+
+# --- The arena: small agents with fixed answers, for the engine's unit tests ------------
+
+domain("arena", "Arena", "Agents with fixed answers, for the engine's own tests.")
+
+
+def _answering(value, confidence, est_cost=0.0):
+    class Answering:
+        def bid(self, task):
+            return Bid(confidence=confidence, est_cost=est_cost)
+
+        def perform(self, task):
+            return Outcome(
+                output={"value": value, "feedback_seen": list(task.feedback)}, cost=est_cost
+            )
+
+    return Answering
+
+
+python_agent("arena.alpha")(_answering(42, 0.9))
+python_agent("arena.beta")(_answering(41, 0.5))
+python_agent("arena.gamma")(_answering(42, 0.7))
+
+
+@python_agent("arena.mute")
+class Mute:
+    """Never answers the broadcast in time (a remote agent that stays silent)."""
+
+    def bid(self, task):
+        return None
+
+
+@python_agent("arena.refuser")
+class Refuser:
+    def bid(self, task):
+        return Decline("not my field")
+
+
+@python_agent("arena.spawner")
+class Spawner:
+    def bid(self, task):
+        return Bid(confidence=0.8, est_cost=task.payload.get("cost", 0.0))
+
+    def perform(self, task):
+        wanted = task.payload.get("spawn", ["arena-child"])
+        spawns = tuple(Spawn(name) for name in wanted)
+        return Outcome(output={"asked": wanted}, cost=task.payload.get("cost", 0.0), spawn=spawns)
+
+
+agent("arena", "alpha", implementation="arena.alpha", capabilities=("answer", "wait"))
+agent("arena", "beta", implementation="arena.beta", capabilities=("answer",))
+agent("arena", "gamma", implementation="arena.gamma", capabilities=("answer",))
+agent("arena", "mute", implementation="arena.mute", capabilities=("wait",))
+agent("arena", "refuser", implementation="arena.refuser", capabilities=("refuse",))
+agent("arena", "spawner", implementation="arena.spawner", capabilities=("spawn",))
+agent("arena", "unskilled", implementation="arena.alpha", capabilities=())
+
+
+@validator("tests.saw-feedback")
+def saw_feedback(value, context):
+    ok = bool(value.get("feedback_seen"))
+    return Verdict(ok=ok, feedback="" if ok else "try again, and read this feedback")
+
+
+def _main(name, capabilities, **fields):
+    fields.setdefault("policy", Policy(exits=Exits(quality=("validated",), max_iterations=3)))
+    task = Phase(
+        "ask", task_type="arena.ask", capabilities=capabilities, payload=fields.pop("payload", {})
+    )
+    return blueprint(name, kind="main", domain="arena", phases=[task], **fields)
+
+
+_main("arena-all", ("answer",), selection="all", merge="vote")
+_main("arena-top2", ("answer",), selection="top_k", top_k=2)
+_main("arena-window", ("wait",), bid_window_ms=2000)
+_main(
+    "arena-quorum-fail",
+    ("refuse",),
+    policy=Policy(exits=Exits(max_iterations=3), on_insufficient_bids="fail"),
+)
+_main("arena-quorum-retry", ("refuse",), policy=Policy(exits=Exits(max_iterations=2)))
+_main("arena-feedback", ("answer",), selection="best", validators=("tests.saw-feedback",))
+_main(
+    "arena-stubborn",
+    ("answer",),
+    selection="best",
+    validators=("tests.has-summary",),
+    policy=Policy(exits=Exits(max_iterations=5), validation_rounds=2),
+)
+_main(
+    "arena-spawn",
+    ("spawn",),
+    children=("arena-child",),
+    payload={"spawn": ["arena-child", "lab-micro"]},
+)
+_main(
+    "arena-budget",
+    ("spawn",),
+    children=("arena-child",),
+    payload={"spawn": ["arena-child"], "cost": 0.5},
+    policy=Policy(exits=Exits(quality=("validated",), max_iterations=3, budget=0.5)),
+)
+blueprint(
+    "arena-child",
+    kind="micro",
+    domain="arena",
+    policy=Policy(exits=Exits(quality=("validated",), max_iterations=2, budget=1.0)),
+    phases=[Phase("ask", task_type="arena.ask", capabilities=("answer",))],
+    selection="best",
 )

@@ -1,0 +1,115 @@
+"""Reads for the API, the console and the management commands. Each answers in a fixed
+number of queries, however many rows it returns (select_related / prefetch_related)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from loops.models import Agent, Bid, Blueprint, Contribution, Domain, Event, Iteration, LoopRun
+
+
+@dataclass
+class DomainStatus:
+    slug: str
+    name: str
+    state: str  # processing | active | standby (CONCEPTS 13)
+    counts: dict[str, int] = field(default_factory=dict)
+    runs_live: int = 0
+
+
+def domain_list_with_counts() -> list[DomainStatus]:
+    """Every domain with its derived state and its runs counted by state (two queries).
+
+    1. Count runs per (domain, state), and among them those below the main loop.
+    2. A domain with a live child run is processing: its main loop has delegated work.
+       Live main runs alone make it active; no live run leaves it on standby.
+    """
+    rows = (
+        LoopRun.objects.order_by()  # no ordering, so that it cannot split the groups
+        .values("domain_id", "state")
+        .annotate(n=Count("id"), below_main=Count("id", filter=Q(depth__gt=0)))
+    )
+    grouped: dict[int, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["domain_id"], []).append(row)
+    result = []
+    for domain in Domain.objects.all():
+        counts = dict.fromkeys(LoopRun.State.values, 0)
+        live = deep = 0
+        for row in grouped.get(domain.pk, ()):
+            counts[row["state"]] = row["n"]
+            if row["state"] in LoopRun.LIVE:
+                live += row["n"]
+                deep += row["below_main"]
+        state = "processing" if deep else "active" if live else "standby"
+        result.append(DomainStatus(domain.slug, domain.name, state, counts, live))
+    return result
+
+
+def blueprint_list(*, domain: str | None = None) -> QuerySet[Blueprint]:
+    blueprints = Blueprint.objects.select_related("domain")
+    if domain:
+        blueprints = blueprints.filter(domain__slug=domain)
+    return blueprints
+
+
+def run_list(
+    *,
+    domain: str | None = None,
+    states: Iterable[str] | None = None,
+    parent: int | None = None,
+    root: int | None = None,
+) -> QuerySet[LoopRun]:
+    runs = LoopRun.objects.select_related("blueprint", "domain")
+    if domain:
+        runs = runs.filter(domain__slug=domain)
+    if states is not None:
+        runs = runs.filter(state__in=list(states))
+    if parent is not None:
+        runs = runs.filter(parent_id=parent)
+    if root is not None:
+        runs = runs.filter(root_id=root)
+    return runs
+
+
+def run_get_with_stack(run_id: int) -> LoopRun:
+    """A run with its blueprint, domain and the ids of its children (raises DoesNotExist)."""
+    children = LoopRun.objects.only("id", "parent_id").order_by("id")
+    return (
+        LoopRun.objects.select_related("blueprint", "domain")
+        .prefetch_related(Prefetch("children", queryset=children))
+        .get(pk=run_id)
+    )
+
+
+def _require_run(run_id: int) -> LoopRun:
+    return LoopRun.objects.only("id", "root_id").get(pk=run_id)
+
+
+def iteration_list_for_run(run_id: int) -> QuerySet[Iteration]:
+    """A run's iterations with their bids and contributions and the agents' names."""
+    _require_run(run_id)
+    return (
+        Iteration.objects.filter(run_id=run_id)
+        .order_by("number")
+        .prefetch_related(
+            Prefetch("bids", queryset=Bid.objects.select_related("agent")),
+            Prefetch("contributions", queryset=Contribution.objects.select_related("agent")),
+        )
+    )
+
+
+def event_list_for_run(run_id: int, *, after: int = 0) -> QuerySet[Event]:
+    """The trace of the stack the run belongs to (its root's), from seq after + 1 on."""
+    run = _require_run(run_id)
+    return Event.objects.filter(root_id=run.root_id or run.pk, seq__gt=after).order_by("seq")
+
+
+def agent_list(*, domain: str | None = None) -> QuerySet[Agent]:
+    agents = Agent.objects.select_related("domain")
+    if domain:
+        agents = agents.filter(domain__slug=domain)
+    return agents
