@@ -68,8 +68,8 @@ def advance(*, run_id: int, now: datetime | None = None) -> None:
         return  # another worker holds it, or it is not running: nothing to do
     try:
         _step(run_id, now)
-    except StepAborted:
-        pass
+    except (StepAborted, LoopRun.DoesNotExist):
+        pass  # paused, cancelled or halted under us, or deleted: not an error for a worker
     finally:
         _release(run_id)
 
@@ -400,24 +400,24 @@ def _perform(run, spec, iteration, contribution, task) -> Outcome | None:
     implementation = IMPLEMENTATIONS.get(contribution.agent.config.get("implementation", ""))
     if implementation is None:
         return None  # remote agents perform through their own tasks (adapters)
-    if not services.cost_reserve(run.pk, contribution.est_cost):
-        _record(
-            contribution,
-            None,
-            [{"n": 0, "error_class": "budget", "message": "the estimated cost exceeds the budget"}],
-        )
-        return None
     started = timezone.now()
-    LoopRun.objects.filter(pk=run.pk, lease_worker=WORKER_ID).update(
-        lease_expires_at=started + LEASE
-    )  # a long call must not look like a dead worker
-    Contribution.objects.filter(pk=contribution.pk).update(
-        status=Contribution.Status.RUNNING, started_at=started
-    )
-    services.events_write(
-        run.root_id,
-        [(run.pk, "agent.call.requested", {"agent": contribution.agent_id, "layer": "retry"})],
-    )
+    with transaction.atomic():
+        _locked(run.pk)  # the gate once more, right before the call (H1)
+        # A contribution left `running` by a dead worker still holds its reservation.
+        fresh = contribution.status == Contribution.Status.PENDING
+        affordable = not fresh or services.cost_reserve(run.pk, contribution.est_cost)
+        if affordable:
+            # A long call must not look like a dead worker.
+            LoopRun.objects.filter(pk=run.pk).update(lease_expires_at=started + LEASE)
+            Contribution.objects.filter(pk=contribution.pk).update(
+                status=Contribution.Status.RUNNING, started_at=started
+            )
+            requested = {"agent": contribution.agent_id, "layer": "retry"}
+            services.events_write(run.root_id, [(run.pk, "agent.call.requested", requested)])
+    if not affordable:
+        refusal = {"n": 0, "error_class": "budget", "message": "the estimate exceeds the budget"}
+        _record(contribution, None, [refusal])
+        return None
     attempts, outcome = list(contribution.attempts), None
     retry = spec.policy.retry
     for n in range(len(attempts) + 1, retry.max_attempts + 1):

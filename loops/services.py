@@ -38,6 +38,9 @@ def events_write(root_id: int, events: Iterable[tuple[int, str, dict[str, Any]]]
     Inside the caller's transaction: the counter row stays locked until commit, so two
     workers writing to one trace take turns and a rollback gives its numbers back.
     """
+    # In autocommit the counter would commit alone, and a crash before the insert would
+    # leave a gap in the trace.
+    assert transaction.get_connection().in_atomic_block, "events_write needs a transaction"
     events = list(events)
     if not events:
         return

@@ -1,0 +1,92 @@
+"""Loops on real Celery worker processes, against the test database and Redis."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+from django.db import connection
+from django.db.models import Count
+
+from loops import services
+from loops.declare import sync_declarations
+from loops.models import Contribution, Event, Iteration, LoopRun
+from tests.conftest import start_worker, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the workers must see committed rows
+State = LoopRun.State
+
+
+@pytest.fixture(autouse=True)
+def _declared() -> None:
+    sync_declarations()  # the table flush between transactional tests removed them
+
+
+def _all_ended(run_ids: list[int]) -> bool:
+    return (
+        not LoopRun.objects.filter(root_id__in=run_ids).exclude(state__in=LoopRun.TERMINAL).exists()
+    )
+
+
+def test_it_runs_a_main_sub_micro_stack_to_completion(celery_worker):
+    run = services.run_start(domain="lab", blueprint="lab-main", input={"x": 6})
+
+    wait_for(lambda: _all_ended([run.pk]))
+
+    stack = {r.depth: r for r in LoopRun.objects.filter(root_id=run.pk)}
+    assert {d: r.state for d, r in stack.items()} == {
+        0: "succeeded",
+        1: "succeeded",
+        2: "succeeded",
+    }
+    assert stack[2].parent_id == stack[1].pk and stack[1].parent_id == stack[0].pk
+    assert stack[2].result == 36
+    assert stack[0].result == {"lab-sub": {"square": 36, "summary": "the square is 36"}}
+
+
+def test_it_loses_nothing_when_a_worker_is_killed_mid_run(celery_worker):
+    """SIGKILL a worker while it performs; a new worker with the reaper finishes every run
+    with no duplicate iteration, bid, contribution or event (DESIGN.md H4, CONCEPTS 25)."""
+    doomed = start_worker(connection.settings_dict["NAME"], name="doomed")
+    celery_worker.stop()  # so the doomed worker takes the runs
+
+    def held_by_doomed() -> bool:
+        pids = tuple(f":{p.pid}" for p in psutil.Process(doomed.process.pid).children())
+        holders = LoopRun.objects.filter(
+            pk__in=runs, iterations__contributions__status="running"
+        ).values_list("lease_worker", flat=True)
+        return any(holder.endswith(pids) for holder in holders)
+
+    try:
+        runs = [
+            services.run_start(domain="lab", blueprint="lab-slow", input={}).pk for _ in range(6)
+        ]
+        wait_for(held_by_doomed)
+        doomed.kill()
+        in_flight = Contribution.objects.filter(status="running").count()
+        rescuer = start_worker(connection.settings_dict["NAME"], name="rescuer", beat=True)
+        try:
+            wait_for(lambda: _all_ended(runs), timeout=90)
+        finally:
+            rescuer.stop()
+    finally:
+        replacement = start_worker(connection.settings_dict["NAME"])
+        celery_worker.process, celery_worker.hostname = replacement.process, replacement.hostname
+
+    assert in_flight >= 1
+    assert set(LoopRun.objects.filter(pk__in=runs).values_list("state", flat=True)) == {
+        State.SUCCEEDED
+    }
+    for run_id in runs:
+        numbers = list(Iteration.objects.filter(run_id=run_id).values_list("number", flat=True))
+        assert numbers == [1, 2]
+        seqs = list(Event.objects.filter(root_id=run_id).values_list("seq", flat=True))
+        assert seqs == list(range(1, len(seqs) + 1))
+    per_iteration = Iteration.objects.filter(run_id__in=runs).annotate(
+        n_bids=Count("bids", distinct=True), n_contributions=Count("contributions", distinct=True)
+    )
+    assert {(i.n_bids, i.n_contributions) for i in per_iteration} == {(1, 1)}
+    assert (
+        not Contribution.objects.filter(iteration__run_id__in=runs)
+        .exclude(status="completed")
+        .exists()
+    )
