@@ -6,15 +6,36 @@ Every error leaves as {"error": "<code>", "detail": "<human sentence>"} with a 4
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
 import redis
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.renderers import JSONRenderer
+from ninja.responses import NinjaJSONEncoder
 
 from console import liveness
+from console.auth import API_AUTH
+from loops.api import router as loops_router
+from loops.models import TransitionRejected
+from loops.services import StartRejected
+
+
+class _Encoder(NinjaJSONEncoder):
+    def default(self, o: Any) -> Any:
+        # Django's encoder cuts times to milliseconds; the contract promises microseconds, so
+        # that an outside check can order a run's start against a halt's commit time.
+        if isinstance(o, datetime):
+            return o.isoformat(timespec="microseconds")
+        return super().default(o)
+
+
+class _Renderer(JSONRenderer):
+    encoder_class = _Encoder
+
 
 api = NinjaAPI(
     title="Loop Stack Console",
@@ -22,7 +43,10 @@ api = NinjaAPI(
     urls_namespace="api",
     openapi_url="/openapi.json",
     docs_url=None,  # Swagger UI would load from a CDN; the console must work air-gapped
+    auth=API_AUTH,  # every call needs a user or a token, unless it says auth=None
+    renderer=_Renderer(),
 )
+api.add_router("/", loops_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, detail: str) -> HttpResponse:
@@ -43,9 +67,32 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResp
     return error_response(request, 401, "unauthenticated", "Sign in or send a bearer token.")
 
 
+_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}
+# Errors ninja raises itself, with a code and a sentence of the contract's kind.
+_NINJA_ERRORS = {
+    "Cannot parse request body": ("invalid_json", "The request body is not valid JSON."),
+    "CSRF check Failed": ("csrf_failed", "The CSRF token is missing or wrong."),
+}
+
+
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    return error_response(request, exc.status_code, "http_error", str(exc))
+    message = str(exc)
+    code, detail = _NINJA_ERRORS.get(message.split(" (")[0], (None, message))
+    return error_response(
+        request, exc.status_code, code or _CODES.get(exc.status_code, "http_error"), detail
+    )
+
+
+@api.exception_handler(TransitionRejected)
+def _wrong_state(request: HttpRequest, exc: TransitionRejected) -> HttpResponse:
+    return error_response(request, 409, "wrong_state", str(exc))
+
+
+@api.exception_handler(StartRejected)
+def _start_rejected(request: HttpRequest, exc: StartRejected) -> HttpResponse:
+    status = 404 if exc.code == "unknown_domain" else 400
+    return error_response(request, status, exc.code, exc.detail)
 
 
 @api.exception_handler(Http404)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Field, Schema
 
-T = TypeVar("T")
-
 MAX_LIMIT = 500
 
 
-class Page(Schema, Generic[T]):
+class Page[T](Schema):
     items: list[T]
     count: int
     next: str | None = None

@@ -176,8 +176,8 @@ class RunCancel(Schema):
 
 
 class RunFilters(Schema):
-    domain: str | None = None
-    state: str | None = None
+    domain: str | None = Field(None, description="a domain's slug")
+    state: str | None = Field(None, description=f"one of {', '.join(LoopRun.State.values)}")
     parent: int | None = None
     root: int | None = None
 

@@ -1,16 +1,21 @@
 """Advances loop runs, one step per Celery task (loops.tasks.advance).
 
 A step holds the run's lease (a compare-and-set on lease_worker/lease_expires_at, so one
-worker at a time) and does as much of the current iteration as it can without waiting:
+worker at a time) and does as much of the current iteration as it can without waiting, in
+as few transactions as it can (DESIGN.md section 6 counts the cost of each):
 
-    open      broadcast to the audience; in-process agents bid at once; select
-    execute   selected agents perform (outside any transaction); spawn children if asked
-    close     merge, validate, exit checks; the next phase or iteration, or the end
+    open     one transaction: the iteration, the audience's bids (in-process agents answer
+             at once), and, once everyone answered, the selection and the claim of the calls
+    perform  the selected in-process agents work, outside any transaction
+    close    one transaction: their results, the merge and validation, the exit checks, and
+             the next phase or iteration (enqueued after commit), or the end of the run
 
-Every write re-checks the run under its row lock (state running, lease ours), so a pause,
-cancel or halt committed meanwhile turns the rest of the step into a no-op. Unique keys on
-(run, number) and (iteration, agent) make a re-run of a step after a crash create nothing
-twice; contributions left `running` by a dead worker are performed again (at least once).
+Waiting for a bid window, for remote contributions or for child runs ends the step; whatever
+ends the wait enqueues the next one. Every transaction re-checks the run under its row lock
+(running, lease ours, the oversight gate), so a pause, cancel or halt committed meanwhile
+turns the rest of the step into a no-op, and results that arrive anyway are kept as `held`.
+Unique keys on (run, number) and (iteration, agent) make a step re-run after a crash create
+nothing twice; calls a dead worker left `running` are made again (at least once).
 Nothing imports this module but loops.tasks (STYLE.md B.2).
 """
 
@@ -21,7 +26,7 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,18 +48,18 @@ from loops.declare import (
     Spawn,
     Task,
 )
-from loops.declare import (
-    Bid as BidAnswer,
-)
+from loops.declare import Bid as BidAnswer
 from loops.models import Agent, Bid, Blueprint, Contribution, Iteration, LoopRun
 from oversight import gates
 
 logger = logging.getLogger(__name__)
 State = LoopRun.State
 Reason = LoopRun.ExitReason
+Status = Contribution.Status
 LEASE = timedelta(seconds=settings.LOOP_LEASE_SECONDS)
 STALE = timedelta(seconds=settings.LOOP_STALE_SECONDS)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+Events = list[tuple[int, str, dict[str, Any]]]
 
 
 class StepAborted(Exception):
@@ -78,7 +83,7 @@ def reclaim(now: datetime | None = None) -> int:
     """The beat backstop for DESIGN.md H4; returns how many runs it re-enqueued or woke.
 
     1. Running runs whose lease expired (the worker died mid-step), or that nobody touched
-       for a minute (the message was lost): enqueue a step; the lease decides who runs it.
+       for LOOP_STALE_SECONDS (the message was lost): enqueue a step; the lease decides.
     2. Waiting parents whose children have all ended (the return raced a crash): wake them.
     """
     from loops.tasks import advance as advance_task
@@ -115,10 +120,16 @@ def _release(run_id: int) -> None:
     )
 
 
+def _lock(run_id: int) -> tuple[LoopRun, bool]:
+    """The run under its row lock, and whether it is still running, ours and allowed to go."""
+    run = LoopRun.objects.select_for_update().get(pk=run_id)
+    ours = run.state == State.RUNNING and run.lease_worker == WORKER_ID
+    return run, ours and gates.may_proceed(run)
+
+
 def _locked(run_id: int) -> LoopRun:
-    """The run under its row lock, still running and still ours; else abort the step."""
-    run = LoopRun.objects.select_for_update(of=("self",)).select_related("blueprint").get(pk=run_id)
-    if run.state != State.RUNNING or run.lease_worker != WORKER_ID or not gates.may_proceed(run):
+    run, may = _lock(run_id)
+    if not may:
         raise StepAborted
     return run
 
@@ -128,12 +139,9 @@ def _step(run_id: int, now: datetime) -> None:
     spec = BLUEPRINTS.get(run.blueprint.name)
     if spec is None:
         with transaction.atomic():
-            _finish(
-                _locked(run_id),
-                State.FAILED,
-                Reason.ERROR,
-                f"blueprint {run.blueprint.name!r} is no longer declared",
-            )
+            why = f"blueprint {run.blueprint.name!r} is no longer declared"
+            _finish(_locked(run_id), State.FAILED, Reason.ERROR, why, events := [])
+            services.events_write(run.root_id, events)
         return
     if not gates.may_proceed(run):
         return
@@ -142,18 +150,15 @@ def _step(run_id: int, now: datetime) -> None:
         if _resource_exit(run, spec, now):
             return
         iteration = _open(run, spec, now)
-        if iteration is None:
-            return
     if iteration.status == Iteration.Status.BIDDING:
-        if not _close_bidding(run, spec, iteration, now):
-            return
+        _close_bidding(run, spec, iteration, now)
     if iteration.status == Iteration.Status.EXECUTING:
-        if not _execute(run, spec, iteration):
-            return
-    _close(run_id, spec, iteration.pk)
+        _execute(run, spec, iteration)
+    elif iteration.status == Iteration.Status.WAITING_CHILDREN:
+        _close(run, spec, iteration, list(iteration.contributions.select_related("agent")), [])
 
 
-# --- 1. Broadcast and bids ------------------------------------------------------------------
+# --- 1. Broadcast, bids, selection ------------------------------------------------------------
 
 
 def _audience(run: LoopRun, phase: Phase) -> list[Agent]:
@@ -170,15 +175,17 @@ def _audience(run: LoopRun, phase: Phase) -> list[Agent]:
     ]
 
 
-def _open(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteration | None:
-    """Create the next iteration. A `call` phase spawns its children instead of bidding."""
-    phase = spec.phases[run.phase]
-    number = run.iteration + 1
+def _task(run: LoopRun, spec: BlueprintSpec, number: int, phase: int, feedback) -> Task:
+    p = spec.phases[phase]
+    return Task(run.pk, number, p.name, p.task_type, p.payload, run.context, tuple(feedback))
+
+
+def _open(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteration:
+    """Broadcast the phase's task and record the answers; select at once if all answered."""
+    phase, number = spec.phases[run.phase], run.iteration + 1
     feedback = run.context.get("feedback", [])
-    task = Task(
-        run.pk, number, phase.name, phase.task_type, phase.payload, run.context, tuple(feedback)
-    )
     audience = [] if phase.call else _audience(run, phase)
+    task = _task(run, spec, number, run.phase, feedback)
     answers = {agent.pk: _ask_bid(agent, task) for agent in audience}
     answered_at = timezone.now()
     with transaction.atomic():
@@ -190,7 +197,7 @@ def _open(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteration | None:
             number=number,
             phase=run.phase,
             phase_name=phase.name,
-            status=Iteration.Status.BIDDING if not phase.call else Iteration.Status.EXECUTING,
+            status=Iteration.Status.EXECUTING if phase.call else Iteration.Status.BIDDING,
             broadcast={
                 "task_type": phase.task_type,
                 "payload": phase.payload,
@@ -203,16 +210,15 @@ def _open(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteration | None:
             gather_deadline_at=now + timedelta(milliseconds=spec.gather_deadline_ms),
             started_at=now,
         )
-        run.iteration = number
-        run.updated_at = answered_at
-        run.save(update_fields=["iteration", "updated_at"])
         bids = [
             _bid_row(iteration, agent, answers[agent.pk], now, answered_at)
             for agent in audience
             if answers[agent.pk] is not None
         ]
-        Bid.objects.bulk_create(bids, ignore_conflicts=True)
-        events = [
+        Bid.objects.bulk_create(bids)
+        run.iteration, run.updated_at = number, answered_at
+        LoopRun.objects.filter(pk=run.pk).update(iteration=number, updated_at=answered_at)
+        events: Events = [
             (
                 run.pk,
                 "iteration.broadcast",
@@ -222,6 +228,8 @@ def _open(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteration | None:
         events += [
             (run.pk, "bid.received", {"agent": b.agent_id, "decision": b.decision}) for b in bids
         ]
+        if len(bids) == len(audience) and not phase.call:  # early close (CONCEPTS 24)
+            _select_and_claim(run, spec, iteration, bids, events)
         services.events_write(run.root_id, events)
     return iteration
 
@@ -239,41 +247,33 @@ def _ask_bid(agent: Agent, task: Task) -> BidAnswer | Decline | None:
 
 
 def _bid_row(iteration, agent, answer, asked_at, received_at) -> Bid:
+    common = {
+        "iteration": iteration,
+        "agent": agent,
+        "started_at": asked_at,
+        "received_at": received_at,
+    }
     if isinstance(answer, BidAnswer):
+        confidence = min(1.0, max(0.0, answer.confidence))
         return Bid(
-            iteration=iteration,
-            agent=agent,
-            decision=Bid.Decision.BID,
-            confidence=min(1.0, max(0.0, answer.confidence)),
-            est_cost=answer.est_cost,
-            started_at=asked_at,
-            received_at=received_at,
+            **common, decision=Bid.Decision.BID, confidence=confidence, est_cost=answer.est_cost
         )
-    return Bid(
-        iteration=iteration,
-        agent=agent,
-        decision=Bid.Decision.DECLINE,
-        reason=getattr(answer, "reason", ""),
-        started_at=asked_at,
-        received_at=received_at,
-    )
+    return Bid(**common, decision=Bid.Decision.DECLINE, reason=getattr(answer, "reason", ""))
 
 
-def _close_bidding(run, spec: BlueprintSpec, iteration: Iteration, now: datetime) -> bool:
-    """Close the bid window once everyone answered or it passed (CONCEPTS 23, 24); select.
-
-    Returns False when the window is still open (the step is rescheduled for its end).
-    """
+def _close_bidding(run: LoopRun, spec: BlueprintSpec, iteration: Iteration, now) -> None:
+    """Close the window once it passed (CONCEPTS 23): silence is a decline; then select."""
     audience = iteration.broadcast["audience"]
-    answered = set(iteration.bids.values_list("agent_id", flat=True))
+    bids = list(iteration.bids.all())
+    answered = {bid.agent_id for bid in bids}
     if len(answered) < len(audience) and now < iteration.bid_window_ends_at:
         # Release first, so the rescheduled step can claim the run; the fresh updated_at
         # keeps the reaper from enqueuing duplicates while we wait.
         LoopRun.objects.filter(pk=run.pk, lease_worker=WORKER_ID).update(
             lease_worker="", lease_expires_at=None, updated_at=timezone.now()
         )
-        services._enqueue(run.pk, countdown=(iteration.bid_window_ends_at - now).total_seconds())
-        return False
+        services.enqueue(run.pk, countdown=(iteration.bid_window_ends_at - now).total_seconds())
+        return
     with transaction.atomic():
         run = _locked(run.pk)
         silent = [
@@ -290,13 +290,7 @@ def _close_bidding(run, spec: BlueprintSpec, iteration: Iteration, now: datetime
             if agent_id not in answered
         ]
         Bid.objects.bulk_create(silent, ignore_conflicts=True)
-        bids = list(iteration.bids.select_related("agent"))
-        chosen = select(spec, bids)
-        for bid in bids:
-            bid.selected, bid.selection_reason = chosen.get(bid.pk, (False, bid.reason))
-        Bid.objects.bulk_update(bids, ["selected", "selection_reason"])
-        winners = [b for b in bids if b.selected]
-        events = [
+        events: Events = [
             (
                 run.pk,
                 "bid.received",
@@ -304,38 +298,8 @@ def _close_bidding(run, spec: BlueprintSpec, iteration: Iteration, now: datetime
             )
             for b in silent
         ]
-        events.append((run.pk, "selection.made", {"selected": [b.agent_id for b in winners]}))
-        if len(winners) < max(spec.quorum, 1):
-            events.append(
-                (run.pk, "iteration.no_quorum", {"selected": len(winners), "quorum": spec.quorum})
-            )
-            _close_iteration(
-                iteration,
-                Iteration.Outcome.NO_QUORUM,
-                f"{len(winners)} selected, quorum {spec.quorum}",
-            )
-            services.events_write(run.root_id, events)
-            if spec.policy.on_insufficient_bids == "fail":
-                _finish(
-                    run,
-                    State.FAILED,
-                    Reason.INSUFFICIENT_BIDS,
-                    f"{len(winners)} agents bid; the quorum is {spec.quorum}",
-                )
-            else:
-                _after_iteration(run, spec)
-            return False
-        Contribution.objects.bulk_create(
-            [
-                Contribution(iteration=iteration, agent_id=b.agent_id, est_cost=b.est_cost)
-                for b in winners
-            ],
-            ignore_conflicts=True,
-        )
-        iteration.status = Iteration.Status.EXECUTING
-        iteration.save(update_fields=["status"])
+        _select_and_claim(run, spec, iteration, bids + silent, events)
         services.events_write(run.root_id, events)
-    return True
 
 
 def select(spec: BlueprintSpec, bids: list[Bid]) -> dict[int, tuple[bool, str]]:
@@ -349,83 +313,125 @@ def select(spec: BlueprintSpec, bids: list[Bid]) -> dict[int, tuple[bool, str]]:
     reasons = {}
     for rank, bid in enumerate(bidders, start=1):
         won = rank <= limit
-        reasons[bid.pk] = (
+        reasons[bid.agent_id] = (
             won,
-            f"{'selected' if won else 'not selected'}: rank {rank} of "
-            f"{len(bidders)} by confidence {bid.confidence:.2f} "
-            f"({rule[spec.selection]})",
+            f"{'selected' if won else 'not selected'}: rank {rank} of {len(bidders)} "
+            f"by confidence {bid.confidence:.2f} ({rule[spec.selection]})",
         )
     return reasons
 
 
-# --- 2. Contributions and spawns ----------------------------------------------------------------
+def _select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: Events) -> None:
+    """Inside the transaction holding the run: select, then claim the winners' calls.
 
-
-def _execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> bool:
-    """Run the selected in-process agents, then spawn requested children.
-
-    Returns False when the run now waits (for children, or for remote contributions).
+    In-process calls are claimed (`running`) here, each with its estimated cost reserved
+    (CONCEPTS 69), so the agent works right after commit. Below the quorum the iteration
+    closes and the policy decides: broadcast again, or fail.
     """
+    chosen = select(spec, bids)
+    for bid in bids:
+        bid.selected, bid.selection_reason = chosen.get(bid.agent_id, (False, bid.reason))
+    winners = [b for b in bids if b.selected]
+    # Silent decliners were inserted without returning their pk; they keep their reason.
+    Bid.objects.bulk_update([b for b in bids if b.pk], ["selected", "selection_reason"])
+    events.append((run.pk, "selection.made", {"selected": [b.agent_id for b in winners]}))
+    if len(winners) < max(spec.quorum, 1):
+        _no_quorum(run, spec, iteration, len(winners), events)
+        return
+    now = timezone.now()
+    rows = []
+    for bid in winners:
+        affordable = services.cost_reserve(run.pk, bid.est_cost) if bid.est_cost else True
+        rows.append(
+            Contribution(
+                iteration=iteration,
+                agent_id=bid.agent_id,
+                est_cost=bid.est_cost if affordable else 0,
+                confidence=bid.confidence or 0.0,
+                status=Status.RUNNING if affordable else Status.FAILED,
+                error_class="" if affordable else "budget",
+                error="" if affordable else "the estimated cost exceeds the budget",
+                started_at=now,
+            )
+        )
+        kind = "agent.call.requested" if affordable else "agent.call.refused"
+        events.append((run.pk, kind, {"agent": bid.agent_id, "layer": "retry"}))
+    Contribution.objects.bulk_create(rows, ignore_conflicts=True)
+    iteration.status = Iteration.Status.EXECUTING
+    iteration.save(update_fields=["status"])
+
+
+def _no_quorum(run, spec, iteration, selected: int, events: Events) -> None:
+    events.append((run.pk, "iteration.no_quorum", {"selected": selected, "quorum": spec.quorum}))
+    _close_iteration(
+        iteration, Iteration.Outcome.NO_QUORUM, f"{selected} selected, quorum {spec.quorum}"
+    )
+    if spec.policy.on_insufficient_bids == "fail":
+        why = f"{selected} agents bid; the quorum is {spec.quorum}"
+        _finish(run, State.FAILED, Reason.INSUFFICIENT_BIDS, why, events)
+    else:
+        _continue(run, spec, events)
+
+
+# --- 2. Calls and spawns ----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One in-process call, made outside any transaction, waiting to be recorded."""
+
+    contribution: Contribution
+    outcome: Outcome | None
+    attempts: list[dict[str, Any]]
+    started: datetime
+    finished: datetime = field(default_factory=timezone.now)
+
+
+def _execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
+    """Make the claimed in-process calls, then close the iteration, or spawn and wait."""
     phase = spec.phases[iteration.phase]
     if phase.call:
         args = _call_input(run, spec, iteration.phase)
-        return _spawn(run.pk, spec, iteration, [Spawn(name, args) for name in phase.call])
-    task = Task(
-        run.pk,
-        iteration.number,
-        phase.name,
-        phase.task_type,
-        phase.payload,
-        run.context,
-        tuple(iteration.broadcast.get("feedback", [])),
+        if _spawn(run.pk, spec, iteration, [Spawn(name, args) for name in phase.call]):
+            _close(run, spec, iteration, [], [])
+        return
+    contributions = list(iteration.contributions.select_related("agent"))
+    task = _task(
+        run, spec, iteration.number, iteration.phase, iteration.broadcast.get("feedback", [])
     )
-    spawns: list[Spawn] = []
-    for contribution in iteration.contributions.select_related("agent").exclude(
-        status__in=[Contribution.Status.COMPLETED, Contribution.Status.FAILED]
-    ):
-        outcome = _perform(run, spec, iteration, contribution, task)
-        if outcome is not None:
-            spawns.extend(outcome.spawn)
-    if iteration.contributions.exclude(
-        status__in=[Contribution.Status.COMPLETED, Contribution.Status.FAILED]
-    ).exists():
-        return False  # remote contributions still out: their arrival re-enqueues the step
+    results = [_perform(spec, c, task) for c in contributions if _in_process(c)]
+    done = {r.contribution.pk for r in results}
+    if any(not c.is_terminal and c.pk not in done for c in contributions):
+        _record(run.pk, results)  # remote calls are still out; their arrival re-enqueues
+        return
+    spawns = [s for r in results if r.outcome for s in r.outcome.spawn]
     if spawns:
-        return _spawn(run.pk, spec, iteration, spawns)
-    return True
+        _record(run.pk, results)
+        if not _spawn(run.pk, spec, iteration, spawns):
+            return
+        contributions = list(iteration.contributions.select_related("agent"))
+        results = []
+    _close(run, spec, iteration, contributions, results)
 
 
-def _perform(run, spec, iteration, contribution, task) -> Outcome | None:
-    """One agent call with recorded attempts (CONCEPTS 5, 55); outside any transaction."""
-    implementation = IMPLEMENTATIONS.get(contribution.agent.config.get("implementation", ""))
-    if implementation is None:
-        return None  # remote agents perform through their own tasks (adapters)
-    started = timezone.now()
-    with transaction.atomic():
-        _locked(run.pk)  # the gate once more, right before the call (H1)
-        # A contribution left `running` by a dead worker still holds its reservation.
-        fresh = contribution.status == Contribution.Status.PENDING
-        affordable = not fresh or services.cost_reserve(run.pk, contribution.est_cost)
-        if affordable:
-            # A long call must not look like a dead worker.
-            LoopRun.objects.filter(pk=run.pk).update(lease_expires_at=started + LEASE)
-            Contribution.objects.filter(pk=contribution.pk).update(
-                status=Contribution.Status.RUNNING, started_at=started
-            )
-            requested = {"agent": contribution.agent_id, "layer": "retry"}
-            services.events_write(run.root_id, [(run.pk, "agent.call.requested", requested)])
-    if not affordable:
-        refusal = {"n": 0, "error_class": "budget", "message": "the estimate exceeds the budget"}
-        _record(contribution, None, [refusal])
-        return None
-    attempts, outcome = list(contribution.attempts), None
-    retry = spec.policy.retry
+def _in_process(contribution: Contribution) -> bool:
+    return (
+        contribution.status == Status.RUNNING
+        and contribution.agent.config.get("implementation", "") in IMPLEMENTATIONS
+    )
+
+
+def _perform(spec: BlueprintSpec, contribution: Contribution, task: Task) -> Result:
+    """One agent call with its attempts (CONCEPTS 5, 55): retryable errors are tried again
+    with exponential backoff and full jitter, up to the policy's max_attempts."""
+    implementation = IMPLEMENTATIONS[contribution.agent.config["implementation"]]
+    retry, attempts, started = spec.policy.retry, list(contribution.attempts), timezone.now()
     for n in range(len(attempts) + 1, retry.max_attempts + 1):
         began = timezone.now()
         try:
             outcome = implementation().perform(task)
             attempts.append({"n": n, "started": began.isoformat(), "error_class": ""})
-            break
+            return Result(contribution, outcome, attempts, started)
         except Exception as exc:
             attempts.append(
                 {
@@ -439,65 +445,71 @@ def _perform(run, spec, iteration, contribution, task) -> Outcome | None:
                 break
             delay = min(retry.cap_ms, retry.base_ms * 2 ** (n - 1)) / 1000
             time.sleep(random.uniform(0, delay) if retry.jitter else delay)  # noqa: S311
-    services.cost_settle(
-        run.pk,
-        reserved=contribution.est_cost,
-        actual=outcome.cost if outcome else 0,
-        tokens=outcome.tokens if outcome else 0,
+    return Result(contribution, None, attempts, started)
+
+
+def _apply(run: LoopRun, results: list[Result], held: bool, events: Events) -> None:
+    """Inside the transaction holding the run: write the calls' results, settle their cost."""
+    rows, reserved, actual, tokens = [], 0.0, 0.0, 0
+    for r in results:
+        c, o = r.contribution, r.outcome
+        c.attempts, c.finished_at, c.held = r.attempts, r.finished, held
+        c.late = r.finished > c.iteration.gather_deadline_at
+        c.latency_ms = (r.finished - r.started).total_seconds() * 1000
+        if o is not None:
+            c.status, c.output, c.cost, c.tokens = Status.COMPLETED, o.output, o.cost, o.tokens
+        else:
+            last = r.attempts[-1] if r.attempts else {}
+            c.status, c.error_class = Status.FAILED, last.get("error_class", "")
+            c.error = last.get("message", "")
+        reserved, actual, tokens = reserved + c.est_cost, actual + c.cost, tokens + c.tokens
+        rows.append(c)
+        events.append(
+            (
+                run.pk,
+                "agent.call.responded" if o else "agent.call.errored",
+                {
+                    "agent": c.agent_id,
+                    "tokens": c.tokens,
+                    "late": c.late,
+                    "held": held,
+                    "attempts": len(r.attempts),
+                    "layer": "retry",
+                },
+            )
+        )
+    Contribution.objects.bulk_update(
+        rows,
+        [
+            "status",
+            "output",
+            "cost",
+            "tokens",
+            "attempts",
+            "finished_at",
+            "held",
+            "late",
+            "latency_ms",
+            "error_class",
+            "error",
+        ],
     )
-    _record(contribution, outcome, attempts, started=started)
-    return outcome
+    if reserved or actual or tokens:
+        services.cost_settle(run.pk, reserved=reserved, actual=actual, tokens=tokens)
+        run.cost, run.tokens = run.cost + actual, run.tokens + tokens
 
 
-def _record(contribution, outcome, attempts, started=None) -> None:
-    finished = timezone.now()
-    iteration = contribution.iteration
-    late = finished > iteration.gather_deadline_at
-    fields = {
-        "attempts": attempts,
-        "finished_at": finished,
-        "late": late,
-        "latency_ms": (finished - started).total_seconds() * 1000 if started else None,
-    }
-    if outcome is not None:
-        fields.update(
-            status=Contribution.Status.COMPLETED,
-            output=outcome.output,
-            cost=outcome.cost,
-            tokens=outcome.tokens,
-        )
-    else:
-        last = attempts[-1] if attempts else {}
-        fields.update(
-            status=Contribution.Status.FAILED,
-            error_class=last.get("error_class", ""),
-            error=last.get("message", ""),
-        )
+def _record(run_id: int, results: list[Result]) -> None:
+    """Write results in their own transaction; if the run stopped meanwhile, they are held
+    back from the merge until it may proceed again (CONCEPTS 42)."""
+    if not results:
+        return
     with transaction.atomic():
-        run = LoopRun.objects.select_for_update(of=("self",)).get(pk=iteration.run_id)
-        # Paused, cancelled or halted while the agent worked: keep the result, held back
-        # from the merge until the run may proceed again (CONCEPTS 42).
-        held = run.state != State.RUNNING or run.lease_worker != WORKER_ID
-        Contribution.objects.filter(pk=contribution.pk).update(**fields, held=held)
-        kind = "agent.call.responded" if outcome is not None else "agent.call.errored"
-        services.events_write(
-            run.root_id,
-            [
-                (
-                    run.pk,
-                    kind,
-                    {
-                        "agent": contribution.agent_id,
-                        "tokens": fields.get("tokens", 0),
-                        "late": late,
-                        "held": held,
-                        "attempts": len(attempts),
-                        "layer": "retry",
-                    },
-                )
-            ],
-        )
-    if held:
+        run, may = _lock(run_id)
+        events: Events = []
+        _apply(run, results, held=not may, events=events)
+        services.events_write(run.root_id, events)
+    if not may:
         raise StepAborted
 
 
@@ -515,37 +527,25 @@ def _spawn(run_id: int, spec: BlueprintSpec, iteration: Iteration, requests: lis
     Refused requests (undeclared, too deep, over budget) are recorded with their reason.
     Returns True when nothing was started, so the iteration can close at once.
     """
-    started = 0
     with transaction.atomic():
         run = _locked(run_id)
-        events = []
-        seen = set(
-            run.children.filter(spawned_by=iteration).values_list("blueprint__name", flat=True)
-        )
+        events: Events = []
+        called = run.children.filter(spawned_by=iteration)
+        seen = set(called.values_list("blueprint__name", flat=True))
+        started = 0
         for request in requests:
             refusal = _spawn_refusal(run, spec, request, seen)
+            budget = None if refusal else _child_budget(run, BLUEPRINTS[request.blueprint])
+            if budget is False:
+                refusal = "the parent's remaining budget cannot cover it"
             if refusal:
                 events.append(
                     (run.pk, "child.refused", {"blueprint": request.blueprint, "reason": refusal})
                 )
                 continue
-            child_spec = BLUEPRINTS[request.blueprint]
-            budget = _child_budget(run, child_spec)
-            if budget is False:
-                events.append(
-                    (
-                        run.pk,
-                        "child.refused",
-                        {
-                            "blueprint": request.blueprint,
-                            "reason": "the parent's remaining budget cannot cover it",
-                        },
-                    )
-                )
-                continue
             seen.add(request.blueprint)
-            child = services._create_run(
-                child_spec,
+            child = services.create_run(
+                BLUEPRINTS[request.blueprint],
                 Blueprint.objects.get(name=request.blueprint),
                 run.domain,
                 input=request.input,
@@ -557,12 +557,7 @@ def _spawn(run_id: int, spec: BlueprintSpec, iteration: Iteration, requests: lis
                 (run.pk, "child.started", {"child": child.pk, "blueprint": request.blueprint})
             )
             started += 1
-        if (
-            started
-            or run.children.filter(spawned_by=iteration)
-            .exclude(state__in=LoopRun.TERMINAL)
-            .exists()
-        ):
+        if started or called.exclude(state__in=LoopRun.TERMINAL).exists():
             iteration.status = Iteration.Status.WAITING_CHILDREN
             iteration.save(update_fields=["status"])
             run.move_to(State.WAITING)
@@ -586,43 +581,57 @@ def _spawn_refusal(run: LoopRun, spec: BlueprintSpec, request: Spawn, seen: set[
 def _child_budget(run: LoopRun, child_spec: BlueprintSpec) -> float | bool | None:
     """The child's budget, reserved from the parent's remainder; False if it cannot be."""
     wanted = child_spec.policy.exits.budget
+    run.refresh_from_db(fields=["cost", "cost_reserved"])
     left = run.budget_left
     if left is None:
         return wanted
     budget = left if wanted is None else min(wanted, left)
     if budget <= 0 or not services.cost_reserve(run.pk, budget):
         return False
-    run.refresh_from_db(fields=["cost_reserved"])
     return budget
 
 
-# --- 3. Merge, validate, exit ---------------------------------------------------------------
+# --- 3. Merge, validate, exit -------------------------------------------------------------------
 
 
 @dataclass
-class _Judgement:
+class Judgement:
     merged: Any = None
     rationale: str = ""
     ok: bool = False
     score: float | None = None
     feedback: tuple[str, ...] = ()
-    merge_error: str = ""
+    error: str = ""
 
 
-def _judge(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> _Judgement:
+def _judge(run, spec, iteration, contributions, results) -> Judgement:
     """Merge the gathered contributions (or the children's results) and validate them."""
     phase = spec.phases[iteration.phase]
     if phase.call:
-        results = {name: run.context.get("children", {}).get(name, {}) for name in phase.call}
-        failed = [n for n, r in results.items() if r.get("state") != State.SUCCEEDED]
+        returned = {name: run.context.get("children", {}).get(name, {}) for name in phase.call}
+        failed = [n for n, r in returned.items() if r.get("state") != State.SUCCEEDED]
         if failed:
-            return _Judgement(merge_error=f"children did not succeed: {', '.join(failed)}")
-        judged = _Judgement(
-            merged={n: r.get("result") for n, r in results.items()},
+            return Judgement(error=f"children did not succeed: {', '.join(failed)}")
+        judged = Judgement(
+            merged={n: r.get("result") for n, r in returned.items()},
             rationale=f"results of {', '.join(phase.call)}",
         )
     else:
-        candidates = _candidates(iteration)
+        fresh = {r.contribution.pk: r for r in results}
+        candidates = [
+            merge.Candidate(
+                c.agent.name, fresh[c.pk].outcome.output, c.confidence, fresh[c.pk].finished
+            )
+            if c.pk in fresh
+            else merge.Candidate(c.agent.name, c.output, c.confidence, c.finished_at)
+            for c in contributions
+            if (
+                c.pk in fresh
+                and fresh[c.pk].outcome is not None
+                and fresh[c.pk].finished <= iteration.gather_deadline_at
+            )
+            or (c.pk not in fresh and c.status == Status.COMPLETED and not c.late)
+        ]
         try:
             merged = merge.merge(
                 spec.merge,
@@ -631,8 +640,8 @@ def _judge(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> _Judgemen
                 threshold=spec.consensus_threshold,
             )
         except merge.MergeError as exc:
-            return _Judgement(merge_error=f"{exc.code}: {exc.detail}")
-        judged = _Judgement(merged=merged.value, rationale=merged.rationale)
+            return Judgement(error=f"{exc.code}: {exc.detail}")
+        judged = Judgement(merged=merged.value, rationale=merged.rationale)
     last = iteration.phase == len(spec.phases) - 1
     names = (*phase.validators, *(spec.validators if last else ()))
     verdicts = [(name, VALIDATORS[name](judged.merged, run.context)) for name in names]
@@ -643,50 +652,41 @@ def _judge(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> _Judgemen
     return judged
 
 
-def _candidates(iteration: Iteration) -> list[merge.Candidate]:
-    confidence = dict(iteration.bids.values_list("agent_id", "confidence"))
-    return [
-        merge.Candidate(c.agent.name, c.output, confidence.get(c.agent_id) or 0.0, c.finished_at)
-        for c in iteration.contributions.select_related("agent").filter(
-            status=Contribution.Status.COMPLETED, late=False
-        )
-    ]
-
-
-def _close(run_id: int, spec: BlueprintSpec, iteration_id: int) -> None:
-    run = LoopRun.objects.select_related("blueprint").get(pk=run_id)
-    iteration = Iteration.objects.get(pk=iteration_id)
-    judged = _judge(run, spec, iteration)
+def _close(run, spec, iteration, contributions, results) -> None:
+    """Record the calls, merge, validate and decide, in one transaction."""
+    judged = _judge(run, spec, iteration, contributions, results)
     with transaction.atomic():
-        run = _locked(run_id)
-        if Iteration.objects.filter(pk=iteration_id, status=Iteration.Status.CLOSED).exists():
-            raise StepAborted  # closed by an earlier attempt of this step
-        phase = spec.phases[iteration.phase]
+        run, may = _lock(run.pk)
+        events: Events = []
+        _apply(run, results, held=not may, events=events)
+        if not may:
+            services.events_write(run.root_id, events)
+            raise StepAborted  # the results stay, held; nothing is decided while stopped
+        ok = judged.ok and not judged.error
         iteration.merged, iteration.rationale = judged.merged, judged.rationale
+        iteration.feedback = list(judged.feedback) or ([judged.error] if judged.error else [])
         iteration.validation = {
-            "ok": judged.ok,
+            "ok": ok,
             "score": judged.score,
             "feedback": list(judged.feedback),
-            "error": judged.merge_error,
+            "error": judged.error,
         }
-        iteration.feedback = list(judged.feedback) or (
-            [judged.merge_error] if judged.merge_error else []
-        )
-        ok = judged.ok and not judged.merge_error
         outcome = (
             Iteration.Outcome.VALIDATED
             if ok
-            else (
-                Iteration.Outcome.MERGE_FAILED if judged.merge_error else Iteration.Outcome.REJECTED
-            )
+            else Iteration.Outcome.MERGE_FAILED
+            if judged.error
+            else Iteration.Outcome.REJECTED
         )
-        _close_iteration(iteration, outcome, judged.rationale or judged.merge_error)
-        events = [
+        _close_iteration(iteration, outcome, judged.rationale or judged.error)
+        events.append(
             (
                 run.pk,
-                "iteration.merged" if not judged.merge_error else "merge.failed",
+                "iteration.merged" if not judged.error else "merge.failed",
                 {"iteration": iteration.number, "rationale": iteration.rationale},
-            ),
+            )
+        )
+        events.append(
             (
                 run.pk,
                 "validation.passed" if ok else "validation.failed",
@@ -696,102 +696,77 @@ def _close(run_id: int, spec: BlueprintSpec, iteration_id: int) -> None:
                     "feedback": iteration.feedback,
                     "layer": "validation",
                 },
-            ),
-        ]
-        services.events_write(run.root_id, events)
-        run.context.setdefault("phases", {})[phase.name] = judged.merged
-        run.context["feedback"] = [] if ok else iteration.feedback
-        run.save(update_fields=["context"])
-        if phase.call and judged.merge_error:
-            return _finish(run, State.FAILED, Reason.CHILD_FAILED, judged.merge_error)
-        if ok and _quality_exit(run, spec, iteration, judged):
-            return
-        if not ok and _rounds_in_phase(run, iteration.phase) >= spec.policy.validation_rounds:
-            if spec.policy.on_validation_exhausted == "interrupt":
-                run.move_to(State.INTERRUPTED)
-                run.save(update_fields=["state", "updated_at"])
-                services.events_write(
-                    run.root_id,
-                    [
-                        (
-                            run.pk,
-                            "interrupt.raised",
-                            {"reason": "validation exhausted", "feedback": iteration.feedback},
-                        )
-                    ],
-                )
-                return None
-            return _finish(
-                run,
-                State.FAILED,
-                Reason.VALIDATION_EXHAUSTED,
-                "; ".join(iteration.feedback) or "validation failed every round",
             )
-        _after_iteration(run, spec)
-        return None
-
-
-def _quality_exit(run, spec, iteration, judged) -> bool:
-    """The last phase validated, or the score reached its target: succeeded (CONCEPTS 67)."""
-    exits = spec.policy.exits
-    if (
-        "score_target" in exits.quality
-        and judged.score is not None
-        and (judged.score >= exits.score_target)
-    ):
-        _finish(
-            run, State.SUCCEEDED, Reason.SCORE_TARGET, f"score {judged.score}", result=judged.merged
         )
-        return True
-    if iteration.phase + 1 < len(spec.phases):
+        _decide(run, spec, iteration, judged, ok, events)
+        services.events_write(run.root_id, events)
+
+
+def _decide(run, spec, iteration, judged: Judgement, ok: bool, events: Events) -> None:
+    """After a closed iteration: a quality exit, the next phase, another round, or the end."""
+    phase = spec.phases[iteration.phase]
+    context = run.context
+    context.setdefault("phases", {})[phase.name] = judged.merged
+    context["feedback"] = [] if ok else iteration.feedback
+    context["rounds"] = 0 if ok else context.get("rounds", 0) + 1  # failed rounds this phase
+    if phase.call and judged.error:
+        return _finish(run, State.FAILED, Reason.CHILD_FAILED, judged.error, events)
+    exits = spec.policy.exits
+    if ok and "score_target" in exits.quality and (judged.score or 0) >= exits.score_target:
+        why = f"score {judged.score}"
+        return _finish(run, State.SUCCEEDED, Reason.SCORE_TARGET, why, events, judged.merged)
+    if ok and iteration.phase + 1 < len(spec.phases):
         run.phase = iteration.phase + 1
-        run.save(update_fields=["phase"])
-        services.events_write(
-            run.root_id, [(run.pk, "phase.advanced", {"phase": spec.phases[run.phase].name})]
-        )
-        return False
-    if "validated" in exits.quality:
-        _finish(
-            run, State.SUCCEEDED, Reason.QUALITY, "the last phase validated", result=judged.merged
-        )
-        return True
-    return False
+        events.append((run.pk, "phase.advanced", {"phase": spec.phases[run.phase].name}))
+    elif ok and "validated" in exits.quality:
+        why = "the last phase validated"
+        return _finish(run, State.SUCCEEDED, Reason.QUALITY, why, events, judged.merged)
+    elif not ok and context["rounds"] >= spec.policy.validation_rounds:
+        if spec.policy.on_validation_exhausted == "interrupt":
+            run.move_to(State.INTERRUPTED)
+            run.save(update_fields=["state", "context", "updated_at"])
+            events.append(
+                (
+                    run.pk,
+                    "interrupt.raised",
+                    {"reason": "validation exhausted", "feedback": iteration.feedback},
+                )
+            )
+            return None
+        why = "; ".join(iteration.feedback) or "validation failed every round"
+        return _finish(run, State.FAILED, Reason.VALIDATION_EXHAUSTED, why, events)
+    return _continue(run, spec, events)
 
 
-def _rounds_in_phase(run: LoopRun, phase: int) -> int:
-    return (
-        run.iterations.filter(phase=phase)
-        .exclude(outcome__in=[Iteration.Outcome.VALIDATED, Iteration.Outcome.ABANDONED])
-        .count()
-    )
+def _continue(run: LoopRun, spec: BlueprintSpec, events: Events) -> None:
+    """Inside the transaction holding the run: a resource exit, or the next step."""
+    if _resource_exit(run, spec, timezone.now(), events):
+        return
+    run.updated_at = timezone.now()
+    run.lease_worker, run.lease_expires_at = "", None  # the next step may claim at once
+    run.save(update_fields=["phase", "context", "updated_at", "lease_worker", "lease_expires_at"])
+    services.enqueue(run.pk)
 
 
-def _after_iteration(run: LoopRun, spec: BlueprintSpec) -> None:
-    """Inside the closing transaction: a resource exit, or the next step after commit."""
-    if not _resource_exit(run, spec, timezone.now(), locked=True):
-        run.updated_at = timezone.now()
-        run.lease_worker, run.lease_expires_at = "", None  # the next step may claim at once
-        run.save(update_fields=["updated_at", "lease_worker", "lease_expires_at"])
-        services._enqueue(run.pk)
-
-
-def _resource_exit(run: LoopRun, spec: BlueprintSpec, now: datetime, locked=False) -> bool:
+def _resource_exit(run: LoopRun, spec: BlueprintSpec, now: datetime, events=None) -> bool:
+    """Max iterations, deadline or budget reached: exhausted, with the best result so far
+    (CONCEPTS 54, 67). With events, inside the caller's transaction; else in its own."""
     exits = spec.policy.exits
-    reason = ""
     if exits.max_iterations is not None and run.iteration >= exits.max_iterations:
         reason, detail = Reason.MAX_ITERATIONS, f"{run.iteration} iterations"
     elif run.deadline_at is not None and now >= run.deadline_at:
         reason, detail = Reason.DEADLINE, f"deadline {run.deadline_at.isoformat()}"
     elif run.budget is not None and run.cost >= run.budget:
         reason, detail = Reason.BUDGET, f"cost {run.cost} of budget {run.budget}"
-    if not reason:
-        return False
-    if locked:
-        _finish(run, State.EXHAUSTED, reason, detail, result=_best_so_far(run))
     else:
-        with transaction.atomic():
-            locked_run = _locked(run.pk)
-            _finish(locked_run, State.EXHAUSTED, reason, detail, result=_best_so_far(locked_run))
+        return False
+    if events is not None:
+        _finish(run, State.EXHAUSTED, reason, detail, events, _best_so_far(run))
+        return True
+    with transaction.atomic():
+        locked, events = _locked(run.pk), []
+        _finish(locked, State.EXHAUSTED, reason, detail, events, _best_so_far(locked))
+        services.events_write(locked.root_id, events)
     return True
 
 
@@ -802,8 +777,7 @@ def _best_so_far(run: LoopRun) -> Any:
 
 def _close_iteration(iteration: Iteration, outcome: str, rationale: str) -> None:
     iteration.status, iteration.outcome = Iteration.Status.CLOSED, outcome
-    iteration.rationale = rationale
-    iteration.closed_at = timezone.now()
+    iteration.rationale, iteration.closed_at = rationale, timezone.now()
     iteration.save(
         update_fields=[
             "status",
@@ -817,7 +791,7 @@ def _close_iteration(iteration: Iteration, outcome: str, rationale: str) -> None
     )
 
 
-def _finish(run: LoopRun, state: str, reason: str, detail: str, result: Any = None) -> None:
+def _finish(run, state: str, reason: str, detail: str, events: Events, result=None) -> None:
     """Inside a transaction holding the run: end it, and return to the parent (CONCEPTS 38)."""
     run.move_to(state)
     run.exit_reason, run.exit_detail, run.result = reason, detail, result
@@ -828,13 +802,13 @@ def _finish(run: LoopRun, state: str, reason: str, detail: str, result: Any = No
             "exit_detail",
             "result",
             "finished_at",
+            "phase",
+            "context",
             "lease_worker",
             "lease_expires_at",
             "updated_at",
         ]
     )
-    services.events_write(
-        run.root_id, [(run.pk, "run.exited", {"state": state, "exit_reason": reason})]
-    )
+    events.append((run.pk, "run.exited", {"state": state, "exit_reason": reason}))
     if run.parent_id:
         services.child_returned(child=run)

@@ -330,6 +330,7 @@ class Contribution(models.Model):
     error = models.TextField(blank=True)
     attempts = models.JSONField(default=list, blank=True)
     est_cost = models.FloatField(default=0)
+    confidence = models.FloatField(default=0)  # the agent's bid, weighed by the merge
     cost = models.FloatField(default=0)
     tokens = models.PositiveIntegerField(default=0)
     latency_ms = models.FloatField(null=True, blank=True)

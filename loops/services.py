@@ -83,11 +83,11 @@ def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None)
             "not_a_main_loop",
             f"{blueprint!r} is a {spec.kind}-loop; only main loops start from the API.",
         )
-    run = _create_run(spec, bp, domain_row, input=input, parent=None, actor=actor)
+    run = create_run(spec, bp, domain_row, input=input, parent=None, actor=actor)
     return run
 
 
-def _create_run(
+def create_run(
     spec: BlueprintSpec,
     bp: Blueprint,
     domain: Domain,
@@ -98,7 +98,8 @@ def _create_run(
     budget: float | None = None,
     actor=None,
 ) -> LoopRun:
-    """Create a run in `running` and enqueue its first step after commit (helper)."""
+    """Create a run in `running` and enqueue its first step after commit (inside a
+    transaction: run_start's, or the engine's when a parent spawns)."""
     now = timezone.now()
     exits = spec.policy.exits
     deadline = now + timedelta(seconds=exits.deadline_s) if exits.deadline_s else None
@@ -129,11 +130,11 @@ def _create_run(
         run.root_id,
         [(run.pk, "run.started", {"blueprint": spec.name, "depth": run.depth, "input": input})],
     )
-    _enqueue(run.pk)
+    enqueue(run.pk)
     return run
 
 
-def _enqueue(run_id: int, countdown: float | None = None) -> None:
+def enqueue(run_id: int, countdown: float | None = None) -> None:
     from loops.tasks import advance
 
     transaction.on_commit(lambda: advance.apply_async((run_id,), countdown=countdown))
@@ -160,7 +161,7 @@ def run_resume(*, run_id: int, actor=None) -> LoopRun:
     run.save(update_fields=["state", "prior_state", "started_at", "updated_at"])
     events_write(run.root_id, [(run.pk, "run.resumed", {**_by(actor), "state": target})])
     if target == State.RUNNING:
-        _enqueue(run.pk)
+        enqueue(run.pk)
     return run
 
 
@@ -273,7 +274,7 @@ def child_returned(*, child: LoopRun) -> None:
     if parent.state == State.WAITING and not _children_pending(parent):
         parent.move_to(State.RUNNING)
         parent.save(update_fields=["state", "updated_at"])
-        _enqueue(parent.pk)
+        enqueue(parent.pk)
     events_write(parent.root_id, events)
 
 
@@ -285,7 +286,7 @@ def run_wake(*, run_id: int) -> None:
         run.move_to(State.RUNNING)
         run.save(update_fields=["state", "updated_at"])
         events_write(run.root_id, [(run.pk, "run.woken", {"by": "reaper"})])
-        _enqueue(run.pk)
+        enqueue(run.pk)
 
 
 # --- Agent liveness (added for POST /api/v1/agents/{id}/heartbeat) ------------------------

@@ -1,0 +1,177 @@
+"""Run the benchmarks against their own embedded PostgreSQL and Redis (or DATABASE_URL /
+REDIS_URL) and one Celery worker of the machine's cores; print a table and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import time
+import uuid
+
+from console.env import DATA_DIR
+from console.launcher import _manage, _start_services, _stage
+from console.supervisor import Supervisor, free_port
+
+REPEATS = 5
+
+
+def main() -> int:
+    sup = Supervisor()
+    data_dir = DATA_DIR / "bench"
+    try:
+        _stage("Starting services for the benchmarks")
+        env = {
+            **os.environ,
+            "CONSOLE_DATA_DIR": str(data_dir),
+            "PYTHONUNBUFFERED": "1",
+            "LOOP_DECLARATIONS": "bench.declarations",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+        }
+        env.update(_start_services(sup, data_dir, free_port(), free_port()))
+        _manage(sup, env, "migrate", "--noinput")
+        sup.spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "worker",
+                "-l",
+                "WARNING",
+                "-n",
+                f"bench-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            env={**env, "CONSOLE_PROCESS": "bench-worker"},
+        )
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        results = measure(sup)
+    finally:
+        sup.stop_all()
+    report(results)
+    return 0
+
+
+def measure(sup: Supervisor) -> dict[str, object]:
+    from console import liveness
+
+    deadline = time.monotonic() + 60
+    while liveness.worker_count() < 1:
+        sup.check_alive("worker")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the benchmark worker did not come up")
+        time.sleep(0.2)
+    _stage("Warming up")
+    celery_round_trip_ms(50)
+    iteration_latency_ms()
+    _stage(f"Measuring ({REPEATS} runs of each)")
+    trip = [celery_round_trip_ms(200) for _ in range(REPEATS)]
+    iteration = [iteration_latency_ms() for _ in range(REPEATS)]
+    throughput = [iterations_per_second(40) for _ in range(3)]
+    from bench.declarations import ITERATIONS
+
+    return {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "system": platform.platform(),
+        },
+        "celery_round_trip_ms": _summary(trip),
+        "iteration_ms": _summary(iteration),
+        "iteration_vs_round_trip": round(statistics.median(iteration) / statistics.median(trip), 2),
+        "iterations_per_second": _summary(throughput),
+        "notes": f"iteration: one run of {ITERATIONS} iterations, 3 in-process no-op agents, "
+        "one Celery hop per iteration; throughput: 40 such runs at once, one worker "
+        f"of {os.cpu_count()} processes",
+    }
+
+
+def celery_round_trip_ms(n: int) -> float:
+    """Mean of n sequential no-op task round trips: send, run on the worker, observe."""
+    import redis
+    from django.conf import settings
+
+    from bench.declarations import ping
+
+    client, key = redis.Redis.from_url(settings.REDIS_URL), f"bench:{uuid.uuid4().hex}"
+    began = time.perf_counter()
+    for _ in range(n):
+        ping.delay(key)
+        client.blpop([key], timeout=10)
+    return (time.perf_counter() - began) / n * 1000
+
+
+def iteration_latency_ms() -> float:
+    """Wall time per iteration of one run iterating alone, start to end."""
+    from loops import services
+
+    began = time.perf_counter()
+    run = services.run_start(domain="bench", blueprint="bench-iterate", input={})
+    _wait_all_ended([run.pk])
+    return (time.perf_counter() - began) / run.__class__.objects.get(pk=run.pk).iteration * 1000
+
+
+def iterations_per_second(runs: int) -> float:
+    from loops import services
+    from loops.models import Iteration
+
+    began = time.perf_counter()
+    ids = [
+        services.run_start(domain="bench", blueprint="bench-iterate", input={}).pk
+        for _ in range(runs)
+    ]
+    _wait_all_ended(ids)
+    elapsed = time.perf_counter() - began
+    return Iteration.objects.filter(run_id__in=ids).count() / elapsed
+
+
+def _wait_all_ended(ids: list[int], timeout: float = 300) -> None:
+    from loops.models import LoopRun
+
+    deadline = time.monotonic() + timeout
+    while LoopRun.objects.filter(pk__in=ids).exclude(state__in=LoopRun.TERMINAL).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("runs did not finish in time")
+        time.sleep(0.005)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "runs": len(values),
+    }
+
+
+def report(results: dict[str, object]) -> None:
+    rows = [
+        ("bare Celery round trip (ms)", results["celery_round_trip_ms"]["median"], "baseline"),
+        (
+            "time per iteration, 3 no-op agents (ms)",
+            results["iteration_ms"]["median"],
+            f"{results['iteration_vs_round_trip']}× the round trip (must ≤ 4×, aim ≤ 2×)",
+        ),
+        (
+            "sustained iterations/s, one 2-core host",
+            results["iterations_per_second"]["median"],
+            "must ≥ 100, aim ≥ 250",
+        ),
+    ]
+    print()
+    for name, value, target in rows:
+        print(f"  {name:<44} {value:>9}   {target}")
+    print()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

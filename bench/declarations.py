@@ -1,0 +1,51 @@
+"""What the benchmarks run: three in-process no-op agents, and a bare Celery task as the
+baseline. Loaded by the benchmark's worker through LOOP_DECLARATIONS."""
+
+from __future__ import annotations
+
+import redis
+from celery import shared_task
+from django.conf import settings
+
+from loops.declare import Bid, Exits, Outcome, Phase, Policy, Verdict, agent, blueprint
+from loops.declare import domain, python_agent, validator
+
+domain("bench", "Benchmark")
+
+
+@python_agent("bench.noop")
+class NoOp:
+    def bid(self, task):
+        return Bid(confidence=0.5)
+
+    def perform(self, task):
+        return Outcome(output=None)
+
+
+for name in ("noop-1", "noop-2", "noop-3"):
+    agent("bench", name, implementation="bench.noop", capabilities=("noop",))
+
+
+@validator("bench.never")
+def never(value, context):
+    """Reject every round, so one run iterates until its max_iterations."""
+    return Verdict(ok=False, feedback="again")
+
+
+ITERATIONS = 25
+blueprint(
+    "bench-iterate",
+    kind="main",
+    domain="bench",
+    selection="all",
+    merge="collect_all",
+    phases=[Phase("noop", task_type="bench.noop", capabilities=("noop",))],
+    validators=("bench.never",),
+    policy=Policy(exits=Exits(max_iterations=ITERATIONS), validation_rounds=ITERATIONS + 1),
+)
+
+
+@shared_task(name="bench.ping", ignore_result=True)
+def ping(key: str) -> None:
+    """The baseline: a no-op task that says it ran by pushing to a Redis list."""
+    redis.Redis.from_url(settings.REDIS_URL).lpush(key, 1)
