@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('loops', '0001_initial'),
+        ("loops", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='contribution',
-            name='confidence',
+            model_name="contribution",
+            name="confidence",
             field=models.FloatField(default=0),
         ),
     ]
