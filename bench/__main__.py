@@ -13,7 +13,7 @@ import time
 import uuid
 
 from console.env import DATA_DIR
-from console.launcher import _manage, _start_services, _stage
+from console.launcher import _manage, _stage, _start_services
 from console.supervisor import Supervisor, free_port
 
 REPEATS = 5

@@ -3,12 +3,25 @@ baseline. Loaded by the benchmark's worker through LOOP_DECLARATIONS."""
 
 from __future__ import annotations
 
+from functools import cache
+
 import redis
 from celery import shared_task
 from django.conf import settings
 
-from loops.declare import Bid, Exits, Outcome, Phase, Policy, Verdict, agent, blueprint
-from loops.declare import domain, python_agent, validator
+from loops.declare import (
+    Bid,
+    Exits,
+    Outcome,
+    Phase,
+    Policy,
+    Verdict,
+    agent,
+    blueprint,
+    domain,
+    python_agent,
+    validator,
+)
 
 domain("bench", "Benchmark")
 
@@ -45,7 +58,12 @@ blueprint(
 )
 
 
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
 @shared_task(name="bench.ping", ignore_result=True)
 def ping(key: str) -> None:
     """The baseline: a no-op task that says it ran by pushing to a Redis list."""
-    redis.Redis.from_url(settings.REDIS_URL).lpush(key, 1)
+    _redis().lpush(key, 1)

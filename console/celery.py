@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
@@ -18,3 +19,14 @@ def _add_worker_steps() -> None:
 
 
 _add_worker_steps()
+
+
+@task_prerun.connect
+def _drop_broken_connections(**kwargs) -> None:
+    """Connections live across tasks (CELERY_DB_REUSE_MAX); one that failed (PostgreSQL
+    restarted, say) is closed here, so the next query reconnects instead of failing."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if connection.errors_occurred and not connection.is_usable():
+            connection.close()

@@ -259,7 +259,7 @@ def _bid_row(iteration, agent, answer, asked_at, received_at) -> Bid:
 def _close_bidding(run: LoopRun, spec: BlueprintSpec, iteration: Iteration, now) -> None:
     """Close the window once it passed (CONCEPTS 23): silence is a decline; then select."""
     audience = iteration.broadcast["audience"]
-    bids = list(iteration.bids.all())
+    bids = list(iteration.bids.select_related("agent"))
     answered = {bid.agent_id for bid in bids}
     if len(answered) < len(audience) and now < iteration.bid_window_ends_at:
         # Release first, so the rescheduled step can claim the run; the fresh updated_at
@@ -341,7 +341,7 @@ def _select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: 
         rows.append(
             Contribution(
                 iteration=iteration,
-                agent_id=bid.agent_id,
+                agent=bid.agent,
                 est_cost=bid.est_cost if affordable else 0,
                 confidence=bid.confidence or 0.0,
                 status=Status.RUNNING if affordable else Status.FAILED,
@@ -352,7 +352,8 @@ def _select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: 
         )
         kind = "agent.call.requested" if affordable else "agent.call.refused"
         events.append((run.pk, kind, {"agent": bid.agent_id, "layer": "retry"}))
-    Contribution.objects.bulk_create(rows, ignore_conflicts=True)
+    # The iteration was still bidding, so none of these rows can exist yet.
+    iteration.claimed = Contribution.objects.bulk_create(rows)  # kept for _execute
     iteration.status = Iteration.Status.EXECUTING
     iteration.save(update_fields=["status"])
 
@@ -391,7 +392,10 @@ def _execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
         if _spawn(run.pk, spec, iteration, [Spawn(name, args) for name in phase.call]):
             _close(run, spec, iteration, [], [])
         return
-    contributions = list(iteration.contributions.select_related("agent"))
+    # Claimed just now in this step, or (after a wait or a crash) read back.
+    contributions = getattr(iteration, "claimed", None) or list(
+        iteration.contributions.select_related("agent")
+    )
     task = _task(
         run, spec, iteration.number, iteration.phase, iteration.broadcast.get("feedback", [])
     )
