@@ -158,7 +158,7 @@ def report(results: dict[str, object]) -> None:
         (
             "time per iteration, 3 no-op agents (ms)",
             results["iteration_ms"]["median"],
-            f"{results['iteration_vs_round_trip']}× the round trip (must ≤ 4×, aim ≤ 2×)",
+            f"{results['iteration_vs_round_trip']}x the round trip (must ≤ 4x, aim ≤ 2x)",
         ),
         (
             "sustained iterations/s, one 2-core host",
