@@ -143,6 +143,8 @@ CELERY_BEAT_SCHEDULE = {
 # running run nobody touched for LOOP_STALE_SECONDS is enqueued again (a lost message).
 LOOP_LEASE_SECONDS = env_int("LOOP_LEASE_SECONDS", 30, minimum=1)
 LOOP_STALE_SECONDS = env_int("LOOP_STALE_SECONDS", 60, minimum=1)
+# A remote agent whose last heartbeat is older than this hears no broadcast (CONCEPTS 33).
+AGENT_HEARTBEAT_SECONDS = env_int("AGENT_HEARTBEAT_SECONDS", 60, minimum=1)
 
 # Modules that declare domains, agents and loop blueprints (loops.declare), imported at start.
 LOOP_DECLARATIONS = env_list("LOOP_DECLARATIONS", [])

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import jsonschema
 from django.db import transaction
 from django.utils import timezone
 
@@ -103,6 +104,10 @@ class Phase:
     capabilities: tuple[str, ...] = ()
     call: tuple[str, ...] = ()  # child blueprints called (in parallel) instead of a broadcast
     validators: tuple[str, ...] = ()  # judge this phase's result (the blueprint's judge the last)
+    # Broadcast only to the agents selected in this earlier phase (CONCEPTS 28, 29).
+    audience_from: str = ""
+    # A JSON Schema the merged result must match; a mismatch is validation feedback (CONCEPTS 30).
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,9 @@ class Exits:
     max_iterations: int | None = None
     deadline_s: float | None = None
     budget: float | None = None
+    # (epsilon, k): exhausted when the best score improved by less than epsilon in each of
+    # the last k iterations (CONCEPTS 68).
+    no_progress: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +266,15 @@ def _check(spec: BlueprintSpec) -> None:
         reject("top_k selection needs top_k ≥ 1")
     if spec.quorum < 0:
         reject("quorum must be ≥ 0")
-    for phase in spec.phases:
+    names = [phase.name for phase in spec.phases]
+    for index, phase in enumerate(spec.phases):
+        if phase.audience_from and phase.audience_from not in names[:index]:
+            reject(f"phase {phase.name!r} takes its audience from no earlier phase")
+        if phase.output_schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(phase.output_schema)
+            except jsonschema.SchemaError as exc:
+                reject(f"phase {phase.name!r} has an invalid output_schema: {exc.message}")
         if bool(phase.task_type) == bool(phase.call):
             reject(f"phase {phase.name!r} must either broadcast a task_type or call children")
         if undeclared := set(phase.call) - set(spec.children):

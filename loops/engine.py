@@ -25,11 +25,13 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import jsonschema
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -47,6 +49,7 @@ from loops.declare import (
     Phase,
     Spawn,
     Task,
+    Verdict,
 )
 from loops.declare import Bid as BidAnswer
 from loops.models import Agent, Bid, Blueprint, Contribution, Iteration, LoopRun
@@ -58,7 +61,8 @@ Reason = LoopRun.ExitReason
 Status = Contribution.Status
 LEASE = timedelta(seconds=settings.LOOP_LEASE_SECONDS)
 STALE = timedelta(seconds=settings.LOOP_STALE_SECONDS)
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+HEARTBEAT = timedelta(seconds=settings.AGENT_HEARTBEAT_SECONDS)
+HOST = socket.gethostname()
 Events = list[tuple[int, str, dict[str, Any]]]
 
 
@@ -106,16 +110,21 @@ def reclaim(now: datetime | None = None) -> int:
     return len(stuck) + len(orphaned)
 
 
+def _worker() -> str:
+    """Who holds a lease: this host, process and thread (a thread runs one step at a time)."""
+    return f"{HOST}:{os.getpid()}:{threading.get_ident()}"
+
+
 def _claim(run_id: int, now: datetime) -> bool:
     return bool(
         LoopRun.objects.filter(pk=run_id, state=State.RUNNING)
-        .filter(Q(lease_worker="") | Q(lease_expires_at__lt=now) | Q(lease_worker=WORKER_ID))
-        .update(lease_worker=WORKER_ID, lease_expires_at=now + LEASE)
+        .filter(Q(lease_worker="") | Q(lease_expires_at__lt=now))
+        .update(lease_worker=_worker(), lease_expires_at=now + LEASE)
     )
 
 
 def _release(run_id: int) -> None:
-    LoopRun.objects.filter(pk=run_id, lease_worker=WORKER_ID).update(
+    LoopRun.objects.filter(pk=run_id, lease_worker=_worker()).update(
         lease_worker="", lease_expires_at=None
     )
 
@@ -123,7 +132,7 @@ def _release(run_id: int) -> None:
 def _lock(run_id: int) -> tuple[LoopRun, bool]:
     """The run under its row lock, and whether it is still running, ours and allowed to go."""
     run = LoopRun.objects.select_for_update().get(pk=run_id)
-    ours = run.state == State.RUNNING and run.lease_worker == WORKER_ID
+    ours = run.state == State.RUNNING and run.lease_worker == _worker()
     return run, ours and gates.may_proceed(run)
 
 
@@ -164,6 +173,11 @@ def _step(run_id: int, now: datetime) -> None:
 def _audience(run: LoopRun, phase: Phase) -> list[Agent]:
     """Online agents of the domain with every required capability (CONCEPTS 3, 33)."""
     agents = Agent.objects.filter(domain_id=run.domain_id, status=Agent.Status.ONLINE)
+    # In-process agents live in this worker; a remote one is alive while it beats.
+    alive = Q(adapter=Agent.Adapter.PYTHON) | Q(heartbeat_at__gte=timezone.now() - HEARTBEAT)
+    agents = agents.filter(alive)
+    if phase.audience_from:  # only the winners of an earlier phase (CONCEPTS 28, 29)
+        agents = agents.filter(pk__in=run.context.get("winners", {}).get(phase.audience_from, []))
     excluded = gates.agents_excluded(run)
     required = set(phase.capabilities)
     return [
@@ -264,7 +278,7 @@ def _close_bidding(run: LoopRun, spec: BlueprintSpec, iteration: Iteration, now)
     if len(answered) < len(audience) and now < iteration.bid_window_ends_at:
         # Release first, so the rescheduled step can claim the run; the fresh updated_at
         # keeps the reaper from enqueuing duplicates while we wait.
-        LoopRun.objects.filter(pk=run.pk, lease_worker=WORKER_ID).update(
+        LoopRun.objects.filter(pk=run.pk, lease_worker=_worker()).update(
             lease_worker="", lease_expires_at=None, updated_at=timezone.now()
         )
         services.enqueue(run.pk, countdown=(iteration.bid_window_ends_at - now).total_seconds())
@@ -627,11 +641,21 @@ def _judge(run, spec, iteration, contributions, results) -> Judgement:
     last = iteration.phase == len(spec.phases) - 1
     names = (*phase.validators, *(spec.validators if last else ()))
     verdicts = [(name, VALIDATORS[name](judged.merged, run.context)) for name in names]
+    if phase.output_schema is not None:
+        verdicts.append(("output_schema", _schema_verdict(phase.output_schema, judged.merged)))
     judged.ok = all(v.ok for _, v in verdicts)
     scores = [v.score for _, v in verdicts if v.score is not None]
     judged.score = min(scores) if scores else None
     judged.feedback = tuple(f"{name}: {v.feedback}" for name, v in verdicts if not v.ok)
     return judged
+
+
+def _schema_verdict(schema: dict[str, Any], value: Any) -> Verdict:
+    problems = [
+        f"{'/'.join(map(str, e.absolute_path)) or 'the result'}: {e.message}"
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(value)
+    ]
+    return Verdict(ok=not problems, feedback="; ".join(problems))
 
 
 def _close(run, spec, iteration, contributions, results) -> None:
@@ -680,6 +704,9 @@ def _close(run, spec, iteration, contributions, results) -> None:
                 },
             )
         )
+        if ok:  # who won this phase, for a later phase's audience (CONCEPTS 28)
+            winners = [c.agent_id for c in contributions if c.status != Status.FAILED]
+            run.context.setdefault("winners", {})[iteration.phase_name] = winners
         _decide(run, spec, iteration, judged, ok, events)
         services.events_write(run.root_id, events)
 
@@ -691,6 +718,10 @@ def _decide(run, spec, iteration, judged: Judgement, ok: bool, events: Events) -
     context.setdefault("phases", {})[phase.name] = judged.merged
     context["feedback"] = [] if ok else iteration.feedback
     context["rounds"] = 0 if ok else context.get("rounds", 0) + 1  # failed rounds this phase
+    if judged.score is not None:  # the score history and the best so far (CONCEPTS 54, 68)
+        context.setdefault("scores", []).append(judged.score)
+        if judged.score >= context.get("best", {}).get("score", float("-inf")):
+            context["best"] = {"score": judged.score, "result": judged.merged}
     if phase.call and judged.error:
         return _finish(run, State.FAILED, Reason.CHILD_FAILED, judged.error, events)
     exits = spec.policy.exits
@@ -703,6 +734,11 @@ def _decide(run, spec, iteration, judged: Judgement, ok: bool, events: Events) -
     elif ok and "validated" in exits.quality:
         why = "the last phase validated"
         return _finish(run, State.SUCCEEDED, Reason.QUALITY, why, events, judged.merged)
+    elif not ok and _no_progress(context.get("scores", []), exits.no_progress):
+        epsilon, k = exits.no_progress
+        why = f"the best score improved by less than {epsilon} in {k} iterations"
+        best = context["best"]["result"]
+        return _finish(run, State.EXHAUSTED, Reason.NO_PROGRESS, why, events, best)
     elif not ok and context["rounds"] >= spec.policy.validation_rounds:
         if spec.policy.on_validation_exhausted == "interrupt":
             run.move_to(State.INTERRUPTED)
@@ -718,6 +754,15 @@ def _decide(run, spec, iteration, judged: Judgement, ok: bool, events: Events) -
         why = "; ".join(iteration.feedback) or "validation failed every round"
         return _finish(run, State.FAILED, Reason.VALIDATION_EXHAUSTED, why, events)
     return _continue(run, spec, events)
+
+
+def _no_progress(scores: list[float], rule: tuple[float, int] | None) -> bool:
+    """Whether the best score rose by less than epsilon in each of the last k iterations."""
+    if rule is None or len(scores) <= rule[1]:
+        return False
+    epsilon, k = rule
+    best = [max(scores[: i + 1]) for i in range(len(scores))]
+    return all(best[i] - best[i - 1] < epsilon for i in range(len(best) - k, len(best)))
 
 
 def _continue(run: LoopRun, spec: BlueprintSpec, events: Events) -> None:
@@ -753,6 +798,8 @@ def _resource_exit(run: LoopRun, spec: BlueprintSpec, now: datetime, events=None
 
 
 def _best_so_far(run: LoopRun) -> Any:
+    if "best" in run.context:  # the highest-scoring result, not merely the last (CONCEPTS 54)
+        return run.context["best"]["result"]
     last = run.iterations.filter(outcome=Iteration.Outcome.VALIDATED).order_by("-number").first()
     return last.merged if last else None
 

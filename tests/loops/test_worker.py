@@ -50,11 +50,11 @@ def test_it_loses_nothing_when_a_worker_is_killed_mid_run(celery_worker):
     celery_worker.stop()  # so the doomed worker takes the runs
 
     def held_by_doomed() -> bool:
-        pids = tuple(f":{p.pid}" for p in psutil.Process(doomed.process.pid).children())
+        pids = [f":{p.pid}:" for p in psutil.Process(doomed.process.pid).children()]
         holders = LoopRun.objects.filter(
             pk__in=runs, iterations__contributions__status="running"
         ).values_list("lease_worker", flat=True)
-        return any(holder.endswith(pids) for holder in holders)
+        return any(pid in holder for holder in holders for pid in pids)  # host:pid:thread
 
     try:
         runs = [
