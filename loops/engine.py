@@ -462,8 +462,19 @@ def _perform(spec: BlueprintSpec, contribution: Contribution, task: Task) -> Res
     return Result(contribution, None, attempts, started)
 
 
-WRITTEN = ["status", "output", "cost", "tokens", "attempts", "finished_at", "held", "late",
-           "latency_ms", "error_class", "error"]  # fmt: skip
+WRITTEN = [
+    "status",
+    "output",
+    "cost",
+    "tokens",
+    "attempts",
+    "finished_at",
+    "held",
+    "late",
+    "latency_ms",
+    "error_class",
+    "error",
+]
 
 
 def _apply(run: LoopRun, results: list[Result], held: bool, events: Events) -> None:
@@ -487,9 +498,20 @@ def _apply(run: LoopRun, results: list[Result], held: bool, events: Events) -> N
         Contribution.objects.filter(pk=c.pk).update(**{f: getattr(c, f) for f in WRITTEN})
         reserved, actual, tokens = reserved + c.est_cost, actual + c.cost, tokens + c.tokens
         kind = "agent.call.responded" if o else "agent.call.errored"
-        events.append((run.pk, kind, {"agent": c.agent_id, "tokens": c.tokens, "late": c.late,
-                                      "held": held, "attempts": len(r.attempts),
-                                      "layer": "retry"}))  # fmt: skip
+        events.append(
+            (
+                run.pk,
+                kind,
+                {
+                    "agent": c.agent_id,
+                    "tokens": c.tokens,
+                    "late": c.late,
+                    "held": held,
+                    "attempts": len(r.attempts),
+                    "layer": "retry",
+                },
+            )
+        )
     if reserved or actual or tokens:
         services.cost_settle(run.pk, reserved=reserved, actual=actual, tokens=tokens)
         run.cost, run.tokens = run.cost + actual, run.tokens + tokens
@@ -707,7 +729,11 @@ def _close(run, spec, iteration, contributions, results) -> None:
         if ok:  # who won this phase, for a later phase's audience (CONCEPTS 28)
             winners = [c.agent_id for c in contributions if c.status != Status.FAILED]
             run.context.setdefault("winners", {})[iteration.phase_name] = winners
-        _decide(run, spec, iteration, judged, ok, events)
+        if not ok and any(c.error_class == "budget" for c in contributions):
+            why = "the budget left cannot pay for the calls this iteration needed"
+            _finish(run, State.EXHAUSTED, Reason.BUDGET, why, events, _best_so_far(run))
+        else:
+            _decide(run, spec, iteration, judged, ok, events)
         services.events_write(run.root_id, events)
 
 

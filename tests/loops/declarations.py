@@ -194,10 +194,11 @@ def saw_feedback(value, context):
 
 def _main(name, capabilities, **fields):
     fields.setdefault("policy", Policy(exits=Exits(quality=("validated",), max_iterations=3)))
-    task = Phase(
+    ask = Phase(
         "ask", task_type="arena.ask", capabilities=capabilities, payload=fields.pop("payload", {})
     )
-    return blueprint(name, kind="main", domain="arena", phases=[task], **fields)
+    fields.setdefault("phases", [ask])
+    return blueprint(name, kind="main", domain="arena", **fields)
 
 
 _main("arena-all", ("answer",), selection="all", merge="vote")
@@ -237,4 +238,146 @@ blueprint(
     policy=Policy(exits=Exits(quality=("validated",), max_iterations=2, budget=1.0)),
     phases=[Phase("ask", task_type="arena.ask", capabilities=("answer",))],
     selection="best",
+)
+
+
+# --- More arena loops: late contributions, the four-loop conversation, exits ------------
+
+
+@python_agent("arena.sleepy")
+class Sleepy:
+    """Answers after the gather deadline of arena-late."""
+
+    def bid(self, task):
+        return Bid(confidence=0.95)
+
+    def perform(self, task):
+        time.sleep(0.3)
+        return Outcome(output={"value": "late"})
+
+
+@python_agent("arena.intent")
+class IntentReader:
+    def bid(self, task):
+        return Bid(confidence=0.6)
+
+    def perform(self, task):
+        text = task.context["input"].get("text", "")
+        return Outcome(output={"intent": "dose" if "mg" in text else "other", "confidence": 0.6})
+
+
+@python_agent("arena.formatter")
+class Formatter:
+    """Leaves out the required field until a validator has complained once."""
+
+    def bid(self, task):
+        return Bid(confidence=0.7)
+
+    def perform(self, task):
+        answer = {"text": "formatted"}
+        return Outcome(output={**answer, "format": "plain"} if task.feedback else answer)
+
+
+@python_agent("arena.scored")
+class Scored:
+    """Its answers score 0.50, 0.51, 0.51, 0.51, …: improvement stalls (CONCEPTS 68)."""
+
+    SCORES = (0.50, 0.51, 0.51, 0.51, 0.51, 0.51)
+
+    def bid(self, task):
+        return Bid(confidence=0.5)
+
+    def perform(self, task):
+        return Outcome(output={"score": self.SCORES[task.iteration - 1]})
+
+
+@python_agent("arena.spender")
+class Spender:
+    def bid(self, task):
+        return Bid(confidence=0.5, est_cost=0.4)
+
+    def perform(self, task):
+        return Outcome(output={"spent": 0.4}, cost=0.4)
+
+
+agent("arena", "sleepy", implementation="arena.sleepy", capabilities=("late",))
+agent("arena", "quick", implementation="arena.alpha", capabilities=("late",))
+agent("arena", "intent", implementation="arena.intent", capabilities=("intent",))
+agent("arena", "context", implementation="arena.alpha", capabilities=("converse",))
+agent("arena", "doer", implementation="arena.gamma", capabilities=("converse",))
+agent("arena", "formatter", implementation="arena.formatter", capabilities=("format",))
+agent("arena", "scored", implementation="arena.scored", capabilities=("score",))
+agent("arena", "spender", implementation="arena.spender", capabilities=("spend",))
+
+
+@validator("tests.score")
+def score(value, context):
+    """Rejects every round and reports the answer's own score."""
+    return Verdict(ok=False, score=value["score"], feedback="not yet")
+
+
+@validator("tests.score-pass")
+def score_pass(value, context):
+    return Verdict(ok=True, score=value["score"])
+
+
+_main("arena-late", ("late",), gather_deadline_ms=150)
+_main(
+    "arena-converse",
+    ("converse",),
+    phases=[
+        # IN: every agent reads the intent; the most confident reading wins (CONCEPTS 27).
+        Phase(
+            "in",
+            task_type="c.intent",
+            capabilities=("intent",),
+            output_schema={
+                "type": "object",
+                "required": ["intent", "confidence"],
+                "properties": {"intent": {"type": "string"}, "confidence": {"type": "number"}},
+            },
+        ),
+        # CONTEXT: bids on handling it; DO: only the CONTEXT winners act (CONCEPTS 28, 29).
+        Phase("context", task_type="c.context", capabilities=("converse",)),
+        Phase("do", task_type="c.do", capabilities=("converse",), audience_from="context"),
+        # OUT: the answer must match the output schema, or the round repeats (CONCEPTS 30).
+        Phase(
+            "out",
+            task_type="c.format",
+            capabilities=("format",),
+            output_schema={
+                "type": "object",
+                "required": ["text", "format"],
+            },
+        ),
+    ],
+    selection="top_k",
+    top_k=1,
+    policy=Policy(exits=Exits(quality=("validated",), max_iterations=8)),
+)
+_main(
+    "arena-no-progress",
+    ("score",),
+    validators=("tests.score",),
+    policy=Policy(exits=Exits(max_iterations=6, no_progress=(0.02, 2)), validation_rounds=6),
+)
+_main(
+    "arena-score-target",
+    ("score",),
+    validators=("tests.score-pass",),
+    policy=Policy(exits=Exits(quality=("score_target",), score_target=0.5, max_iterations=3)),
+)
+_main(
+    "arena-spend",
+    ("spend",),
+    validators=("tests.saw-feedback",),
+    policy=Policy(exits=Exits(max_iterations=10, budget=1.0), validation_rounds=10),
+)
+_main("arena-remote", ("remote",), bid_window_ms=1000)
+_main(
+    "arena-recursive",
+    ("spawn",),
+    children=("arena-recursive",),
+    max_depth=1,
+    payload={"spawn": ["arena-recursive"]},
 )

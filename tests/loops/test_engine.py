@@ -3,10 +3,11 @@ frozen clock. The agents are the arena's (tests/loops/declarations.py)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from loops import engine, services
@@ -271,3 +272,112 @@ def test_it_exhausts_a_run_past_its_deadline_with_the_best_result_so_far():
 
     assert run.state == State.EXHAUSTED
     assert run.exit_reason == LoopRun.ExitReason.DEADLINE
+
+
+def test_it_keeps_a_late_contribution_but_never_merges_it():
+    run = drive(start("arena-late"))  # gather deadline 150 ms; sleepy answers after 300 ms
+
+    late = Contribution.objects.get(iteration__run=run, agent__name="sleepy")
+    assert (late.status, late.late, late.output) == ("completed", True, {"value": "late"})
+    assert run.result["value"] == 42  # quick's answer, though sleepy bid higher (CONCEPTS 10)
+
+
+def test_it_runs_the_four_loop_conversation():
+    run = drive(start("arena-converse", text="5 mg twice a day"))
+    phases = {i.phase_name: i for i in run.iterations.filter(outcome="validated")}
+
+    assert run.state == State.SUCCEEDED
+    assert phases["in"].merged == {"intent": "dose", "confidence": 0.6}  # CONCEPTS 27
+    context_winners = set(
+        phases["context"].bids.filter(selected=True).values_list("agent_id", flat=True)
+    )
+    do = phases["do"]
+    assert set(do.broadcast["audience"]) == context_winners  # CONCEPTS 28
+    assert set(do.contributions.values_list("agent_id", flat=True)) == context_winners  # 29
+    rounds = list(run.iterations.filter(phase_name="out").order_by("number"))
+    assert [r.outcome for r in rounds] == ["rejected", "validated"]  # CONCEPTS 30
+    assert "format" in rounds[0].feedback[0]
+    assert rounds[1].broadcast["feedback"] == rounds[0].feedback
+    assert run.result == {"text": "formatted", "format": "plain"}
+
+
+def test_it_stops_when_the_score_stops_improving():
+    run = drive(start("arena-no-progress"))
+
+    assert (run.state, run.exit_reason) == (State.EXHAUSTED, LoopRun.ExitReason.NO_PROGRESS)
+    assert run.iteration == 3  # 0.50, 0.51, 0.51 with epsilon 0.02 and k 2 (CONCEPTS 68)
+    assert run.result == {"score": 0.51}
+
+
+def test_it_gives_each_exit_its_own_reason():
+    score = drive(start("arena-score-target"))
+    budget = drive(start("arena-spend"))
+
+    assert (score.state, score.exit_reason) == (State.SUCCEEDED, "score_target")
+    assert (budget.state, budget.exit_reason) == (State.EXHAUSTED, "budget")
+    assert budget.cost == pytest.approx(0.8)  # a third call of 0.4 would pass the budget of 1.0
+    assert budget.iterations.count() == 3
+    refused = Contribution.objects.get(iteration__run=budget, iteration__number=3)
+    assert (refused.status, refused.error_class) == ("failed", "budget")
+
+
+def test_it_broadcasts_only_to_remote_agents_with_a_fresh_heartbeat():
+    arena = Agent.objects.get(name="alpha").domain
+    fresh = Agent.objects.create(
+        domain=arena,
+        name="fresh",
+        adapter="http",
+        capabilities=["remote"],
+        heartbeat_at=timezone.now(),
+    )
+    Agent.objects.create(
+        domain=arena,
+        name="stale",
+        adapter="http",
+        capabilities=["remote"],
+        heartbeat_at=timezone.now() - timedelta(minutes=5),
+    )
+    t0 = timezone.now()
+    run = start("arena-remote")
+
+    engine.advance(run_id=run.pk, now=t0)  # broadcast; the window is 1 s
+    drive(run, now=t0 + timedelta(seconds=2))
+
+    assert run.iterations.get(number=1).broadcast["audience"] == [fresh.pk]  # CONCEPTS 33
+    assert bids_of(run)["fresh"].reason == "no answer in window"
+    assert "stale" not in bids_of(run)
+
+
+def test_it_refuses_a_spawn_past_max_depth_and_records_why():
+    run = drive(start("arena-recursive"))
+    child = run.children.get()
+
+    assert child.depth == 1 and not child.children.exists()
+    refusal = Event.objects.get(run=child, type="child.refused").payload
+    assert refusal == {
+        "blueprint": "arena-recursive",
+        "reason": "a child at depth 2 would pass the depth bound",
+    }  # CONCEPTS 43
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_only_one_of_two_racing_steps_work():
+    """Two threads step the same run at once: one iteration, one merge (CONCEPTS 6, 25)."""
+    run = start("arena-all")
+    barrier = threading.Barrier(2)
+
+    def step() -> None:
+        try:
+            barrier.wait()
+            engine.advance(run_id=run.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=step) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert Iteration.objects.filter(run=run).count() == 1
+    assert Event.objects.filter(run=run, type="iteration.merged").count() == 1
