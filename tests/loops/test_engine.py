@@ -13,6 +13,7 @@ from django.utils import timezone
 from loops import engine, services
 from loops.declare import sync_declarations
 from loops.models import Agent, Bid, Contribution, Event, Iteration, LoopRun
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
 State = LoopRun.State
@@ -379,5 +380,7 @@ def test_it_lets_only_one_of_two_racing_steps_work():
     for thread in threads:
         thread.join()
 
+    # A worker of the session may race too, through the step enqueued at the start.
+    wait_for(lambda: LoopRun.objects.get(pk=run.pk).is_terminal)
     assert Iteration.objects.filter(run=run).count() == 1
     assert Event.objects.filter(run=run, type="iteration.merged").count() == 1
