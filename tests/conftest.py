@@ -3,6 +3,7 @@ Redis (or uses DATABASE_URL and REDIS_URL) and this file fails fast when they ar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,10 +58,16 @@ class Worker:
         self.process.wait()
 
     def stop(self) -> None:
-        """A clean SIGTERM stop, as the run command does it."""
+        """A clean SIGTERM stop, as the run command does it; a kill if that hangs."""
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(30)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        # Pool processes orphaned by an earlier crash of the main process go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def start_worker(database_name: str, *, name: str = "", beat: bool = False) -> Worker:

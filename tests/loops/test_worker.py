@@ -69,6 +69,8 @@ def test_it_loses_nothing_when_a_worker_is_killed_mid_run(celery_worker):
         finally:
             rescuer.stop()
     finally:
+        if doomed.process.poll() is None:
+            doomed.kill()  # the test failed before its kill: leave no worker behind
         replacement = start_worker(connection.settings_dict["NAME"])
         celery_worker.process, celery_worker.hostname = replacement.process, replacement.hostname
 
