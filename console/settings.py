@@ -143,8 +143,6 @@ CELERY_BEAT_SCHEDULE = {
 # running run nobody touched for LOOP_STALE_SECONDS is enqueued again (a lost message).
 LOOP_LEASE_SECONDS = env_int("LOOP_LEASE_SECONDS", 30, minimum=1)
 LOOP_STALE_SECONDS = env_int("LOOP_STALE_SECONDS", 60, minimum=1)
-# How long one task may go on stepping a run that needs no waiting, before it queues again.
-LOOP_SLICE_MS = env_int("LOOP_SLICE_MS", 50, minimum=0)
 # A remote agent whose last heartbeat is older than this hears no broadcast (CONCEPTS 33).
 AGENT_HEARTBEAT_SECONDS = env_int("AGENT_HEARTBEAT_SECONDS", 60, minimum=1)
 

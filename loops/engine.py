@@ -27,7 +27,6 @@ import random
 import socket
 import threading
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,35 +70,17 @@ class StepAborted(Exception):
     """The run changed under us (paused, cancelled, halted, lease lost): stop quietly."""
 
 
-# A run that can go straight on keeps its lease and takes its next iteration in the same
-# task, for up to this long: it saves a Celery hop, a claim and a release per iteration, and
-# the bound keeps one busy run from starving the others queued behind it.
-SLICE_SECONDS = settings.LOOP_SLICE_MS / 1000
-_go_on: ContextVar[bool] = ContextVar("go_on", default=False)
-
-
 def advance(*, run_id: int, now: datetime | None = None) -> None:
-    """Take the next steps of a run if it is running and nobody else holds it.
-
-    With a frozen clock (tests pass `now`) exactly one step is taken.
-    """
-    slice_ends = time.monotonic() + (SLICE_SECONDS if now is None else 0)
-    if not _claim(run_id, now or timezone.now()):
+    """Take the next step of a run if it is running and nobody else holds it."""
+    now = now or timezone.now()
+    if not _claim(run_id, now):
         return  # another worker holds it, or it is not running: nothing to do
-    more = False
     try:
-        while True:
-            _go_on.set(False)
-            _step(run_id, now or timezone.now())
-            more = _go_on.get()
-            if not more or time.monotonic() >= slice_ends:
-                break
+        _step(run_id, now)
     except (StepAborted, LoopRun.DoesNotExist):
-        more = False  # paused, cancelled or halted under us, or deleted: not an error
+        pass  # paused, cancelled or halted under us, or deleted: not an error for a worker
     finally:
         _release(run_id)
-    if more:
-        services.enqueue(run_id)  # the slice is over: back in the queue, behind the others
 
 
 def reclaim(now: datetime | None = None) -> int:
@@ -811,14 +792,13 @@ def _no_progress(scores: list[float], rule: tuple[float, int] | None) -> bool:
 
 
 def _continue(run: LoopRun, spec: BlueprintSpec, events: Events) -> None:
-    """Inside the transaction holding the run: a resource exit, or the next step, which
-    advance() takes itself while its time slice lasts (the lease stays ours)."""
+    """Inside the transaction holding the run: a resource exit, or the next step."""
     if _resource_exit(run, spec, timezone.now(), events):
         return
     run.updated_at = timezone.now()
-    run.lease_expires_at = run.updated_at + LEASE
-    run.save(update_fields=["phase", "context", "updated_at", "lease_expires_at"])
-    _go_on.set(True)
+    run.lease_worker, run.lease_expires_at = "", None  # the next step may claim at once
+    run.save(update_fields=["phase", "context", "updated_at", "lease_worker", "lease_expires_at"])
+    services.enqueue(run.pk)
 
 
 def _resource_exit(run: LoopRun, spec: BlueprintSpec, now: datetime, events=None) -> bool:
