@@ -285,7 +285,11 @@ def _check(spec: BlueprintSpec) -> None:
 
 
 def check_graph() -> None:
-    """Once every declaration is loaded: children exist, and no cycle lacks a depth bound."""
+    """Once every declaration is loaded: domains and children exist, and no cycle lacks a
+    depth bound."""
+    for spec in (*BLUEPRINTS.values(), *AGENTS.values()):
+        if spec.domain not in DOMAINS:
+            raise DeclarationError(f"{spec.name!r} belongs to an undeclared domain {spec.domain!r}")
     for spec in BLUEPRINTS.values():
         for child in spec.children:
             if child not in BLUEPRINTS:
@@ -309,16 +313,14 @@ def sync_declarations() -> None:
     from loops.models import Agent, Blueprint, Domain
 
     check_graph()
-    domains = {}
     for spec in DOMAINS.values():
-        domains[spec.slug], _ = Domain.objects.update_or_create(
+        Domain.objects.update_or_create(
             slug=spec.slug, defaults={"name": spec.name, "description": spec.description}
         )
+    domains = {d.slug: d for d in Domain.objects.all()}
     for spec in AGENTS.values():
         Agent.objects.update_or_create(
-            domain=domains[spec.domain]
-            if spec.domain in domains
-            else Domain.objects.get(slug=spec.domain),
+            domain=domains[spec.domain],
             name=spec.name,
             defaults={
                 "adapter": Agent.Adapter.PYTHON,
@@ -332,7 +334,7 @@ def sync_declarations() -> None:
             name=spec.name,
             defaults={
                 "kind": spec.kind,
-                "domain": domains.get(spec.domain) or Domain.objects.get(slug=spec.domain),
+                "domain": domains[spec.domain],
                 "description": spec.description,
                 "spec": spec.as_json(),
                 "updated_at": timezone.now(),
