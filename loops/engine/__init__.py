@@ -1,0 +1,106 @@
+"""Advances loop runs, one step per Celery task (loops.tasks.advance).
+
+A step holds the run's lease (a compare-and-set on lease_worker/lease_expires_at, so one
+worker at a time) and does as much of the current iteration as it can without waiting, in
+as few transactions as it can (DESIGN.md section 6 counts the cost of each):
+
+    open     one transaction: the iteration, the audience's bids (in-process agents answer
+             at once), and, once everyone answered, the selection and the claim of the calls
+    perform  the selected in-process agents work, outside any transaction
+    close    one transaction: their results, the merge and validation, the exit checks, and
+             the next phase or iteration (enqueued after commit), or the end of the run
+
+Waiting for a bid window, for remote contributions or for child runs ends the step; whatever
+ends the wait enqueues the next one. Every transaction re-checks the run under its row lock
+(running, lease ours, the oversight gate), so a pause, cancel or halt committed meanwhile
+turns the rest of the step into a no-op, and results that arrive anyway are kept as `held`.
+Unique keys on (run, number) and (iteration, agent) make a step re-run after a crash create
+nothing twice; calls a dead worker left `running` are made again (at least once).
+Nothing imports this module but loops.tasks (STYLE.md B.2).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from loops import services
+from loops.declare import BLUEPRINTS
+from loops.engine.broadcast import close_bidding, open_iteration
+from loops.engine.calls import execute
+from loops.engine.exits import finish, resource_exit
+from loops.engine.judge import judge_and_close
+from loops.engine.lease import STALE, Reason, State, StepAborted, claim, locked, release
+from loops.models import Iteration, LoopRun
+from oversight import gates
+
+__all__ = ["advance", "reclaim"]
+
+
+def advance(*, run_id: int, now: datetime | None = None) -> None:
+    """Take the next step of a run if it is running and nobody else holds it."""
+    now = now or timezone.now()
+    if not claim(run_id, now):
+        return  # another worker holds it, or it is not running: nothing to do
+    try:
+        _step(run_id, now)
+    except (StepAborted, LoopRun.DoesNotExist):
+        pass  # paused, cancelled or halted under us, or deleted: not an error for a worker
+    finally:
+        release(run_id)
+
+
+def reclaim(now: datetime | None = None) -> int:
+    """The beat backstop for DESIGN.md H4; returns how many runs it re-enqueued or woke.
+
+    1. Running runs whose lease expired (the worker died mid-step), or that nobody touched
+       for LOOP_STALE_SECONDS (the message was lost): enqueue a step; the lease decides.
+    2. Waiting parents whose children have all ended (the return raced a crash): wake them.
+    """
+    from loops.tasks import advance as advance_task
+
+    now = now or timezone.now()
+    stuck = list(
+        LoopRun.objects.filter(state=State.RUNNING)
+        .filter(Q(lease_expires_at__lt=now) | Q(lease_worker="", updated_at__lt=now - STALE))
+        .values_list("pk", flat=True)[:1000]
+    )
+    for run_id in stuck:
+        advance_task.delay(run_id)
+    orphaned = list(
+        LoopRun.objects.filter(state=State.WAITING)
+        .exclude(children__state__in=LoopRun.LIVE)
+        .values_list("pk", flat=True)[:1000]
+    )
+    for run_id in orphaned:
+        services.run_wake(run_id=run_id)
+    return len(stuck) + len(orphaned)
+
+
+def _step(run_id: int, now: datetime) -> None:
+    run = LoopRun.objects.select_related("blueprint").get(pk=run_id)
+    spec = BLUEPRINTS.get(run.blueprint.name)
+    if spec is None:
+        with transaction.atomic():
+            why = f"blueprint {run.blueprint.name!r} is no longer declared"
+            finish(locked(run_id), State.FAILED, Reason.ERROR, why, events := [])
+            services.events_write(run.root_id, events)
+        return
+    if not gates.may_proceed(run):
+        return
+    iteration = run.iterations.exclude(status=Iteration.Status.CLOSED).order_by("-number").first()
+    if iteration is None:
+        if resource_exit(run, spec, now):
+            return
+        iteration = open_iteration(run, spec, now)
+    if iteration.status == Iteration.Status.BIDDING:
+        close_bidding(run, spec, iteration, now)
+    if iteration.status == Iteration.Status.EXECUTING:
+        execute(run, spec, iteration)
+    elif iteration.status == Iteration.Status.WAITING_CHILDREN:
+        judge_and_close(
+            run, spec, iteration, list(iteration.contributions.select_related("agent")), []
+        )

@@ -1,0 +1,234 @@
+"""Step 1: broadcast the task, record bids and declines, select, claim the calls."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from loops import services
+from loops.declare import IMPLEMENTATIONS, BlueprintSpec, Decline, Phase, Task
+from loops.declare import Bid as BidAnswer
+from loops.engine.exits import carry_on, finish, mark_closed
+from loops.engine.lease import HEARTBEAT, Events, Reason, State, Status, StepAborted, locked, worker
+from loops.models import Agent, Bid, Contribution, Iteration, LoopRun
+from oversight import gates
+
+logger = logging.getLogger(__name__)
+
+
+def audience_of(run: LoopRun, phase: Phase) -> list[Agent]:
+    """Online agents of the domain with every required capability (CONCEPTS 3, 33)."""
+    agents = Agent.objects.filter(domain_id=run.domain_id, status=Agent.Status.ONLINE)
+    # In-process agents live in this worker; a remote one is alive while it beats.
+    alive = Q(adapter=Agent.Adapter.PYTHON) | Q(heartbeat_at__gte=timezone.now() - HEARTBEAT)
+    agents = agents.filter(alive)
+    if phase.audience_from:  # only the winners of an earlier phase (CONCEPTS 28, 29)
+        agents = agents.filter(pk__in=run.context.get("winners", {}).get(phase.audience_from, []))
+    excluded = gates.agents_excluded(run)
+    required = set(phase.capabilities)
+    return [
+        agent
+        for agent in agents
+        if required <= set(agent.capabilities)
+        and agent.pk not in excluded
+        and (phase.task_type in agent.task_types or not agent.task_types)
+    ]
+
+
+def task_for(run: LoopRun, spec: BlueprintSpec, number: int, phase: int, feedback) -> Task:
+    p = spec.phases[phase]
+    return Task(run.pk, number, p.name, p.task_type, p.payload, run.context, tuple(feedback))
+
+
+def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteration:
+    """Broadcast the phase's task and record the answers; select at once if all answered."""
+    phase, number = spec.phases[run.phase], run.iteration + 1
+    feedback = run.context.get("feedback", [])
+    audience = [] if phase.call else audience_of(run, phase)
+    task = task_for(run, spec, number, run.phase, feedback)
+    answers = {agent.pk: ask_bid(agent, task) for agent in audience}
+    answered_at = timezone.now()
+    with transaction.atomic():
+        run = locked(run.pk)
+        if run.iteration + 1 != number:
+            raise StepAborted  # another worker opened it first
+        iteration = Iteration.objects.create(
+            run=run,
+            number=number,
+            phase=run.phase,
+            phase_name=phase.name,
+            status=Iteration.Status.EXECUTING if phase.call else Iteration.Status.BIDDING,
+            broadcast={
+                "task_type": phase.task_type,
+                "payload": phase.payload,
+                "capabilities": list(phase.capabilities),
+                "feedback": feedback,
+                "audience": [a.pk for a in audience],
+                "call": list(phase.call),
+            },
+            bid_window_ends_at=now + timedelta(milliseconds=spec.bid_window_ms),
+            gather_deadline_at=now + timedelta(milliseconds=spec.gather_deadline_ms),
+            started_at=now,
+        )
+        bids = [
+            bid_row(iteration, agent, answers[agent.pk], now, answered_at)
+            for agent in audience
+            if answers[agent.pk] is not None
+        ]
+        run.iteration, run.updated_at = number, answered_at
+        LoopRun.objects.filter(pk=run.pk).update(iteration=number, updated_at=answered_at)
+        audience_size = {"iteration": number, "phase": phase.name, "audience": len(audience)}
+        events: Events = [(run.pk, "iteration.broadcast", audience_size)]
+        events += [
+            (run.pk, "bid.received", {"agent": b.agent_id, "decision": b.decision}) for b in bids
+        ]
+        if len(bids) == len(audience) and not phase.call:  # early close (CONCEPTS 24)
+            select_and_claim(run, spec, iteration, bids, events)
+        Bid.objects.bulk_create(bids)  # with their selection, when it was made just now
+        services.events_write(run.root_id, events)
+    return iteration
+
+
+def ask_bid(agent: Agent, task: Task) -> BidAnswer | Decline | None:
+    """An in-process agent answers at once; None means no answer (yet)."""
+    implementation = IMPLEMENTATIONS.get(agent.config.get("implementation", ""))
+    if agent.adapter != Agent.Adapter.PYTHON or implementation is None:
+        return None
+    try:
+        return implementation().bid(task)
+    except Exception as exc:  # an agent's bug is its decline, not the loop's failure
+        logger.warning("agent %s failed to bid: %s", agent, exc)
+        return Decline(f"bid raised {type(exc).__name__}: {exc}")
+
+
+def bid_row(iteration, agent, answer, asked_at, received_at) -> Bid:
+    common = {
+        "iteration": iteration,
+        "agent": agent,
+        "started_at": asked_at,
+        "received_at": received_at,
+    }
+    if isinstance(answer, BidAnswer):
+        confidence = min(1.0, max(0.0, answer.confidence))
+        return Bid(
+            **common, decision=Bid.Decision.BID, confidence=confidence, est_cost=answer.est_cost
+        )
+    return Bid(**common, decision=Bid.Decision.DECLINE, reason=getattr(answer, "reason", ""))
+
+
+def close_bidding(run: LoopRun, spec: BlueprintSpec, iteration: Iteration, now) -> None:
+    """Close the window once it passed (CONCEPTS 23): silence is a decline; then select."""
+    audience = iteration.broadcast["audience"]
+    bids = list(iteration.bids.select_related("agent"))
+    answered = {bid.agent_id for bid in bids}
+    if len(answered) < len(audience) and now < iteration.bid_window_ends_at:
+        # Release first, so the rescheduled step can claim the run; the fresh updated_at
+        # keeps the reaper from enqueuing duplicates while we wait.
+        LoopRun.objects.filter(pk=run.pk, lease_worker=worker()).update(
+            lease_worker="", lease_expires_at=None, updated_at=timezone.now()
+        )
+        services.enqueue(run.pk, countdown=(iteration.bid_window_ends_at - now).total_seconds())
+        return
+    with transaction.atomic():
+        run = locked(run.pk)
+        silent = [
+            Bid(
+                iteration=iteration,
+                agent_id=agent_id,
+                decision=Bid.Decision.DECLINE,
+                reason="no answer in window",
+                started_at=iteration.started_at,
+                received_at=now,
+                late=True,
+            )
+            for agent_id in audience
+            if agent_id not in answered
+        ]
+        Bid.objects.bulk_create(silent, ignore_conflicts=True)
+        events: Events = [
+            (
+                run.pk,
+                "bid.received",
+                {"agent": b.agent_id, "decision": "decline", "reason": b.reason},
+            )
+            for b in silent
+        ]
+        select_and_claim(run, spec, iteration, bids + silent, events)
+        services.events_write(run.root_id, events)
+
+
+def select(spec: BlueprintSpec, bids: list[Bid]) -> dict[int, tuple[bool, str]]:
+    """Which bidders win, and why (CONCEPTS 20, 21): decliners are never chosen."""
+    bidders = sorted(
+        (b for b in bids if b.decision == Bid.Decision.BID),
+        key=lambda b: (-(b.confidence or 0), b.received_at, b.agent_id),
+    )
+    limit = {"all": len(bidders), "best": 1, "top_k": spec.top_k or 1}[spec.selection]
+    rule = {"all": "every bidder", "best": "the most confident", "top_k": f"top {limit}"}
+    reasons = {}
+    for rank, bid in enumerate(bidders, start=1):
+        won = rank <= limit
+        reasons[bid.agent_id] = (
+            won,
+            f"{'selected' if won else 'not selected'}: rank {rank} of {len(bidders)} "
+            f"by confidence {bid.confidence:.2f} ({rule[spec.selection]})",
+        )
+    return reasons
+
+
+def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: Events) -> None:
+    """Inside the transaction holding the run: select, then claim the winners' calls.
+
+    In-process calls are claimed (`running`) here, each with its estimated cost reserved
+    (CONCEPTS 69), so the agent works right after commit. Below the quorum the iteration
+    closes and the policy decides: broadcast again, or fail.
+    """
+    chosen = select(spec, bids)
+    for bid in bids:
+        bid.selected, bid.selection_reason = chosen.get(bid.agent_id, (False, bid.reason))
+    if saved := [b for b in bids if b.pk]:  # else the caller inserts them as they are now
+        # Silent decliners were inserted without returning their pk; they keep their reason.
+        Bid.objects.bulk_update(saved, ["selected", "selection_reason"])
+    winners = [b for b in bids if b.selected]
+    events.append((run.pk, "selection.made", {"selected": [b.agent_id for b in winners]}))
+    if len(winners) < max(spec.quorum, 1):
+        no_quorum(run, spec, iteration, len(winners), events)
+        return
+    now = timezone.now()
+    rows = []
+    for bid in winners:
+        affordable = services.cost_reserve(run.pk, bid.est_cost) if bid.est_cost else True
+        rows.append(
+            Contribution(
+                iteration=iteration,
+                agent=bid.agent,
+                est_cost=bid.est_cost if affordable else 0,
+                confidence=bid.confidence or 0.0,
+                status=Status.RUNNING if affordable else Status.FAILED,
+                error_class="" if affordable else "budget",
+                error="" if affordable else "the estimated cost exceeds the budget",
+                started_at=now,
+            )
+        )
+        kind = "agent.call.requested" if affordable else "agent.call.refused"
+        events.append((run.pk, kind, {"agent": bid.agent_id, "layer": "retry"}))
+    # The iteration was still bidding, so none of these rows can exist yet.
+    iteration.claimed = Contribution.objects.bulk_create(rows)  # kept for _execute
+    iteration.status = Iteration.Status.EXECUTING
+    iteration.save(update_fields=["status"])
+
+
+def no_quorum(run, spec, iteration, selected: int, events: Events) -> None:
+    events.append((run.pk, "iteration.no_quorum", {"selected": selected, "quorum": spec.quorum}))
+    mark_closed(
+        iteration, Iteration.Outcome.NO_QUORUM, f"{selected} selected, quorum {spec.quorum}"
+    )
+    if spec.policy.on_insufficient_bids == "fail":
+        why = f"{selected} agents bid; the quorum is {spec.quorum}"
+        finish(run, State.FAILED, Reason.INSUFFICIENT_BIDS, why, events)
+    else:
+        carry_on(run, spec, events)

@@ -1,0 +1,61 @@
+"""Who holds a run: the lease, and the run row locked and re-checked (the gate)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from loops.models import Contribution, LoopRun
+from oversight import gates
+
+State = LoopRun.State
+Reason = LoopRun.ExitReason
+Status = Contribution.Status
+LEASE = timedelta(seconds=settings.LOOP_LEASE_SECONDS)
+STALE = timedelta(seconds=settings.LOOP_STALE_SECONDS)
+HEARTBEAT = timedelta(seconds=settings.AGENT_HEARTBEAT_SECONDS)
+HOST = socket.gethostname()
+Events = list[tuple[int, str, dict[str, Any]]]
+
+
+class StepAborted(Exception):
+    """The run changed under us (paused, cancelled, halted, lease lost): stop quietly."""
+
+
+def worker() -> str:
+    """Who holds a lease: this host, process and thread (a thread runs one step at a time)."""
+    return f"{HOST}:{os.getpid()}:{threading.get_ident()}"
+
+
+def claim(run_id: int, now: datetime) -> bool:
+    return bool(
+        LoopRun.objects.filter(pk=run_id, state=State.RUNNING)
+        .filter(Q(lease_worker="") | Q(lease_expires_at__lt=now))
+        .update(lease_worker=worker(), lease_expires_at=now + LEASE)
+    )
+
+
+def release(run_id: int) -> None:
+    LoopRun.objects.filter(pk=run_id, lease_worker=worker()).update(
+        lease_worker="", lease_expires_at=None
+    )
+
+
+def lock(run_id: int) -> tuple[LoopRun, bool]:
+    """The run under its row lock, and whether it is still running, ours and allowed to go."""
+    run = LoopRun.objects.select_for_update().get(pk=run_id)
+    ours = run.state == State.RUNNING and run.lease_worker == worker()
+    return run, ours and gates.may_proceed(run)
+
+
+def locked(run_id: int) -> LoopRun:
+    run, may = lock(run_id)
+    if not may:
+        raise StepAborted
+    return run
