@@ -93,11 +93,17 @@ def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteratio
     return iteration
 
 
+def in_process(agent: Agent) -> bool:
+    return agent.adapter == Agent.Adapter.PYTHON and (
+        agent.config.get("implementation", "") in IMPLEMENTATIONS
+    )
+
+
 def ask_bid(agent: Agent, task: Task) -> BidAnswer | Decline | None:
     """An in-process agent answers at once; None means no answer (yet)."""
-    implementation = IMPLEMENTATIONS.get(agent.config.get("implementation", ""))
-    if agent.adapter != Agent.Adapter.PYTHON or implementation is None:
+    if not in_process(agent):
         return None
+    implementation = IMPLEMENTATIONS[agent.config["implementation"]]
     try:
         return implementation().bid(task)
     except Exception as exc:  # an agent's bug is its decline, not the loop's failure
@@ -202,13 +208,15 @@ def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: E
     rows = []
     for bid in winners:
         affordable = services.cost_reserve(run.pk, bid.est_cost) if bid.est_cost else True
+        # An in-process call is claimed now; a remote one waits for its adapter to take it.
+        claimed = Status.RUNNING if in_process(bid.agent) else Status.PENDING
         rows.append(
             Contribution(
                 iteration=iteration,
                 agent=bid.agent,
                 est_cost=bid.est_cost if affordable else 0,
                 confidence=bid.confidence or 0.0,
-                status=Status.RUNNING if affordable else Status.FAILED,
+                status=claimed if affordable else Status.FAILED,
                 error_class="" if affordable else "budget",
                 error="" if affordable else "the estimated cost exceeds the budget",
                 started_at=now,
@@ -217,7 +225,7 @@ def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: E
         kind = "agent.call.requested" if affordable else "agent.call.refused"
         events.append((run.pk, kind, {"agent": bid.agent_id, "layer": "retry"}))
     # The iteration was still bidding, so none of these rows can exist yet.
-    iteration.claimed = Contribution.objects.bulk_create(rows)  # kept for _execute
+    iteration.claimed = Contribution.objects.bulk_create(rows)  # kept for execute()
     iteration.status = Iteration.Status.EXECUTING
     iteration.save(update_fields=["status"])
 

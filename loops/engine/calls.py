@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from loops import services
 from loops.declare import BLUEPRINTS, IMPLEMENTATIONS, MAX_STACK_DEPTH, BlueprintSpec, Spawn, Task
-from loops.engine.broadcast import task_for
+from loops.engine.broadcast import in_process, task_for
 from loops.engine.judge import judge_and_close
 from loops.engine.lease import Events, State, Status, StepAborted, lock, locked
 from loops.engine.results import Result, apply_results
@@ -33,7 +33,7 @@ def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
     task = task_for(
         run, spec, iteration.number, iteration.phase, iteration.broadcast.get("feedback", [])
     )
-    results = [perform(spec, c, task) for c in contributions if in_process(c)]
+    results = [perform(spec, c, task) for c in contributions if claimed_here(c)]
     done = {r.contribution.pk for r in results}
     if any(not c.is_terminal and c.pk not in done for c in contributions):
         record(run.pk, results)  # remote calls are still out; their arrival re-enqueues
@@ -48,11 +48,9 @@ def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
     judge_and_close(run, spec, iteration, contributions, results)
 
 
-def in_process(contribution: Contribution) -> bool:
-    return (
-        contribution.status == Status.RUNNING
-        and contribution.agent.config.get("implementation", "") in IMPLEMENTATIONS
-    )
+def claimed_here(contribution: Contribution) -> bool:
+    """An in-process call claimed by this step, or left `running` by a dead worker."""
+    return contribution.status == Status.RUNNING and in_process(contribution.agent)
 
 
 def perform(spec: BlueprintSpec, contribution: Contribution, task: Task) -> Result:
