@@ -2,16 +2,20 @@
 the event trace, cost reservations and the return of a child to its parent.
 
 Entry points are `transaction.atomic(durable=True)`; helpers assume an open transaction.
-Lock order (STYLE.md B.4): runs parent before child, the event counter last.
+Lock order (STYLE.md B.4): runs parent before child, the event counter last. Runs are locked
+FOR NO KEY UPDATE (we never change their keys): inserting an event or an iteration checks its
+foreign key with FOR KEY SHARE on the run row, which FOR UPDATE would block, and that implicit
+lock, taken after the counter's, deadlocked a child's step against its sibling's return.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -27,6 +31,28 @@ class StartRejected(ValueError):
     def __init__(self, code: str, detail: str) -> None:
         self.code, self.detail = code, detail
         super().__init__(detail)
+
+
+def retry_deadlocks(service):
+    """Run a durable service again (twice at most) when PostgreSQL chose its transaction as
+    a deadlock victim: it rolled back whole, so running it again is safe. Needed because a
+    child's return locks child then parent, while a cancel locks parent then children."""
+
+    @functools.wraps(service)
+    def wrapper(*args, **kwargs):
+        for attempt in range(3):
+            try:
+                return service(*args, **kwargs)
+            except OperationalError as exc:
+                if not is_deadlock(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def is_deadlock(exc: OperationalError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
 
 
 # --- The event trace ----------------------------------------------------------------------
@@ -140,18 +166,20 @@ def enqueue(run_id: int, countdown: float | None = None) -> None:
     transaction.on_commit(lambda: advance.apply_async((run_id,), countdown=countdown))
 
 
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def run_pause(*, run_id: int, actor=None) -> LoopRun:
-    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     run.move_to(State.PAUSED)
     run.save(update_fields=["state", "prior_state", "updated_at"])
     events_write(run.root_id, [(run.pk, "run.paused", _by(actor))])
     return run
 
 
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def run_resume(*, run_id: int, actor=None) -> LoopRun:
-    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     if run.state != State.PAUSED:
         run.move_to(State.RUNNING)  # raises TransitionRejected naming the state
     target = run.prior_state or State.RUNNING
@@ -165,14 +193,15 @@ def run_resume(*, run_id: int, actor=None) -> LoopRun:
     return run
 
 
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
     """Cancel a run and its whole subtree; a cancelled child reports back to its parent."""
-    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     if run.is_terminal:
         run.move_to(State.CANCELLED)  # raises TransitionRejected naming the state
     subtree = list(
-        LoopRun.objects.select_for_update()
+        LoopRun.objects.select_for_update(no_key=True)
         .filter(root_id=run.root_id, depth__gt=run.depth)
         .exclude(state__in=LoopRun.TERMINAL)
         .order_by("depth", "id")
@@ -253,7 +282,7 @@ def child_returned(*, child: LoopRun) -> None:
     """In the transaction that ended the child: settle its budget on the parent, write its
     result into the parent's context, and wake the parent once no sibling is still running.
     """
-    parent = LoopRun.objects.select_for_update(of=("self",)).get(pk=child.parent_id)
+    parent = LoopRun.objects.select_for_update(no_key=True).get(pk=child.parent_id)
     # The child's budget was set aside from the parent's only if the parent has a budget.
     reserved = (child.budget or 0) if parent.budget is not None else 0
     LoopRun.objects.filter(pk=parent.pk).update(
@@ -278,10 +307,11 @@ def child_returned(*, child: LoopRun) -> None:
     events_write(parent.root_id, events)
 
 
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def run_wake(*, run_id: int) -> None:
     """A waiting run none of whose children is still live goes back to running."""
-    run = LoopRun.objects.select_for_update(of=("self",)).get(pk=run_id)
+    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     if run.state == State.WAITING and not _children_pending(run):
         run.move_to(State.RUNNING)
         run.save(update_fields=["state", "updated_at"])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -45,12 +45,19 @@ def advance(*, run_id: int, now: datetime | None = None) -> None:
     now = now or timezone.now()
     if not claim(run_id, now):
         return  # another worker holds it, or it is not running: nothing to do
+    retry = False
     try:
         _step(run_id, now)
     except (StepAborted, LoopRun.DoesNotExist):
         pass  # paused, cancelled or halted under us, or deleted: not an error for a worker
+    except OperationalError as exc:
+        if not services.is_deadlock(exc):
+            raise
+        retry = True  # a deadlock victim: its transaction rolled back whole; step again
     finally:
         release(run_id)
+    if retry:
+        services.enqueue(run_id)
 
 
 def reclaim(now: datetime | None = None) -> int:

@@ -49,7 +49,8 @@ def release(run_id: int) -> None:
 
 def lock(run_id: int) -> tuple[LoopRun, bool]:
     """The run under its row lock, and whether it is still running, ours and allowed to go."""
-    run = LoopRun.objects.select_for_update().get(pk=run_id)
+    # NO KEY: foreign-key checks of rows inserted elsewhere must not wait for it (services).
+    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     ours = run.state == State.RUNNING and run.lease_worker == worker()
     return run, ours and gates.may_proceed(run)
 

@@ -381,3 +381,37 @@ _main(
     max_depth=1,
     payload={"spawn": ["arena-recursive"]},
 )
+
+
+# --- Fan-out: children of one parent run at once, writing to one trace (CONCEPTS 52) -------
+
+for _n in range(1, 5):
+    blueprint(
+        f"lab-leaf-{_n}",
+        kind="micro",
+        domain="lab",
+        policy=bounded,
+        phases=[
+            Phase(
+                "wait-1",
+                task_type="lab.wait",
+                payload={"seconds": 0.05},
+                capabilities=("patience",),
+            ),
+            Phase(
+                "wait-2",
+                task_type="lab.wait",
+                payload={"seconds": 0.05},
+                capabilities=("patience",),
+            ),
+        ],
+    )
+_leaves = tuple(f"lab-leaf-{n}" for n in range(1, 5))
+blueprint(
+    "lab-fanout",
+    kind="main",
+    domain="lab",
+    children=_leaves,
+    policy=bounded,
+    phases=[Phase("fan-out", call=_leaves)],
+)

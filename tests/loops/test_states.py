@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import F
 
 from loops import services
 from loops.declare import sync_declarations
@@ -100,3 +102,48 @@ def test_it_never_lets_concurrent_reservations_exceed_the_budget():
     assert granted.count(True) == 10
     assert run.cost_reserved == pytest.approx(1.0)
     assert run.cost + run.cost_reserved <= run.budget + 1e-9
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_a_deadlock_victim_again():
+    """Two transactions lock two runs in opposite orders: PostgreSQL aborts one, and
+    retry_deadlocks runs it again, so both complete (as a cancel racing a child's return)."""
+    sync_declarations()
+    bp = Blueprint.objects.get(name="arena-all")
+    first, second = (
+        LoopRun.objects.create(blueprint=bp, domain=bp.domain, state="running") for _ in range(2)
+    )
+    barrier, outcomes = threading.Barrier(2), []
+
+    @services.retry_deadlocks
+    @transaction.atomic(durable=True)
+    def lock_both(a: int, b: int) -> None:
+        LoopRun.objects.select_for_update(no_key=True).get(pk=a)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=2)  # both hold their first lock before taking the second
+        LoopRun.objects.select_for_update(no_key=True).get(pk=b)
+        LoopRun.objects.filter(pk=b).update(tokens=F("tokens") + 1)
+
+    def run(a: int, b: int) -> None:
+        try:
+            lock_both(a, b)
+            outcomes.append("done")
+        except Exception as exc:
+            outcomes.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=run, args=pair)
+        for pair in ((first.pk, second.pk), (second.pk, first.pk))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes == ["done", "done"]
+    assert (
+        sum(LoopRun.objects.filter(pk__in=[first.pk, second.pk]).values_list("tokens", flat=True))
+        == 2
+    )

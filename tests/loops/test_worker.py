@@ -92,3 +92,20 @@ def test_it_loses_nothing_when_a_worker_is_killed_mid_run(celery_worker):
         .exclude(status="completed")
         .exists()
     )
+
+
+def test_it_keeps_one_gapless_trace_while_children_run_at_once(celery_worker):
+    """Four children of one parent step at once on the worker's two processes, all writing
+    to the root's trace: its seqs stay gapless and in commit order (CONCEPTS 52)."""
+    run = services.run_start(domain="lab", blueprint="lab-fanout", input={})
+
+    wait_for(lambda: _all_ended([run.pk]), timeout=60)
+
+    run.refresh_from_db()
+    assert run.state == State.SUCCEEDED
+    assert set(run.result) == {f"lab-leaf-{n}" for n in range(1, 5)}
+    events = list(Event.objects.filter(root_id=run.pk).order_by("seq"))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.ts for e in events] == sorted(e.ts for e in events)
+    writers = {e.run_id for e in events}
+    assert len(writers) == 5  # the root and its four children
