@@ -109,3 +109,18 @@ def test_it_keeps_one_gapless_trace_while_children_run_at_once(celery_worker):
     assert [e.ts for e in events] == sorted(e.ts for e in events)
     writers = {e.run_id for e in events}
     assert len(writers) == 5  # the root and its four children
+
+
+def test_it_cancels_a_stack_while_its_children_run_and_return(celery_worker):
+    """The cancel locks parent then children; children ending lock child then parent. Whoever
+    PostgreSQL picks as the deadlock victim runs again: the stack ends cancelled, whole."""
+    run = services.run_start(domain="lab", blueprint="lab-fanout", input={})
+    wait_for(lambda: LoopRun.objects.filter(parent=run, iterations__isnull=False).exists())
+
+    services.run_cancel(run_id=run.pk, reason="operator stop")
+
+    wait_for(lambda: _all_ended([run.pk]))
+    stack = LoopRun.objects.filter(root_id=run.pk)
+    assert LoopRun.objects.get(pk=run.pk).state == State.CANCELLED
+    assert not stack.filter(exit_reason="").exists()  # every frame says why it ended
+    assert not stack.filter(state=State.WAITING).exists()
