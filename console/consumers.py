@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from console.push import CONSOLE_GROUP
@@ -13,13 +14,19 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     """
 
     async def connect(self) -> None:
-        if not self.scope["user"].is_authenticated:
+        if not await self._may_view():
             await self.close()  # before accept: the handshake is refused with 403
             return
         self.joined = [CONSOLE_GROUP]
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+
+    @database_sync_to_async
+    def _may_view(self) -> bool:
+        """Signed in and holding a role: the same rule as the console's pages (H6)."""
+        user = self.scope["user"]
+        return user.is_authenticated and user.has_perm("loops.view_looprun")
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "joined", []):

@@ -5,8 +5,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from loops.selectors import domain_list_with_counts
+
 
 @require_GET
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/dashboard.html")
+    if not request.user.has_perm("loops.view_looprun"):
+        return render(request, "console/no_role.html", status=403)
+    return render(request, "console/dashboard.html", {"domains": domain_list_with_counts()})

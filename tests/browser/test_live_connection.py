@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from playwright.sync_api import Page, expect
 
-from tests.conftest import start_worker
+from tests.conftest import start_worker, with_role
 
 
 @pytest.mark.browser
@@ -20,7 +20,7 @@ class TestLiveConnection(ChannelsLiveServerTestCase):
         self.page = page
 
     def test_it_signs_in_and_shows_the_connection_and_the_pushed_worker_count(self):
-        get_user_model().objects.create_user("operator", password="a long passphrase")
+        with_role(get_user_model().objects.create_user("operator", password="a long passphrase"))
         page = self.page
 
         page.goto(f"{self.live_server_url}/")

@@ -9,16 +9,21 @@ from django.conf import settings
 
 from console.asgi import application
 from console.push import CONSOLE_GROUP, push_html
+from tests.conftest import with_role
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+def _cookie(client, user) -> bytes:
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}".encode()
 
 
 @pytest.fixture
 def session_cookie(client, django_user_model) -> bytes:
     user = django_user_model.objects.create_user("operator", password="a long passphrase")
-    client.force_login(user)
-    name = settings.SESSION_COOKIE_NAME
-    return f"{name}={client.cookies[name].value}".encode()
+    return _cookie(client, with_role(user))
 
 
 def _socket(*headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
@@ -49,6 +54,17 @@ async def test_it_delivers_a_push_from_sync_code_to_a_signed_in_user(session_coo
 
 async def test_it_refuses_an_anonymous_socket():
     communicator = _socket((b"origin", b"http://localhost"))
+
+    connected, _ = await communicator.connect()
+
+    assert connected is False
+
+
+async def test_it_refuses_a_signed_in_user_without_a_role(client, django_user_model):
+    cookie = await sync_to_async(_cookie)(
+        client, await sync_to_async(django_user_model.objects.create_user)("nobody")
+    )
+    communicator = _socket((b"cookie", cookie), (b"origin", b"http://localhost"))
 
     connected, _ = await communicator.connect()
 

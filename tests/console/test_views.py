@@ -4,7 +4,15 @@ import re
 
 import pytest
 
+from loops.declare import sync_declarations
+from tests.conftest import with_role
+
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    return with_role(django_user_model.objects.create_user("viewer", password="a long passphrase"))
 
 
 def test_it_sends_anonymous_visitors_to_sign_in(client):
@@ -14,8 +22,8 @@ def test_it_sends_anonymous_visitors_to_sign_in(client):
     assert response["Location"] == "/accounts/login/?next=/"
 
 
-def test_it_shows_the_console_with_its_live_socket_to_a_signed_in_user(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("viewer"))
+def test_it_shows_the_console_with_its_live_socket_to_a_signed_in_user(client, viewer):
+    client.force_login(viewer)
 
     html = client.get("/").content.decode()
 
@@ -24,8 +32,8 @@ def test_it_shows_the_console_with_its_live_socket_to_a_signed_in_user(client, d
     assert 'id="workers"' in html
 
 
-def test_it_serves_htmx_and_plotly_from_its_own_static_files(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("viewer"))
+def test_it_serves_htmx_and_plotly_from_its_own_static_files(client, viewer):
+    client.force_login(viewer)
     html = client.get("/").content.decode()
     scripts = re.findall(r'<script src="([^"]+)"', html)
 
@@ -56,3 +64,23 @@ def test_it_rejects_a_wrong_password_with_a_message(client, django_user_model):
 
     assert response.status_code == 200
     assert "didn't match" in response.content.decode()
+
+
+def test_it_lists_the_declared_domains_with_their_state(client, viewer):
+    sync_declarations()
+    client.force_login(viewer)
+
+    html = client.get("/").content.decode()
+
+    assert 'id="domain-lab-card"' in html
+    assert 'id="domain-arena-card"' in html
+    assert "standby" in html  # no run is live
+
+
+def test_it_tells_a_user_without_a_role_to_ask_for_one(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("nobody"))
+
+    response = client.get("/")
+
+    assert response.status_code == 403
+    assert "no role" in response.content.decode()
