@@ -145,6 +145,7 @@ def test(sup: Supervisor, pytest_args: list[str]) -> int:
         if code != 0:
             failures.append(f"pytest {' '.join(args)} (exit {code})")
         _add_counts(totals, report)
+    sup.stop_all()  # first, so that the summary below is the output's closing line
     print(f"\n==> {'FAILED: ' + '; '.join(failures) if failures else 'All checks passed'}")
     print(f"total: {totals['passed']} passed, {totals['failed']} failed", flush=True)
     return 1 if failures else 0
