@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 import uuid
+from typing import Any
 
 from console.env import DATA_DIR
 from console.launcher import _manage, _stage, _start_services
@@ -60,7 +61,7 @@ def main() -> int:
     return 0
 
 
-def measure(sup: Supervisor) -> dict[str, object]:
+def measure(sup: Supervisor) -> dict[str, Any]:
     from console import liveness
 
     deadline = time.monotonic() + 60
@@ -152,7 +153,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def report(results: dict[str, object]) -> None:
+def report(results: dict[str, Any]) -> None:
     rows = [
         ("bare Celery round trip (ms)", results["celery_round_trip_ms"]["median"], "baseline"),
         (

@@ -111,9 +111,9 @@ class Health(Schema):
 def health(request: HttpRequest) -> Status:
     """Real checks of the database, Redis and the live Celery workers; 503 if one is down."""
     database = _database_status()
+    redis_status: Literal["ok", "unavailable"] = "ok"
     try:
         workers = liveness.worker_count()
-        redis_status = "ok"
     except redis.RedisError:
         workers, redis_status = 0, "unavailable"
     # Halts arrive with the oversight app; until a halt can exist, none is active.

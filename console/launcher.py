@@ -127,10 +127,12 @@ def test(sup: Supervisor, pytest_args: list[str]) -> int:
     _ensure_chromium()
     failures: list[str] = []
     if not pytest_args:
-        _stage("ruff check and ruff format --check")
+        _stage("ruff check, ruff format --check and mypy")
         for args in (["check", "."], ["format", "--check", "."]):
             if _call([PYTHON, "-m", "ruff", *args]) != 0:
                 failures.append(f"ruff {args[0]}")
+        if _call([PYTHON, "-m", "mypy"]) != 0:
+            failures.append("mypy")
     data_dir = DATA_DIR / "test"
     env = _child_env(data_dir)
     env.update(DJANGO_SETTINGS_MODULE="tests.settings", DJANGO_SECRET_KEY=secrets.token_urlsafe(50))

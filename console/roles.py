@@ -21,7 +21,7 @@ ROLES = {
 def roles_sync(**kwargs) -> None:
     for name, codenames in ROLES.items():
         group, _ = Group.objects.get_or_create(name=name)
-        wanted = []
+        wanted: list[Permission] = []
         for dotted in codenames:
             app_label, codename = dotted.split(".")
             wanted += Permission.objects.filter(

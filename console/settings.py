@@ -4,6 +4,7 @@ variable, listed with its default in .env.example (STYLE.md B.3)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dj_database_url
 
@@ -89,13 +90,12 @@ TEMPLATES = [
 DATABASE_URL = env_url(
     "DATABASE_URL", EMBEDDED_DATABASE_URL, schemes=("postgres", "postgresql", "pgsql")
 )
-DATABASES = {
-    "default": {
-        **dj_database_url.parse(DATABASE_URL, conn_health_checks=True),
-        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 0),
-    }
+_database: dict[str, Any] = {
+    **dj_database_url.parse(DATABASE_URL, conn_health_checks=True),
+    "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 0),
 }
-DATABASES["default"].setdefault("OPTIONS", {}).update(
+DATABASES = {"default": _database}
+_database.setdefault("OPTIONS", {}).update(
     {
         # Which process holds a connection shows in pg_stat_activity: web, worker, beat, …
         "application_name": os.environ.get("CONSOLE_PROCESS", "console"),

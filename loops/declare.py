@@ -287,15 +287,17 @@ def _check(spec: BlueprintSpec) -> None:
 def check_graph() -> None:
     """Once every declaration is loaded: domains and children exist, and no cycle lacks a
     depth bound."""
-    for spec in (*BLUEPRINTS.values(), *AGENTS.values()):
-        if spec.domain not in DOMAINS:
-            raise DeclarationError(f"{spec.name!r} belongs to an undeclared domain {spec.domain!r}")
-    for spec in BLUEPRINTS.values():
-        for child in spec.children:
+    owned: list[AgentSpec | BlueprintSpec] = [*BLUEPRINTS.values(), *AGENTS.values()]
+    for item in owned:
+        if item.domain not in DOMAINS:
+            raise DeclarationError(f"{item.name!r} belongs to an undeclared domain {item.domain!r}")
+    for bp in BLUEPRINTS.values():
+        for child in bp.children:
             if child not in BLUEPRINTS:
-                raise DeclarationError(f"blueprint {spec.name!r}: unknown child {child!r}")
+                raise DeclarationError(f"blueprint {bp.name!r}: unknown child {child!r}")
     for start in BLUEPRINTS.values():
-        stack, seen = [(start.name, (start.name,))], set()
+        stack: list[tuple[str, tuple[str, ...]]] = [(start.name, (start.name,))]
+        seen: set[str] = set()
         while stack:
             name, path = stack.pop()
             for child in BLUEPRINTS[name].children:
@@ -313,30 +315,30 @@ def sync_declarations() -> None:
     from loops.models import Agent, Blueprint, Domain
 
     check_graph()
-    for spec in DOMAINS.values():
+    for d in DOMAINS.values():
         Domain.objects.update_or_create(
-            slug=spec.slug, defaults={"name": spec.name, "description": spec.description}
+            slug=d.slug, defaults={"name": d.name, "description": d.description}
         )
     domains = {d.slug: d for d in Domain.objects.all()}
-    for spec in AGENTS.values():
+    for a in AGENTS.values():
         Agent.objects.update_or_create(
-            domain=domains[spec.domain],
-            name=spec.name,
+            domain=domains[a.domain],
+            name=a.name,
             defaults={
                 "adapter": Agent.Adapter.PYTHON,
-                "config": {"implementation": spec.implementation},
-                "capabilities": list(spec.capabilities),
-                "task_types": list(spec.task_types),
+                "config": {"implementation": a.implementation},
+                "capabilities": list(a.capabilities),
+                "task_types": list(a.task_types),
             },
         )
-    for spec in BLUEPRINTS.values():
+    for bp in BLUEPRINTS.values():
         Blueprint.objects.update_or_create(
-            name=spec.name,
+            name=bp.name,
             defaults={
-                "kind": spec.kind,
-                "domain": domains[spec.domain],
-                "description": spec.description,
-                "spec": spec.as_json(),
+                "kind": bp.kind,
+                "domain": domains[bp.domain],
+                "description": bp.description,
+                "spec": bp.as_json(),
                 "updated_at": timezone.now(),
             },
         )

@@ -276,6 +276,10 @@ class Iteration(models.Model):
             models.UniqueConstraint(fields=["run", "number"], name="iteration_unique_number")
         ]
 
+    # Not a column: the contributions the current step just claimed, kept in memory from the
+    # opening transaction to the calls (loops.engine), so they need not be read back.
+    claimed: list[Contribution] | None = None
+
     def __str__(self) -> str:
         return f"run {self.run_id} iteration {self.number}"
 

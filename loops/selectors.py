@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
@@ -32,7 +33,7 @@ def domain_list_with_counts() -> list[DomainStatus]:
         .values("domain_id", "state")
         .annotate(n=Count("id"), below_main=Count("id", filter=Q(depth__gt=0)))
     )
-    grouped: dict[int, list[dict]] = {}
+    grouped: dict[int, list[Any]] = {}
     for row in rows:
         grouped.setdefault(row["domain_id"], []).append(row)
     result = []

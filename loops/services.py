@@ -75,7 +75,7 @@ FROM counter,
 """
 
 
-def events_write(root_id: int, events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+def events_write(root_id: int | None, events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
     """Append (run_id, type, payload) events to a root's trace with gapless seqs.
 
     Inside the caller's transaction: the counter row stays locked until commit, so two
@@ -84,6 +84,8 @@ def events_write(root_id: int, events: Iterable[tuple[int, str, dict[str, Any]]]
     # In autocommit the counter would commit alone, and a crash before the insert would
     # leave a gap in the trace.
     assert transaction.get_connection().in_atomic_block, "events_write needs a transaction"
+    if root_id is None:  # every run has its root from the transaction that creates it
+        raise ValueError("events_write needs the root run's id")
     events = list(events)
     if not events:
         return
@@ -301,6 +303,7 @@ def child_returned(*, child: LoopRun) -> None:
     """In the transaction that ended the child: settle its budget on the parent, write its
     result into the parent's context, and wake the parent once no sibling is still running.
     """
+    assert child.parent_id is not None, "only a child returns to a parent"
     parent = LoopRun.objects.select_for_update(no_key=True).get(pk=child.parent_id)
     # The child's budget was set aside from the parent's only if the parent has a budget.
     reserved = (child.budget or 0) if parent.budget is not None else 0

@@ -11,7 +11,7 @@ from console.settings import *  # noqa: F403
 from console.settings import CHANNEL_LAYERS, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
-CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test"
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test"  # type: ignore[index]
 # Named explicitly so that Daphne's child process in ChannelsLiveServerTestCase, which adds
 # the "test_" prefix itself unless TEST.NAME is set, finds the same database.
 DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}"}

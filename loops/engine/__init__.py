@@ -33,7 +33,7 @@ from loops.engine.broadcast import close_bidding, open_iteration
 from loops.engine.calls import execute
 from loops.engine.exits import finish, resource_exit
 from loops.engine.judge import judge_and_close
-from loops.engine.lease import STALE, Reason, State, StepAborted, claim, locked, release
+from loops.engine.lease import STALE, Events, Reason, State, StepAborted, claim, locked, release
 from loops.models import Iteration, LoopRun
 from oversight import gates
 
@@ -93,7 +93,8 @@ def _step(run_id: int, now: datetime) -> None:
     if spec is None:
         with transaction.atomic():
             why = f"blueprint {run.blueprint.name!r} is no longer declared"
-            finish(locked(run_id), State.FAILED, Reason.ERROR, why, events := [])
+            events: Events = []
+            finish(locked(run_id), State.FAILED, Reason.ERROR, why, events)
             services.events_write(run.root_id, events)
         return
     if not gates.may_proceed(run):

@@ -27,9 +27,7 @@ def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
             judge_and_close(run, spec, iteration, [], [])
         return
     # Claimed just now in this step, or (after a wait or a crash) read back.
-    contributions = getattr(iteration, "claimed", None) or list(
-        iteration.contributions.select_related("agent")
-    )
+    contributions = iteration.claimed or list(iteration.contributions.select_related("agent"))
     task = task_for(
         run, spec, iteration.number, iteration.phase, iteration.broadcast.get("feedback", [])
     )

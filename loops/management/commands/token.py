@@ -20,14 +20,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, user: str | None, agent: int | None, **options) -> None:
         if user is not None:
-            owner = get_user_model().objects.filter(username=user).first()
-            if owner is None:
+            person = get_user_model().objects.filter(username=user).first()
+            if person is None:
                 raise CommandError(f"There is no user {user!r}.")
-            token = token_create(user=owner)
+            token, owner = token_create(user=person), str(person)
         else:
-            owner = Agent.objects.select_related("domain").filter(pk=agent).first()
-            if owner is None:
+            machine = Agent.objects.select_related("domain").filter(pk=agent or 0).first()
+            if machine is None:
                 raise CommandError(f"There is no agent {agent}.")
-            token = token_create(agent=owner)
+            token, owner = token_create(agent=machine), str(machine)
         self.stderr.write(f"A new API token for {owner}; it is shown only this once:")
         self.stdout.write(token)
