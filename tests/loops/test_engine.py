@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from loops import engine, services
 from loops.declare import sync_declarations
-from loops.models import Agent, Bid, Contribution, Event, Iteration, LoopRun
+from loops.models import Agent, Bid, Blueprint, Contribution, Event, Iteration, LoopRun
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -384,3 +384,38 @@ def test_it_lets_only_one_of_two_racing_steps_work():
     wait_for(lambda: LoopRun.objects.get(pk=run.pk).is_terminal)
     assert Iteration.objects.filter(run=run).count() == 1
     assert Event.objects.filter(run=run, type="iteration.merged").count() == 1
+
+
+def test_it_wakes_a_parent_left_waiting_after_its_children_ended():
+    """The reaper's backstop (H4, CONCEPTS 38): a waiting parent none of whose children is
+    live goes back to running; one with a live child keeps waiting."""
+    orphan, waiting = start("arena-spawn"), start("arena-spawn")
+    for parent, child_state in ((orphan, State.SUCCEEDED), (waiting, State.RUNNING)):
+        LoopRun.objects.filter(pk=parent.pk).update(state=State.WAITING)
+        LoopRun.objects.create(
+            blueprint=Blueprint.objects.get(name="arena-child"),
+            domain=parent.domain,
+            parent=parent,
+            root=parent,
+            depth=1,
+            state=child_state,
+        )
+
+    engine.reclaim()
+
+    assert LoopRun.objects.get(pk=orphan.pk).state == State.RUNNING
+    assert LoopRun.objects.get(pk=waiting.pk).state == State.WAITING
+    assert Event.objects.filter(run=orphan, type="run.woken").exists()
+
+
+def test_it_reenqueues_a_run_whose_worker_died():
+    run = start("arena-all")
+    LoopRun.objects.filter(pk=run.pk).update(
+        lease_worker="dead-host:1:1", lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    assert engine.reclaim() == 1  # its step goes back in the queue
+    engine.advance(run_id=run.pk)  # and the expired lease no longer stands in the way
+
+    run.refresh_from_db()
+    assert run.state == State.SUCCEEDED
