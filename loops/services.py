@@ -109,10 +109,6 @@ def events_write(root_id: int | None, events: Iterable[tuple[int, str, dict[str,
 # --- Starting and controlling runs --------------------------------------------------------
 
 
-def spec_for(run: LoopRun) -> BlueprintSpec | None:
-    return BLUEPRINTS.get(run.blueprint.name)
-
-
 @transaction.atomic(durable=True)
 def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None) -> LoopRun:
     """Start a main loop of a domain (POST /api/v1/domains/{slug}/runs)."""
