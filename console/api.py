@@ -22,6 +22,11 @@ from console.auth import API_AUTH
 from loops.api import router as loops_router
 from loops.models import TransitionRejected
 from loops.services import StartRejected
+from oversight.api import router as oversight_router
+from oversight.models import Halt
+from oversight.services.breakers import BreakerRejected
+from oversight.services.halts import HaltRejected
+from oversight.services.interrupts import DecisionRejected
 
 
 class _Encoder(NinjaJSONEncoder):
@@ -47,6 +52,7 @@ api = NinjaAPI(
     renderer=_Renderer(),
 )
 api.add_router("/", loops_router)
+api.add_router("/", oversight_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, detail: str) -> HttpResponse:
@@ -67,7 +73,7 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResp
     return error_response(request, 401, "unauthenticated", "Sign in or send a bearer token.")
 
 
-_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}
+_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict", 423: "halted"}
 # Errors ninja raises itself, with a code and a sentence of the contract's kind.
 _NINJA_ERRORS = {
     "Cannot parse request body": ("invalid_json", "The request body is not valid JSON."),
@@ -91,8 +97,15 @@ def _wrong_state(request: HttpRequest, exc: TransitionRejected) -> HttpResponse:
 
 @api.exception_handler(StartRejected)
 def _start_rejected(request: HttpRequest, exc: StartRejected) -> HttpResponse:
-    status = 404 if exc.code == "unknown_domain" else 400
+    status = {"unknown_domain": 404, "halted": 423}.get(exc.code, 400)
     return error_response(request, status, exc.code, exc.detail)
+
+
+@api.exception_handler(HaltRejected)
+@api.exception_handler(DecisionRejected)
+@api.exception_handler(BreakerRejected)
+def _oversight_rejected(request: HttpRequest, exc) -> HttpResponse:
+    return error_response(request, exc.status, exc.code, exc.detail)
 
 
 @api.exception_handler(Http404)
@@ -104,7 +117,8 @@ class Health(Schema):
     database: Literal["ok", "unavailable"]
     redis: Literal["ok", "unavailable"]
     workers: int
-    halted: bool
+    halted: bool  # a global halt is active
+    halts: int  # active halts of any scope
 
 
 @api.get("/health", auth=None, response={200: Health, 503: Health}, tags=["health"])
@@ -116,9 +130,16 @@ def health(request: HttpRequest) -> Status:
         workers = liveness.worker_count()
     except redis.RedisError:
         workers, redis_status = 0, "unavailable"
-    # Halts arrive with the oversight app; until a halt can exist, none is active.
-    status = Health(database=database, redis=redis_status, workers=workers, halted=False)
+    halted, halts = _halts() if database == "ok" else (False, 0)
+    status = Health(
+        database=database, redis=redis_status, workers=workers, halted=halted, halts=halts
+    )
     return Status(200 if database == redis_status == "ok" else 503, status)
+
+
+def _halts() -> tuple[bool, int]:
+    active = list(Halt.objects.filter(lifted_at__isnull=True).values_list("kind", flat=True))
+    return Halt.Kind.GLOBAL in active, len(active)
 
 
 def _database_status() -> Literal["ok", "unavailable"]:

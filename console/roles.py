@@ -8,13 +8,38 @@ from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission
 
-VIEW = ("loops.view_looprun", "loops.view_domain", "loops.view_blueprint", "loops.view_agent")
-OPERATE = ("loops.operate_looprun",)
+VIEW = (
+    "loops.view_looprun",
+    "loops.view_domain",
+    "loops.view_blueprint",
+    "loops.view_agent",
+    "oversight.view_interrupt",
+    "oversight.view_circuitbreaker",
+    "oversight.view_halt",
+    "oversight.view_auditevent",
+    "oversight.view_alert",
+)
+OPERATE = (
+    "loops.operate_looprun",
+    "oversight.decide_interrupt",
+    "oversight.reset_circuitbreaker",
+    "oversight.engage_halt",
+)
+# DESIGN.md H6: admins also halt everything, lift halts, and manage users and agents.
+ADMINISTER = (
+    "oversight.engage_global_halt",
+    "oversight.lift_halt",
+    "auth.add_user",
+    "auth.change_user",
+    "auth.view_user",
+    "loops.add_agent",
+    "loops.change_agent",
+)
 
 ROLES = {
     "viewer": VIEW,
     "operator": VIEW + OPERATE,
-    "admin": VIEW + OPERATE,
+    "admin": VIEW + OPERATE + ADMINISTER,
 }
 
 

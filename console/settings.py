@@ -4,9 +4,12 @@ variable, listed with its default in .env.example (STYLE.md B.3)."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
+from kombu import Queue
 
 from console.env import (
     BASE_DIR,
@@ -129,12 +132,26 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # PostgreSQL connection cost more than a whole loop step (bench/). Reconnect every 1,000
 # tasks instead; a connection that broke is dropped before the next task (console.celery).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 500, minimum=0)
-# With acks_late a task still unacknowledged after this long is delivered again.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# With acks_late a task still unacknowledged after this long is delivered again. Workers read
+# the urgent queue first ("priority" keeps the order below instead of rotating it): the steps
+# a person waits for (a decision, a resume, a lift) must not queue behind a thousand others.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "queue_order_strategy": "priority"}
+CELERY_TASK_QUEUES = (Queue("urgent"), Queue("celery"))
+CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     # Every 5 seconds: re-enqueue runs whose worker died or whose message was lost (H4).
     "runs-reclaim": {"task": "loops.tasks.runs_reclaim", "schedule": 5.0},
+    # Every 10 seconds: send notifications due for a retry, lost before a worker got them,
+    # or left sending by a worker that died (oversight.services.alerts).
+    "notifications-deliver-due": {
+        "task": "oversight.tasks.notifications_deliver_due",
+        "schedule": 10.0,
+    },
+    # Every second: open breakers past their cooldown go half-open (H3).
+    "breakers-half-open": {"task": "oversight.tasks.breakers_half_open_due", "schedule": 1.0},
+    # Every 5 seconds: interrupts past their deadline take their default (H2).
+    "interrupts-expire": {"task": "oversight.tasks.interrupts_expire_overdue", "schedule": 5.0},
     # Once a day: drop expired login sessions.
     "sessions-clear": {"task": "console.tasks.sessions_clear", "schedule": 24 * 3600},
 }
@@ -178,6 +195,38 @@ MAILERS = {
     )
 }
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "loop-console@localhost")
+
+
+def _alert_webhooks() -> dict[str, str]:
+    """ALERT_WEBHOOKS=name=url,name=url: where every alert is POSTed (oversight.notifiers)."""
+    hooks: dict[str, str] = {}
+    for pair in env_list("ALERT_WEBHOOKS", []):
+        name, sep, url = (part.strip() for part in pair.partition("="))
+        # The name becomes the notification channel "webhook:<name>".
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,60}", name):
+            raise EnvError(
+                f"ALERT_WEBHOOKS: {pair!r} is not name=url, the name of letters, digits, - or _."
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise EnvError(f"ALERT_WEBHOOKS: {name}={url!r} is not an http(s) URL with a host.")
+        if name in hooks:
+            raise EnvError(f"ALERT_WEBHOOKS: the name {name!r} is given twice.")
+        hooks[name] = url
+    return hooks
+
+
+ALERT_WEBHOOKS = _alert_webhooks()
+# Signs every webhook body (X-Console-Signature), so receivers can tell our calls from others.
+ALERT_WEBHOOK_SECRET = env_str("ALERT_WEBHOOK_SECRET", "")
+if ALERT_WEBHOOKS and not ALERT_WEBHOOK_SECRET:
+    raise EnvError("Set ALERT_WEBHOOK_SECRET: the ALERT_WEBHOOKS calls are signed with it.")
+# A notification is given up (failed) after this many attempts. The waits between them double
+# from about 5 s (oversight.services.alerts), so the last comes 5 to 11 minutes after the first.
+NOTIFICATION_MAX_ATTEMPTS = 8
+# A notification claimed for sending longer ago than this is taken over: its worker died
+# mid-send. Far longer than a send can take (5 s webhook and 10 s SMTP timeouts).
+NOTIFICATION_CLAIM_SECONDS = 120
 
 # --- Static files: vendored htmx and plotly.js, served by whitenoise in production too ----
 STATIC_URL = "static/"

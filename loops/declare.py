@@ -76,12 +76,25 @@ class Spawn:
 
 
 @dataclass(frozen=True)
+class Escalation:
+    """An agent's request that a human decide on its proposal (CONCEPTS 37, 40)."""
+
+    reason: str
+    proposal: Any = None  # what the agent proposes; defaults to its output
+    severity: Literal["info", "warning", "critical"] = "warning"
+    rationale: str = ""
+
+
+@dataclass(frozen=True)
 class Outcome:
     output: Any
     cost: float = 0.0
     tokens: int = 0
     rationale: str = ""
     spawn: tuple[Spawn, ...] = ()
+    escalate: Escalation | None = None
+    # Values the agent reports, watched by reported_value breakers (CONCEPTS 41).
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,20 @@ class Exits:
 
 
 @dataclass(frozen=True)
+class Escalate:
+    """When a loop stops for a human, and what happens if nobody answers (CONCEPTS 37, 40).
+
+    A merged result whose best confidence is under confidence_below, or with a number over
+    its limit in over (e.g. {"dose_mg": 1000}), is interrupted before it is used.
+    """
+
+    confidence_below: float | None = None
+    over: dict[str, float] = field(default_factory=dict)
+    deadline_s: float = 3600.0
+    default_action: Literal["approve", "reject"] = "reject"
+
+
+@dataclass(frozen=True)
 class Policy:
     exits: Exits
     retry: Retry = Retry()
@@ -138,6 +165,7 @@ class Policy:
     on_validation_exhausted: Literal["interrupt", "fail"] = "fail"
     # Fewer bids than the quorum: broadcast again next iteration, or end the run.
     on_insufficient_bids: Literal["retry", "fail"] = "retry"
+    escalation: Escalate = Escalate()
 
 
 @dataclass(frozen=True)
@@ -182,11 +210,30 @@ class AgentSpec:
     task_types: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class BreakerSpec:
+    """A circuit breaker (CONCEPTS 41), mirrored into oversight.CircuitBreaker by name.
+
+    scope is "agent:<domain>/<name>", "blueprint:<name>" or "domain:<slug>"; metric one of
+    consecutive_failures, error_rate, cost_window, latency, reported_value (with value_key).
+    """
+
+    name: str
+    scope: str
+    metric: str
+    threshold: float
+    window_s: int = 60
+    min_calls: int = 5
+    value_key: str = ""
+    cooldown_s: int = 30
+
+
 DOMAINS: dict[str, DomainSpec] = {}
 AGENTS: dict[tuple[str, str], AgentSpec] = {}
 BLUEPRINTS: dict[str, BlueprintSpec] = {}
 IMPLEMENTATIONS: dict[str, Callable[[], Any]] = {}
 VALIDATORS: dict[str, Callable[[Any, dict[str, Any]], Verdict]] = {}
+BREAKERS: dict[str, BreakerSpec] = {}
 
 
 def domain(slug: str, name: str, description: str = "") -> DomainSpec:
@@ -215,6 +262,22 @@ def agent(
 ) -> AgentSpec:
     spec = AgentSpec(domain, name, implementation, tuple(capabilities), tuple(task_types))
     AGENTS[(domain, name)] = spec
+    return spec
+
+
+def breaker(name: str, *, scope: str, metric: str, threshold: float, **knobs: Any) -> BreakerSpec:
+    kind = scope.split(":", 1)[0]
+    if kind not in ("agent", "blueprint", "domain") or ":" not in scope:
+        raise DeclarationError(f"breaker {name!r}: scope must be agent:, blueprint: or domain:")
+    metrics = ("consecutive_failures", "error_rate", "cost_window", "latency", "reported_value")
+    if metric not in metrics:
+        raise DeclarationError(f"breaker {name!r}: metric must be one of {', '.join(metrics)}")
+    if metric == "reported_value" and not knobs.get("value_key"):
+        raise DeclarationError(f"breaker {name!r}: a reported_value breaker needs value_key")
+    if metric == "error_rate" and not 0 < threshold <= 1:
+        raise DeclarationError(f"breaker {name!r}: an error rate threshold is in (0, 1]")
+    spec = BreakerSpec(name, scope, metric, threshold, **knobs)
+    BREAKERS[name] = spec
     return spec
 
 

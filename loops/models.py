@@ -163,6 +163,9 @@ class LoopRun(models.Model):
     depth = models.PositiveSmallIntegerField(default=0)
     state = models.CharField(max_length=16, choices=State, default=State.PENDING)
     prior_state = models.CharField(max_length=16, choices=State, blank=True)
+    # Who paused it: "user:<name>", or "breaker:<id>" so that closing that breaker resumes
+    # exactly the runs it paused.
+    paused_by = models.CharField(max_length=60, blank=True)
     phase = models.PositiveSmallIntegerField(default=0)
     iteration = models.PositiveIntegerField(default=0)
     input = models.JSONField(default=dict, blank=True)
@@ -223,6 +226,8 @@ class LoopRun(models.Model):
             self.prior_state = self.state
         elif self.state in (self.State.PAUSED, self.State.HALTED):
             self.prior_state = ""
+        if self.state == self.State.PAUSED and to != self.State.HALTED:
+            self.paused_by = ""
         if to == self.State.RUNNING and self.started_at is None:
             self.started_at = now
         if to in self.TERMINAL:

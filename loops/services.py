@@ -2,10 +2,11 @@
 the event trace, cost reservations and the return of a child to its parent.
 
 Entry points are `transaction.atomic(durable=True)`; helpers assume an open transaction.
-Lock order (STYLE.md B.4): runs parent before child, the event counter last. Runs are locked
-FOR NO KEY UPDATE (we never change their keys): inserting an event or an iteration checks its
-foreign key with FOR KEY SHARE on the run row, which FOR UPDATE would block, and that implicit
-lock, taken after the counter's, deadlocked a child's step against its sibling's return.
+Lock order (STYLE.md B.4): halt, domain, runs parent before child, the event counter last.
+Runs are locked FOR NO KEY UPDATE (we never change their keys): inserting an event or an
+iteration checks its foreign key with FOR KEY SHARE on the run row, which FOR UPDATE would
+block, and that implicit lock, taken after the counter's, deadlocked a child's step against
+its sibling's return.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from django.utils import timezone
 
 from loops.declare import BLUEPRINTS, BlueprintSpec
 from loops.models import Blueprint, Domain, EventCounter, Iteration, LoopRun
+
+# The two oversight leaves loops may use (STYLE.md B.2): the audit writer, and the gates
+# (read-only questions about halts and breakers).
+from oversight import gates
+from oversight.audit import audit_record
 
 State = LoopRun.State
 
@@ -106,15 +112,68 @@ def events_write(root_id: int | None, events: Iterable[tuple[int, str, dict[str,
             raise RuntimeError(f"run {root_id} has no event counter; is it a root?")
 
 
+# The same for events of many traces at once (a halt parks a thousand runs): each root's
+# counter moves once, in root order, so two such writers cannot deadlock on counters.
+_TRACES_INSERT = """
+WITH batch AS (
+    SELECT e.root_id, e.run_id, e.type, e.payload,
+           row_number() OVER (PARTITION BY e.root_id ORDER BY e.ord) AS ord,
+           count(*) OVER (PARTITION BY e.root_id) AS n
+    FROM unnest(%(roots)s::bigint[], %(runs)s::bigint[], %(types)s::text[], %(payloads)s::jsonb[])
+         WITH ORDINALITY AS e(root_id, run_id, type, payload, ord)
+),
+counter AS (
+    UPDATE loops_eventcounter c SET last_seq = c.last_seq + t.n
+    FROM (SELECT root_id, max(n) AS n FROM batch GROUP BY root_id ORDER BY root_id) t
+    WHERE c.root_id = t.root_id
+    RETURNING c.root_id, c.last_seq, t.n
+)
+INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
+SELECT b.root_id, b.run_id, counter.last_seq - counter.n + b.ord, b.type, b.payload, %(ts)s
+FROM batch b JOIN counter ON counter.root_id = b.root_id
+"""
+
+
+def events_write_many(events: list[tuple[int, int, str, dict[str, Any]]]) -> None:
+    """Append (root_id, run_id, type, payload) events to several traces in one statement."""
+    assert transaction.get_connection().in_atomic_block, "events_write_many needs a transaction"
+    if not events:
+        return
+    encoder = DjangoJSONEncoder()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TRACES_INSERT,
+            {
+                "roots": [root for root, _, _, _ in events],
+                "runs": [run for _, run, _, _ in events],
+                "types": [kind for _, _, kind, _ in events],
+                "payloads": [encoder.encode(payload) for _, _, _, payload in events],
+                "ts": timezone.now(),
+            },
+        )
+
+
 # --- Starting and controlling runs --------------------------------------------------------
 
 
 @transaction.atomic(durable=True)
 def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None) -> LoopRun:
-    """Start a main loop of a domain (POST /api/v1/domains/{slug}/runs)."""
-    domain_row = Domain.objects.filter(slug=domain).first()
+    """Start a main loop of a domain (POST /api/v1/domains/{slug}/runs); refused while a
+    halt covers the domain.
+
+    The domain row is locked FOR SHARE, and halt_engage locks it FOR NO KEY UPDATE before
+    parking: a start and a halt of its domain take turns, so a run either exists when the
+    halt parks runs, or sees the halt here (DESIGN.md H1).
+    """
+    domain_row = Domain.objects.select_for_update(of=("self",)).filter(slug=domain).first()
     if domain_row is None:
         raise StartRejected("unknown_domain", f"There is no domain {domain!r}.")
+    if halt := gates.halt_for_domain(domain_row.pk):
+        raise StartRejected(
+            "halted",
+            f"{halt.scope} is halted since {halt.created_at.isoformat()} ({halt.reason}); "
+            "no run can start until an admin lifts the halt.",
+        )
     bp = Blueprint.objects.filter(name=blueprint, domain=domain_row).first()
     spec = BLUEPRINTS.get(blueprint)
     if bp is None or spec is None:
@@ -127,6 +186,8 @@ def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None)
             f"{blueprint!r} is a {spec.kind}-loop; only main loops start from the API.",
         )
     run = create_run(spec, bp, domain_row, input=input, parent=None, actor=actor)
+    after = {"state": run.state, "blueprint": blueprint, "domain": domain}
+    audit_record(actor=actor, verb="run.started", target=run, after=after)
     return run
 
 
@@ -177,19 +238,31 @@ def create_run(
     return run
 
 
-def enqueue(run_id: int, countdown: float | None = None) -> None:
+URGENT_QUEUE = "urgent"
+
+
+def enqueue(run_id: int, countdown: float | None = None, *, urgent: bool = False) -> None:
+    """Step the run after commit. A step a person is waiting for (a decision, a resume, a
+    lift) goes to the urgent queue, which workers read first, so it does not wait behind a
+    thousand queued steps (DESIGN.md section 6: decision → next step)."""
     from loops.tasks import advance
 
-    transaction.on_commit(lambda: advance.apply_async((run_id,), countdown=countdown))
+    queue = URGENT_QUEUE if urgent else None
+    transaction.on_commit(lambda: advance.apply_async((run_id,), countdown=countdown, queue=queue))
 
 
 @retry_deadlocks
 @transaction.atomic(durable=True)
 def run_pause(*, run_id: int, actor=None) -> LoopRun:
     run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
+    before = run.state
     run.move_to(State.PAUSED)
-    run.save(update_fields=["state", "prior_state", "updated_at"])
+    run.paused_by = f"user:{actor.get_username()}" if actor else "system"
+    run.save(update_fields=["state", "prior_state", "paused_by", "updated_at"])
     events_write(run.root_id, [(run.pk, "run.paused", _by(actor))])
+    audit_record(
+        actor=actor, verb="run.paused", target=run, before={"state": before}, after=_state(run)
+    )
     return run
 
 
@@ -199,15 +272,28 @@ def run_resume(*, run_id: int, actor=None) -> LoopRun:
     run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     if run.state != State.PAUSED:
         run.move_to(State.RUNNING)  # raises TransitionRejected naming the state
-    target = run.prior_state or State.RUNNING
-    if target == State.WAITING and not _children_pending(run):
-        target = State.RUNNING  # its children ended while it was paused
+    before = _state(run)
+    target = resume_target(run, run.prior_state)
     run.move_to(target)
-    run.save(update_fields=["state", "prior_state", "started_at", "updated_at"])
+    run.save(update_fields=["state", "prior_state", "paused_by", "started_at", "updated_at"])
     events_write(run.root_id, [(run.pk, "run.resumed", {**_by(actor), "state": target})])
+    audit_record(actor=actor, verb="run.resumed", target=run, before=before, after=_state(run))
     if target == State.RUNNING:
-        enqueue(run.pk)
+        enqueue(run.pk, urgent=True)
     return run
+
+
+def resume_target(run: LoopRun, prior: str) -> str:
+    """Where a paused or halted run goes back to: its prior state, corrected by what is
+    true now. A pending interrupt keeps it interrupted even if a halt over a pause lost
+    that state; a wait for children that all ended is over."""
+    if run.interrupts.filter(status="pending").exists():  # oversight.Interrupt
+        return State.INTERRUPTED
+    if prior in ("", State.INTERRUPTED, State.PAUSED, State.HALTED):
+        prior = State.RUNNING  # the interrupt was decided meanwhile
+    if prior == State.WAITING and not _children_pending(run):
+        return State.RUNNING
+    return prior
 
 
 @retry_deadlocks
@@ -217,6 +303,7 @@ def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
     run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     if run.is_terminal:
         run.move_to(State.CANCELLED)  # raises TransitionRejected naming the state
+    before = _state(run)
     subtree = list(
         LoopRun.objects.select_for_update(no_key=True)
         .filter(root_id=run.root_id, depth__gt=run.depth)
@@ -250,9 +337,22 @@ def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
         closed_at=timezone.now(),
     )
     events_write(run.root_id, events)
+    audit_record(
+        actor=actor,
+        verb="run.cancelled",
+        target=run,
+        note=reason,
+        before=before,
+        after=_state(run),
+        data={"subtree": sorted(ids)},
+    )
     if run.parent_id:
         child_returned(child=run)
     return run
+
+
+def _state(run: LoopRun) -> dict[str, str]:
+    return {"state": run.state, "prior_state": run.prior_state}
 
 
 def _subtree_ids(run: LoopRun, candidates: list[LoopRun]) -> set[int]:

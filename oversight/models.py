@@ -1,3 +1,345 @@
 # Import direction (STYLE.md B.2): oversight.models may import loops.models; loops.models
-# never imports oversight. The models arrive with interrupts, breakers and halts.
+# never imports oversight. Lock order: Halt → LoopRun → Interrupt → CircuitBreaker.
 from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from loops.models import Agent, Blueprint, Domain, Iteration, LoopRun
+
+USER = settings.AUTH_USER_MODEL
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, why, with the state before and after (DESIGN.md H5).
+
+    Append-only: oversight.audit.audit_record() is the only writer, and a trigger in the
+    migration makes PostgreSQL refuse every UPDATE and DELETE of a row, whoever asks.
+    """
+
+    at = models.DateTimeField(default=timezone.now)
+    # PROTECT: a person with a history is deactivated, never deleted (the row cannot change).
+    actor = models.ForeignKey(USER, models.PROTECT, null=True, blank=True, related_name="+")
+    actor_name = models.CharField(max_length=150)  # "system" when no person acted
+    verb = models.CharField(max_length=40)  # <entity>.<past tense>: halt.engaged
+    target_type = models.CharField(max_length=20)  # run, interrupt, breaker, halt, agent
+    target_id = models.CharField(max_length=40)
+    note = models.TextField(blank=True)  # the reason a person gave
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="audit_target"),
+            models.Index(fields=["verb"], name="audit_verb"),
+            models.Index(fields=["-at"], name="audit_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.verb} {self.target_id}"
+
+
+class Halt(models.Model):
+    """An emergency halt of a scope (DESIGN.md H1): one row per halt, active until lifted."""
+
+    class Kind(models.TextChoices):
+        GLOBAL = "global"
+        DOMAIN = "domain"
+        RUN = "run"
+
+    scope = models.CharField(max_length=120)  # "global" | "domain:<slug>" | "run:<id>"
+    kind = models.CharField(max_length=8, choices=Kind)
+    domain = models.ForeignKey(Domain, models.PROTECT, null=True, blank=True, related_name="+")
+    run = models.ForeignKey(LoopRun, models.PROTECT, null=True, blank=True, related_name="+")
+    reason = models.TextField()
+    created_by = models.ForeignKey(USER, models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    parked = models.PositiveIntegerField(default=0)  # runs it moved to halted
+    # Lifting a global halt takes two different admins: one asks, another confirms.
+    lift_requested_by = models.ForeignKey(
+        USER, models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    lift_requested_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(USER, models.PROTECT, null=True, blank=True, related_name="+")
+    confirmed_by = models.ForeignKey(USER, models.PROTECT, null=True, blank=True, related_name="+")
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lift_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("engage_halt", "Can halt a domain or a run"),
+            ("engage_global_halt", "Can halt everything"),
+            ("lift_halt", "Can lift a halt"),
+        ]
+        constraints = [
+            # A second press of the same button finds the first halt instead of a new row.
+            models.UniqueConstraint(
+                fields=["scope"], condition=Q(lifted_at__isnull=True), name="halt_one_active"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="global", domain__isnull=True, run__isnull=True)
+                | Q(kind="domain", domain__isnull=False, run__isnull=True)
+                | Q(kind="run", domain__isnull=True, run__isnull=False),
+                name="halt_scope_target",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["kind"], name="halt_active", condition=Q(lifted_at__isnull=True))
+        ]
+
+    def __str__(self) -> str:
+        return f"halt {self.pk} of {self.scope}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.lifted_at is None
+
+
+class CircuitBreaker(models.Model):
+    """Trips on a metric over a threshold and keeps what it guards from working (H3).
+
+    closed → open (guarded runs paused, the agent left out of broadcasts, an alert) →
+    half-open after cooldown_s (one trial) → closed on success, open again on failure.
+    Forced open is the operator's kill switch: it stays open until a reset.
+    """
+
+    class Scope(models.TextChoices):
+        AGENT = "agent"
+        BLUEPRINT = "blueprint"
+        DOMAIN = "domain"
+
+    class Metric(models.TextChoices):
+        CONSECUTIVE_FAILURES = "consecutive_failures", "Consecutive failed calls"
+        ERROR_RATE = "error_rate", "Share of failed calls in the window"
+        COST_WINDOW = "cost_window", "Cost of the calls in the window"
+        LATENCY = "latency", "Mean call latency in the window (ms)"
+        REPORTED_VALUE = "reported_value", "A value the agents report"
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open", "Half-open"
+
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        State.CLOSED: frozenset({State.OPEN}),
+        State.OPEN: frozenset({State.HALF_OPEN, State.CLOSED, State.OPEN}),
+        State.HALF_OPEN: frozenset({State.CLOSED, State.OPEN}),
+    }
+
+    name = models.SlugField(max_length=100, unique=True)
+    scope = models.CharField(max_length=10, choices=Scope)
+    agent = models.ForeignKey(Agent, models.CASCADE, null=True, blank=True, related_name="+")
+    blueprint = models.ForeignKey(
+        Blueprint, models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    domain = models.ForeignKey(Domain, models.CASCADE, null=True, blank=True, related_name="+")
+    metric = models.CharField(max_length=24, choices=Metric)
+    threshold = models.FloatField()
+    window_s = models.PositiveIntegerField(default=60)
+    min_calls = models.PositiveIntegerField(default=5)  # before an error rate or mean counts
+    value_key = models.CharField(max_length=100, blank=True)  # for reported_value
+    cooldown_s = models.PositiveIntegerField(default=30)
+    state = models.CharField(max_length=10, choices=State, default=State.CLOSED)
+    forced = models.BooleanField(default=False)  # forced open by an operator
+    failures = models.PositiveIntegerField(default=0)  # consecutive
+    # Recent calls in scope, [[unix time, ok, cost, latency_ms, value], …], trimmed to the
+    # window: the breaker row is locked to record a call anyway, so it keeps them itself.
+    samples = models.JSONField(default=list, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)  # when it goes half-open
+    trial_at = models.DateTimeField(null=True, blank=True)  # the one trial was let through
+    trial_run = models.ForeignKey(LoopRun, models.SET_NULL, null=True, blank=True, related_name="+")
+    last_reason = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("reset_circuitbreaker", "Can reset and force circuit breakers")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scope="agent", agent__isnull=False)
+                | Q(scope="blueprint", blueprint__isnull=False)
+                | Q(scope="domain", domain__isnull=False),
+                name="breaker_scope_target",
+            ),
+            models.CheckConstraint(condition=Q(threshold__gte=0), name="breaker_threshold"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["retry_at"], name="breaker_due", condition=Q(state="open", forced=False)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"breaker {self.name} ({self.state})"
+
+    @property
+    def guards(self) -> str:
+        target = self.agent or self.blueprint or self.domain
+        return f"{self.scope} {target}"
+
+
+class Interrupt(models.Model):
+    """A decision escalated to a human (DESIGN.md H2, CONCEPTS 37, 40).
+
+    The run waits in `interrupted` until exactly one decision, or the deadline, which
+    applies default_action and escalates to the admins.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DECIDED = "decided"
+        EXPIRED = "expired"
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        MODIFY = "modify"
+
+    class Source(models.TextChoices):
+        AGENT = "agent"
+        POLICY = "policy"
+        BREAKER = "breaker"
+
+    class Severity(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    class Tier(models.TextChoices):
+        OPERATOR = "operator"
+        ADMIN = "admin"
+
+    run = models.ForeignKey(LoopRun, models.CASCADE, related_name="interrupts")
+    # The closed iteration whose result waits for the decision; null when the agent raised
+    # it through the API between iterations.
+    iteration = models.ForeignKey(
+        Iteration, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(max_length=8, choices=Source)
+    agent = models.ForeignKey(Agent, models.SET_NULL, null=True, blank=True, related_name="+")
+    breaker = models.ForeignKey(
+        CircuitBreaker, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    address = models.JSONField(default=dict)  # domain / main / sub / micro / iteration
+    reason = models.TextField()
+    rationale = models.TextField(blank=True)  # the agent's
+    proposal = models.JSONField(null=True, blank=True)
+    proposal_schema = models.JSONField(null=True, blank=True)  # a modify payload must match
+    severity = models.CharField(max_length=8, choices=Severity, default=Severity.WARNING)
+    status = models.CharField(max_length=8, choices=Status, default=Status.PENDING)
+    decision = models.CharField(max_length=8, choices=Decision, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    decided_by = models.ForeignKey(USER, models.PROTECT, null=True, blank=True, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField()
+    default_action = models.CharField(
+        max_length=8, choices=[("approve", "approve"), ("reject", "reject")], default="reject"
+    )
+    tier = models.CharField(max_length=8, choices=Tier, default=Tier.OPERATOR)
+    claimed_by = models.ForeignKey(USER, models.SET_NULL, null=True, blank=True, related_name="+")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["deadline_at", "id"]
+        permissions = [("decide_interrupt", "Can decide interrupts")]
+        constraints = [
+            # A run waits for one decision at a time.
+            models.UniqueConstraint(
+                fields=["run"], condition=Q(status="pending"), name="interrupt_one_pending"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending", decided_at__isnull=True)
+                | Q(status__in=["decided", "expired"], decided_at__isnull=False),
+                name="interrupt_decided_at",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["deadline_at"], name="interrupt_pending", condition=Q(status="pending")
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"interrupt {self.pk} of run {self.run_id} ({self.status})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == self.Status.PENDING
+
+
+class Alert(models.Model):
+    """Something people must hear about; the outbox row its notifications are sent from."""
+
+    class Level(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    class Audience(models.TextChoices):
+        OPERATORS = "operators"  # operators and admins
+        ADMINS = "admins"
+
+    kind = models.CharField(max_length=40)  # like an audit verb: breaker.opened
+    level = models.CharField(max_length=8, choices=Level, default=Level.WARNING)
+    audience = models.CharField(max_length=10, choices=Audience, default=Audience.OPERATORS)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    target_type = models.CharField(max_length=20, blank=True)
+    target_id = models.CharField(max_length=40, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    acknowledged_by = models.ForeignKey(
+        USER, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.kind}: {self.title}"
+
+
+class Notification(models.Model):
+    """One delivery of an alert through one channel, retried with backoff until sent."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SENT = "sent"
+        FAILED = "failed"  # gave up after the last attempt
+
+    alert = models.ForeignKey(Alert, models.CASCADE, related_name="notifications")
+    channel = models.CharField(max_length=120)  # "console", "email", "webhook:<name>"
+    status = models.CharField(max_length=8, choices=Status, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "channel"], name="notification_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="notification_due",
+                condition=Q(status__in=["pending", "sending"]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} for alert {self.alert_id} ({self.status})"

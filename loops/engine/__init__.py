@@ -31,9 +31,20 @@ from loops import services
 from loops.declare import BLUEPRINTS
 from loops.engine.broadcast import close_bidding, open_iteration
 from loops.engine.calls import execute
+from loops.engine.decisions import apply_decision
 from loops.engine.exits import finish, resource_exit
 from loops.engine.judge import judge_and_close
-from loops.engine.lease import STALE, Events, Reason, State, StepAborted, claim, locked, release
+from loops.engine.lease import (
+    STALE,
+    Events,
+    Reason,
+    State,
+    StepAborted,
+    claim,
+    locked,
+    park_if_stopped,
+    release,
+)
 from loops.models import Iteration, LoopRun
 from oversight import gates
 
@@ -45,17 +56,21 @@ def advance(*, run_id: int, now: datetime | None = None) -> None:
     now = now or timezone.now()
     if not claim(run_id, now):
         return  # another worker holds it, or it is not running: nothing to do
-    retry = False
+    retry = stopped = False
     try:
         _step(run_id, now)
-    except (StepAborted, LoopRun.DoesNotExist):
-        pass  # paused, cancelled or halted under us, or deleted: not an error for a worker
+    except StepAborted:
+        stopped = True  # paused, cancelled, halted or interrupted under us: not an error
+    except LoopRun.DoesNotExist:
+        pass  # deleted
     except OperationalError as exc:
         if not services.is_deadlock(exc):
             raise
         retry = True  # a deadlock victim: its transaction rolled back whole; step again
     finally:
         release(run_id)
+    if stopped:
+        park_if_stopped(run_id)
     if retry:
         services.enqueue(run_id)
 
@@ -98,7 +113,9 @@ def _step(run_id: int, now: datetime) -> None:
             services.events_write(run.root_id, events)
         return
     if not gates.may_proceed(run):
-        return
+        raise StepAborted  # advance() parks it if a halt or a breaker is why
+    if "decision" in run.context and apply_decision(run, spec):
+        return  # a human's decision on an interrupt decided this step
     iteration = run.iterations.exclude(status=Iteration.Status.CLOSED).order_by("-number").first()
     if iteration is None:
         if resource_exit(run, spec, now):

@@ -14,6 +14,7 @@ from loops.engine.exits import best_so_far, carry_on, finish, mark_closed
 from loops.engine.lease import Events, Reason, State, Status, StepAborted, lock
 from loops.engine.results import apply_results
 from loops.models import Iteration
+from oversight.services import interrupts
 
 
 @dataclass
@@ -136,9 +137,50 @@ def judge_and_close(run, spec, iteration, contributions, results) -> None:
         if not ok and any(c.error_class == "budget" for c in contributions):
             why = "the budget left cannot pay for the calls this iteration needed"
             finish(run, State.EXHAUSTED, Reason.BUDGET, why, events, best_so_far(run))
+        elif asked := escalation(spec, iteration, judged, contributions, results, ok):
+            interrupts.interrupt_raise(run=run, iteration=iteration, events=events, **asked)
         else:
             decide(run, spec, iteration, judged, ok, events)
         services.events_write(run.root_id, events)
+
+
+def escalation(spec, iteration, judged: Judgement, contributions, results, ok: bool) -> dict:
+    """Whether a human must decide on this result before it is used (CONCEPTS 37): an
+    agent asked in its result, or the policy's confidence floor or value limits say so.
+    Returns interrupt_raise's arguments, or {} when the loop may go on by itself."""
+    if judged.error:
+        return {}
+    common = {
+        "policy": spec.policy.escalation,
+        "proposal": judged.merged,
+        "proposal_schema": spec.phases[iteration.phase].output_schema,
+    }
+    for r in results:
+        if r.outcome is not None and (asked := r.outcome.escalate) is not None:
+            return {
+                **common,
+                "source": "agent",
+                "reason": asked.reason,
+                "proposal": judged.merged if asked.proposal is None else asked.proposal,
+                "severity": asked.severity,
+                "rationale": asked.rationale or r.outcome.rationale,
+                "agent": r.contribution.agent,
+            }
+    if not ok:
+        return {}
+    policy = spec.policy.escalation
+    confidences = [c.confidence for c in contributions if c.status == Status.COMPLETED]
+    floor = policy.confidence_below
+    if floor is not None and confidences and max(confidences) < floor:
+        reason = f"confidence {max(confidences):.2f} is under the floor {floor:g}"
+        return {**common, "source": "policy", "reason": reason}
+    merged = judged.merged if isinstance(judged.merged, dict) else {}
+    for key, limit in policy.over.items():
+        value = merged.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
+            reason = f"{key} = {value:g} is over the limit {limit:g}"
+            return {**common, "source": "policy", "reason": reason, "severity": "critical"}
+    return {}
 
 
 def decide(run, spec, iteration, judged: Judgement, ok: bool, events: Events) -> None:
@@ -171,14 +213,16 @@ def decide(run, spec, iteration, judged: Judgement, ok: bool, events: Events) ->
         return finish(run, State.EXHAUSTED, Reason.NO_PROGRESS, why, events, best)
     elif not ok and context["rounds"] >= spec.policy.validation_rounds:
         if spec.policy.on_validation_exhausted == "interrupt":
-            run.move_to(State.INTERRUPTED)
-            run.save(update_fields=["state", "context", "updated_at"])
-            events.append(
-                (
-                    run.pk,
-                    "interrupt.raised",
-                    {"reason": "validation exhausted", "feedback": iteration.feedback},
-                )
+            rounds = context["rounds"]
+            interrupts.interrupt_raise(
+                run=run,
+                iteration=iteration,
+                source="policy",
+                reason=f"validation failed {rounds} rounds: {'; '.join(iteration.feedback)}"[:1000],
+                policy=spec.policy.escalation,
+                proposal=judged.merged,
+                proposal_schema=phase.output_schema,
+                events=events,
             )
             return None
         why = "; ".join(iteration.feedback) or "validation failed every round"

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
 from loops.models import Contribution, LoopRun
@@ -60,3 +61,23 @@ def locked(run_id: int) -> LoopRun:
     if not may:
         raise StepAborted
     return run
+
+
+def park_if_stopped(run_id: int) -> None:
+    """A running run that a halt or an open breaker covers but did not park (it was started
+    or spawned as the halt committed): park it now, so the lift or the reset resumes it."""
+    from loops import services  # services import the engine's tasks; keep the cycle lazy
+
+    with transaction.atomic():
+        run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
+        if run.state != State.RUNNING or (reason := gates.stop_reason(run)) is None:
+            return
+        kind, pk = reason
+        if kind == "halt":
+            run.move_to(State.HALTED)
+        else:
+            run.move_to(State.PAUSED)
+            run.paused_by = f"breaker:{pk}"
+        run.save(update_fields=["state", "prior_state", "paused_by", "updated_at"])
+        event = "run.halted" if kind == "halt" else "run.paused"
+        services.events_write(run.root_id, [(run.pk, event, {kind: pk, "prior_state": "running"})])

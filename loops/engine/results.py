@@ -12,6 +12,7 @@ from loops import services
 from loops.declare import Outcome
 from loops.engine.lease import Events, Status
 from loops.models import Contribution, LoopRun
+from oversight.services.breakers import Call, breakers_record_calls
 
 
 @dataclass
@@ -78,3 +79,17 @@ def apply_results(run: LoopRun, results: list[Result], held: bool, events: Event
     if reserved or actual or tokens:
         services.cost_settle(run.pk, reserved=reserved, actual=actual, tokens=tokens)
         run.cost, run.tokens = run.cost + actual, run.tokens + tokens
+    # Every finished call counts for the breakers of its agent, blueprint and domain (H3).
+    breakers_record_calls(
+        run,
+        (
+            Call(
+                r.contribution.agent_id,
+                ok=r.outcome is not None,
+                cost=r.contribution.cost,
+                latency_ms=r.contribution.latency_ms or 0.0,
+                metrics=r.outcome.metrics if r.outcome is not None else None,
+            )
+            for r in results
+        ),
+    )

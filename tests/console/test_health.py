@@ -13,7 +13,7 @@ def test_it_reports_database_redis_and_live_workers(client, celery_worker):
     response = client.get("/api/v1/health")
 
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "redis": "ok", "workers": 1, "halted": False}
+    assert response.json() == {"database": "ok", "redis": "ok", "workers": 1, "halted": False, "halts": 0}
 
 
 def test_it_counts_workers_in_and_out(client, celery_worker):
@@ -52,6 +52,7 @@ def test_it_answers_503_naming_redis_when_redis_is_down(client, settings):
         "redis": "unavailable",
         "workers": 0,
         "halted": False,
+        "halts": 0,
     }
 
 

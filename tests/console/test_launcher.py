@@ -85,7 +85,7 @@ def test_it_runs_the_console_stops_cleanly_and_keeps_the_data(tmp_path):
     code, family = _stop(first)
 
     assert "password:" in output  # the first admin's password, shown once
-    assert health == {"database": "ok", "redis": "ok", "workers": 1, "halted": False}
+    assert health == {"database": "ok", "redis": "ok", "workers": 1, "halted": False, "halts": 0}
     assert code == 0
     assert {"postgres", "redis-server", "daphne", "worker", "beat"} <= set(family.values())
     wait_for(

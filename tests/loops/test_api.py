@@ -602,6 +602,17 @@ def test_it_describes_every_call_in_the_openapi_document(client):
         "/api/v1/runs/{id}/resume": {"post"},
         "/api/v1/agents": {"get"},
         "/api/v1/agents/{id}/heartbeat": {"post"},
+        "/api/v1/interrupts": {"get", "post"},
+        "/api/v1/interrupts/{id}": {"get"},
+        "/api/v1/interrupts/{id}/decision": {"post"},
+        "/api/v1/interrupts/{id}/claim": {"post"},
+        "/api/v1/breakers": {"get"},
+        "/api/v1/breakers/{id}/reset": {"post"},
+        "/api/v1/breakers/{id}/force-open": {"post"},
+        "/api/v1/halts": {"get", "post"},
+        "/api/v1/halts/{id}": {"get"},
+        "/api/v1/halts/{id}/lift": {"post"},
+        "/api/v1/audit": {"get"},
     }
     run = paths["/api/v1/runs/{id}/iterations"]["get"]["responses"]["200"]
     assert run["content"]["application/json"]["schema"]["$ref"].endswith("Page_IterationOut_")

@@ -1,0 +1,55 @@
+"""A human's decision on an interrupt, applied by the run's next step (CONCEPTS 37, 40).
+
+The decision service (oversight.services.interrupts) leaves it in run.context["decision"]
+and sets the run running; this step takes it out under the run's lock and acts on it:
+
+    approve  the proposal becomes the phase's result, as if it had validated
+    modify   the human's payload becomes the phase's result (the next phase gets it)
+    reject   the comment is fed back, and the phase runs again with it
+
+An interrupt an agent raised between iterations has no result waiting: approve goes on,
+modify leaves the payload in context["human"] for the next broadcast, reject feeds back.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from loops import services
+from loops.declare import BlueprintSpec
+from loops.engine.exits import carry_on
+from loops.engine.judge import Judgement, decide
+from loops.engine.lease import Events, locked
+from loops.models import LoopRun
+
+
+def apply_decision(run: LoopRun, spec: BlueprintSpec) -> bool:
+    """True if a decision was applied (the step ends here; carry_on enqueued the next)."""
+    with transaction.atomic():
+        run = locked(run.pk)
+        decision = run.context.pop("decision", None)
+        if decision is None:
+            return False  # another step applied it first
+        kind, by = decision["decision"], decision["by"]
+        run.context["human"] = {
+            "decision": kind,
+            "payload": decision["payload"],
+            "comment": decision["comment"],
+            "by": by,
+        }
+        events: Events = [(run.pk, "decision.applied", {"decision": kind, "by": by})]
+        iteration = None
+        if decision["iteration"] is not None:
+            iteration = run.iterations.filter(number=decision["iteration"]).first()
+        if kind == "reject":
+            run.context["feedback"] = [f"rejected by {by}: {decision['comment']}"]
+            run.context["rounds"] = 0  # a human's answer starts the rounds again
+            carry_on(run, spec, events)
+        elif iteration is not None and iteration.phase == run.phase:
+            value = decision["payload"] if kind == "modify" else decision["proposal"]
+            judged = Judgement(merged=value, rationale=f"{kind} by {by}", ok=True)
+            decide(run, spec, iteration, judged, True, events)
+        else:
+            carry_on(run, spec, events)
+        services.events_write(run.root_id, events)
+    return True

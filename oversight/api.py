@@ -1,0 +1,396 @@
+"""The oversight endpoints of DESIGN.md section 5: interrupts and decisions, breakers,
+halts and lifts, and the audit log.
+
+Reads need the viewer role. Deciding, resetting and halting a domain or a run need the
+operator role; a global halt and every lift need the admin role (H6). An agent's token holds
+no role: it can raise an interrupt for a run of its own domain, and nothing else here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.db.models import Q
+from django.http import Http404, HttpRequest
+from ninja import Field, Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from console.auth import require_perm
+from console.pagination import Page, PageParams, page
+from loops.api import ErrorOut
+from loops.models import Agent, LoopRun
+from oversight.models import AuditEvent, CircuitBreaker, Halt, Interrupt
+from oversight.services import breakers, halts, interrupts
+
+router = Router(tags=["oversight"])
+
+# Free text people type is capped, so a pasted novel is a clear 400, not a stored megabyte.
+TEXT = 2000
+
+
+def _username(user) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+# --- Interrupts ---------------------------------------------------------------------------
+
+
+class InterruptOut(Schema):
+    id: int
+    run: int
+    iteration: int | None
+    source: str
+    agent: str | None
+    address: dict[str, Any]
+    reason: str
+    rationale: str
+    proposal: Any
+    proposal_schema: dict[str, Any] | None
+    severity: str
+    status: str
+    decision: str
+    payload: Any
+    comment: str
+    decided_by: str | None
+    decided_at: datetime | None
+    deadline_at: datetime
+    default_action: str
+    tier: str
+    claimed_by: str | None
+    claimed_at: datetime | None
+    created_at: datetime
+
+    @staticmethod
+    def resolve_run(obj) -> int:
+        return obj.run_id
+
+    @staticmethod
+    def resolve_iteration(obj) -> int | None:
+        return obj.address.get("iteration")
+
+    @staticmethod
+    def resolve_agent(obj) -> str | None:
+        return str(obj.agent) if obj.agent_id else None
+
+    @staticmethod
+    def resolve_decided_by(obj) -> str | None:
+        return _username(obj.decided_by)
+
+    @staticmethod
+    def resolve_claimed_by(obj) -> str | None:
+        return _username(obj.claimed_by)
+
+
+class InterruptIn(Schema):
+    run: int
+    reason: str = Field(min_length=1, max_length=TEXT)
+    proposal: Any = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    rationale: str = Field("", max_length=TEXT)
+
+
+class DecisionIn(Schema):
+    decision: Literal["approve", "reject", "modify"]
+    payload: Any = None
+    comment: str = Field("", max_length=TEXT)
+
+
+class InterruptFilters(Schema):
+    status: Literal["pending", "decided", "expired"] | None = None
+    run: int | None = None
+
+
+@router.get("/interrupts", response={200: Page[InterruptOut], 400: ErrorOut})
+def interrupt_list(
+    request: HttpRequest, filters: Query[InterruptFilters], paging: Query[PageParams]
+) -> dict:
+    """The approval queue (status=pending), soonest deadline first."""
+    require_perm(request, "oversight.view_interrupt")
+    rows = Interrupt.objects.select_related("agent__domain", "decided_by", "claimed_by")
+    if filters.status:
+        rows = rows.filter(status=filters.status)
+    if filters.run:
+        rows = rows.filter(run_id=filters.run)
+    return page(request, rows.order_by("deadline_at", "id"), paging)
+
+
+@router.get("/interrupts/{id}", response={200: InterruptOut, 404: ErrorOut})
+def interrupt_detail(request: HttpRequest, id: int) -> Interrupt:
+    require_perm(request, "oversight.view_interrupt")
+    return _get(Interrupt.objects.select_related("agent__domain"), id, "interrupt")
+
+
+@router.post(
+    "/interrupts", response={201: InterruptOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+)
+def interrupt_raise(request: HttpRequest, body: InterruptIn) -> Status:
+    """An agent escalates a decision about a run of its domain (with its own token)."""
+    agent = getattr(request, "auth", None)
+    if not isinstance(agent, Agent):
+        raise HttpError(403, "Only an agent's token raises an interrupt; people decide them.")
+    if not LoopRun.objects.filter(pk=body.run).exists():
+        raise Http404(f"There is no run {body.run}.")
+    interrupt = interrupts.interrupt_raise_by_agent(
+        agent=agent,
+        run_id=body.run,
+        reason=body.reason,
+        proposal=body.proposal,
+        severity=body.severity,
+        rationale=body.rationale,
+    )
+    return Status(201, interrupt)
+
+
+@router.post(
+    "/interrupts/{id}/decision",
+    response={200: InterruptOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+)
+def interrupt_decide(request: HttpRequest, id: int, body: DecisionIn) -> Interrupt:
+    """Approve, reject (comment required: the loop is told why) or modify (payload checked
+    against the proposal's schema). Exactly one decision wins; the others get 409."""
+    require_perm(request, "oversight.decide_interrupt")
+    _get(Interrupt.objects, id, "interrupt")
+    return interrupts.interrupt_decide(
+        interrupt_id=id,
+        actor=request.user,
+        decision=body.decision,
+        payload=body.payload,
+        comment=body.comment,
+    )
+
+
+@router.post(
+    "/interrupts/{id}/claim",
+    response={200: InterruptOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+)
+def interrupt_claim(request: HttpRequest, id: int) -> Interrupt:
+    """Show the others that you are reviewing it ("X is reviewing")."""
+    require_perm(request, "oversight.decide_interrupt")
+    _get(Interrupt.objects, id, "interrupt")
+    return interrupts.interrupt_claim(interrupt_id=id, actor=request.user)
+
+
+# --- Breakers -----------------------------------------------------------------------------
+
+
+class BreakerOut(Schema):
+    id: int
+    name: str
+    scope: str
+    guards: str
+    metric: str
+    threshold: float
+    window_s: int
+    cooldown_s: int
+    state: str
+    forced: bool
+    failures: int
+    opened_at: datetime | None
+    retry_at: datetime | None
+    trial_run: int | None
+    last_reason: str
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_trial_run(obj) -> int | None:
+        return obj.trial_run_id
+
+
+class ReasonIn(Schema):
+    reason: str = Field(min_length=1, max_length=TEXT)
+
+
+@router.get("/breakers", response=Page[BreakerOut])
+def breaker_list(request: HttpRequest, paging: Query[PageParams], state: str | None = None) -> dict:
+    require_perm(request, "oversight.view_circuitbreaker")
+    rows = CircuitBreaker.objects.select_related("agent__domain", "blueprint", "domain")
+    if state:
+        rows = rows.filter(state=state)
+    return page(request, rows.order_by("name"), paging)
+
+
+@router.post(
+    "/breakers/{id}/reset",
+    response={200: BreakerOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+)
+def breaker_reset(request: HttpRequest, id: int, body: ReasonIn) -> CircuitBreaker:
+    """Close the breaker (a reason is required); the runs it paused go on."""
+    require_perm(request, "oversight.reset_circuitbreaker")
+    _get(CircuitBreaker.objects, id, "breaker")
+    return breakers.breaker_reset(breaker_id=id, actor=request.user, reason=body.reason)
+
+
+@router.post(
+    "/breakers/{id}/force-open",
+    response={200: BreakerOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+)
+def breaker_force_open(request: HttpRequest, id: int, body: ReasonIn) -> CircuitBreaker:
+    """The manual kill switch: open until reset, with no half-open trial."""
+    require_perm(request, "oversight.reset_circuitbreaker")
+    _get(CircuitBreaker.objects, id, "breaker")
+    return breakers.breaker_force_open(breaker_id=id, actor=request.user, reason=body.reason)
+
+
+# --- Halts --------------------------------------------------------------------------------
+
+
+class HaltOut(Schema):
+    id: int
+    scope: str
+    reason: str
+    active: bool
+    created_by: str | None
+    created_at: datetime
+    parked: int
+    lift_requested_by: str | None
+    lift_requested_at: datetime | None
+    lifted_by: str | None
+    confirmed_by: str | None
+    lifted_at: datetime | None
+    lift_reason: str
+
+    @staticmethod
+    def resolve_active(obj) -> bool:
+        return obj.is_active
+
+    @staticmethod
+    def resolve_created_by(obj) -> str | None:
+        return _username(obj.created_by)
+
+    @staticmethod
+    def resolve_lift_requested_by(obj) -> str | None:
+        return _username(obj.lift_requested_by)
+
+    @staticmethod
+    def resolve_lifted_by(obj) -> str | None:
+        return _username(obj.lifted_by)
+
+    @staticmethod
+    def resolve_confirmed_by(obj) -> str | None:
+        return _username(obj.confirmed_by)
+
+
+class HaltDetail(HaltOut):
+    in_flight: list[dict[str, Any]]
+
+    @staticmethod
+    def resolve_in_flight(obj) -> list[dict[str, Any]]:
+        return halts.halt_in_flight(obj)
+
+
+class HaltIn(Schema):
+    scope: str = Field(
+        min_length=1, max_length=120, description="global, domain:<slug> or run:<id>"
+    )
+    reason: str = Field(min_length=1, max_length=TEXT)
+
+
+_HALT_USERS = ("created_by", "lift_requested_by", "lifted_by", "confirmed_by")
+
+
+@router.post(
+    "/halts", response={200: HaltOut, 201: HaltOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+)
+def halt_engage(request: HttpRequest, body: HaltIn) -> Status:
+    """Halt a scope now: 201 with the commit time as created_at; 200 with the halt that was
+    already active for that scope. A global halt needs the admin role."""
+    is_global = body.scope.strip() == Halt.Kind.GLOBAL
+    require_perm(request, "oversight.engage_global_halt" if is_global else "oversight.engage_halt")
+    halt, created = halts.halt_engage(actor=request.user, scope=body.scope, reason=body.reason)
+    return Status(201 if created else 200, halt)
+
+
+@router.get("/halts", response=Page[HaltOut])
+def halt_list(request: HttpRequest, paging: Query[PageParams], active: bool | None = None) -> dict:
+    require_perm(request, "oversight.view_halt")
+    rows = Halt.objects.select_related(*_HALT_USERS)
+    if active is not None:
+        rows = rows.filter(lifted_at__isnull=active)
+    return page(request, rows.order_by("-created_at", "-id"), paging)
+
+
+@router.get("/halts/{id}", response={200: HaltDetail, 404: ErrorOut})
+def halt_detail(request: HttpRequest, id: int) -> Halt:
+    """A halt, with the agent calls in its scope that are still in flight."""
+    require_perm(request, "oversight.view_halt")
+    return _get(Halt.objects.select_related(*_HALT_USERS), id, "halt")
+
+
+@router.post(
+    "/halts/{id}/lift",
+    response={
+        200: HaltOut,
+        202: HaltOut,
+        400: ErrorOut,
+        403: ErrorOut,
+        404: ErrorOut,
+        409: ErrorOut,
+    },
+)
+def halt_lift(request: HttpRequest, id: int, body: ReasonIn) -> Status:
+    """Lift a halt (admin, with a reason): 200 once lifted. A global halt answers 202 to the
+    first admin, and is lifted when a different admin confirms."""
+    require_perm(request, "oversight.lift_halt")
+    _get(Halt.objects, id, "halt")
+    halt = halts.halt_lift(halt_id=id, actor=request.user, reason=body.reason)
+    return Status(200 if not halt.is_active else 202, halt)
+
+
+# --- Audit --------------------------------------------------------------------------------
+
+
+class AuditOut(Schema):
+    id: int
+    at: datetime
+    actor: str
+    verb: str
+    target_type: str
+    target_id: str
+    note: str
+    before: Any
+    after: Any
+    data: dict[str, Any]
+
+    @staticmethod
+    def resolve_actor(obj) -> str:
+        return obj.actor_name
+
+
+class AuditFilters(Schema):
+    verb: str | None = Field(None, description="e.g. halt.engaged, or a prefix: halt.")
+    actor: str | None = Field(None, description="a username, or system")
+    target_type: str | None = Field(None, description="run, interrupt, breaker, halt, agent")
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@router.get("/audit", response={200: Page[AuditOut], 400: ErrorOut})
+def audit_list(
+    request: HttpRequest, filters: Query[AuditFilters], paging: Query[PageParams]
+) -> dict:
+    """The append-only audit log, newest first, filterable."""
+    require_perm(request, "oversight.view_auditevent")
+    rows = AuditEvent.objects.all()
+    if filters.verb:
+        verb = filters.verb
+        rows = rows.filter(verb__startswith=verb) if verb.endswith(".") else rows.filter(verb=verb)
+    if filters.actor:
+        rows = rows.filter(actor_name=filters.actor)
+    if filters.target_type:
+        rows = rows.filter(target_type=filters.target_type)
+    if filters.target_id:
+        rows = rows.filter(target_id=filters.target_id)
+    if filters.since:
+        rows = rows.filter(Q(at__gte=filters.since))
+    if filters.until:
+        rows = rows.filter(at__lt=filters.until)
+    return page(request, rows.order_by("-at", "-id"), paging)
+
+
+def _get(rows, pk: int, name: str):
+    row = rows.filter(pk=pk).first()
+    if row is None:
+        raise Http404(f"There is no {name} {pk}.")
+    return row

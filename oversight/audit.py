@@ -1,0 +1,58 @@
+"""audit_record(): the only writer of AuditEvent (DESIGN.md H5, STYLE.md B.4).
+
+A leaf module: it imports only oversight.models, so loops.services may call it too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+
+from oversight.models import AuditEvent
+
+_TARGET_TYPES = {
+    "looprun": "run",
+    "interrupt": "interrupt",
+    "circuitbreaker": "breaker",
+    "halt": "halt",
+    "agent": "agent",
+}
+
+
+def audit_record(
+    *,
+    actor,
+    verb: str,
+    target: models.Model,
+    note: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append who did what to which object, why, and the state before and after.
+
+    In the caller's transaction, so the record and the change commit or vanish together.
+    """
+    assert transaction.get_connection().in_atomic_block, "audit_record needs a transaction"
+    person = actor if actor is not None and actor.is_authenticated else None
+    return AuditEvent.objects.create(
+        actor=person,
+        actor_name=person.get_username() if person else "system",
+        verb=verb,
+        target_type=_TARGET_TYPES.get(target._meta.model_name, target._meta.model_name),
+        target_id=str(target.pk),
+        note=note,
+        before=_plain(before),
+        after=_plain(after),
+        data=_plain(data) or {},
+    )
+
+
+def _plain(value: dict[str, Any] | None) -> Any:
+    """JSON-safe (times and decimals as strings), so a record never fails on its payload."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))

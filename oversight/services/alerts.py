@@ -1,0 +1,182 @@
+"""Alerts and their notifications through an outbox (CONCEPTS 35, 38, 41, 42; STYLE.md B.6).
+
+alert_raise() writes the Alert and one Notification per channel in the caller's transaction
+and enqueues their delivery on commit. notification_deliver() claims one notification with a
+compare-and-set, sends it outside any transaction and records the outcome; transient
+failures wait with backoff for the notifications_deliver_due sweeper. So a failing or slow
+notifier never blocks an interrupt or a halt, and no notification is lost or sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from oversight import tasks
+from oversight.models import Alert, Notification
+from oversight.notifiers import NotifyError, notifier_for
+from oversight.notifiers.email import recipients
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_CAP_SECONDS = 600.0
+SWEEP_BATCH = 200
+# A new notification is enqueued on commit; the sweeper enqueues it again only when it is
+# still untouched this long after (the enqueue was lost), not while its first task waits.
+FIRST_SEND_GRACE_SECONDS = 30
+
+Status = Notification.Status
+
+
+def alert_raise(
+    *,
+    kind: str,
+    title: str,
+    body: str = "",
+    level: str = Alert.Level.WARNING,
+    audience: str = Alert.Audience.OPERATORS,
+    target: models.Model | None = None,
+    data: dict[str, Any] | None = None,
+) -> Alert:
+    """Write an alert and one notification per channel in the caller's transaction; they
+    are delivered after commit, so a failing notifier never blocks the caller."""
+    assert transaction.get_connection().in_atomic_block, "alert_raise needs a transaction"
+    alert = Alert.objects.create(
+        kind=kind,
+        title=title[:200],
+        body=body,
+        level=level,
+        audience=audience,
+        target_type=(target._meta.model_name or "") if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        data=data or {},
+    )
+    notifications = Notification.objects.bulk_create(
+        Notification(alert=alert, channel=channel, next_attempt_at=alert.created_at)
+        for channel in alert_channels(audience=audience)
+    )
+    for notification in notifications:
+        # robust: a broker outage is logged, never raised into a committed decision; the
+        # sweeper sends what was not enqueued.
+        transaction.on_commit(partial(_enqueue, notification.pk), robust=True)
+    return alert
+
+
+def alert_channels(*, audience: str) -> list[str]:
+    """Always the console; email when someone in the audience has an address; each webhook."""
+    channels = ["console"]
+    if recipients(audience=audience):
+        channels.append("email")
+    channels += [f"webhook:{name}" for name in settings.ALERT_WEBHOOKS]
+    return channels
+
+
+def _enqueue(notification_id: int) -> None:
+    tasks.notification_deliver.delay(notification_id)
+
+
+def notification_deliver(*, notification_id: int, now: datetime | None = None) -> None:
+    """Send one notification through its channel, at most one worker at a time.
+
+    1. Claim it with a compare-and-set: a pending one that is due, or one left sending for
+       longer than NOTIFICATION_CLAIM_SECONDS (its worker died mid-send). Losing means
+       another worker has it, or it is sent, failed or not due yet: return quietly.
+    2. Send through the channel's notifier outside any transaction (a webhook may take its
+       whole timeout, an SMTP server longer).
+    3. Record the outcome with a compare-and-set on our claim, so a worker that took so long
+       that it was taken over cannot overwrite its successor's result.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.NOTIFICATION_CLAIM_SECONDS)
+    claimed = (
+        Notification.objects.filter(pk=notification_id)
+        .filter(
+            Q(status=Status.PENDING, next_attempt_at__lte=now)
+            | Q(status=Status.SENDING, claimed_at__lt=stale)
+        )
+        .update(status=Status.SENDING, claimed_at=now)
+    )
+    if claimed != 1:
+        return
+    notification = Notification.objects.select_related("alert").filter(pk=notification_id).first()
+    if notification is None:
+        return  # The alert was deleted meanwhile.
+    error = _send(notification)
+    _record(notification, error=error, now=now)
+
+
+def _send(notification: Notification) -> NotifyError | None:
+    try:
+        notifier_for(notification.channel).send(notification.alert)
+    except NotifyError as exc:
+        return exc
+    except Exception as exc:
+        # A notifier's bug still counts as an attempt, or the row would be retried forever.
+        logger.exception("notifier for %s failed unexpectedly", notification.channel)
+        return NotifyError(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _record(notification: Notification, *, error: NotifyError | None, now: datetime) -> None:
+    ours = Notification.objects.filter(pk=notification.pk, status=Status.SENDING, claimed_at=now)
+    attempts = notification.attempts + 1
+    if error is None:
+        changes: dict[str, Any] = {"status": Status.SENT, "sent_at": now, "last_error": ""}
+    elif error.permanent or attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
+        changes = {"status": Status.FAILED, "last_error": error.message[:2000]}
+        logger.warning("gave up on %s after %d attempts: %s", notification, attempts, error)
+    else:
+        changes = {
+            "status": Status.PENDING,
+            "last_error": error.message[:2000],
+            "next_attempt_at": now + notification_backoff(attempts=attempts),
+        }
+    if ours.update(attempts=attempts, **changes) != 1:
+        logger.warning("%s was taken over while sending; its outcome is not ours", notification)
+
+
+def notification_backoff(*, attempts: int) -> timedelta:
+    """How long to wait after the n-th failed attempt: the ceiling doubles from 5 s up to
+    10 minutes, and the wait lies at random in its upper half. The jitter spreads retries to
+    one receiver that came back; the fixed half keeps every wait longer than the one before
+    (until the cap), which the "equal jitter" of AWS's backoff article guarantees and full
+    jitter does not."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 — not a secret
+
+
+def notifications_deliver_due(*, now: datetime | None = None) -> list[int]:
+    """Enqueue the notifications a worker should send now (the beat backstop): retries
+    whose wait is over, first sends whose enqueue was lost, and sends whose worker died.
+    Enqueuing one twice is harmless: only one task wins the claim."""
+    now = now or timezone.now()
+    due = list(
+        Notification.objects.filter(
+            status__in=(Status.PENDING, Status.SENDING), next_attempt_at__lte=now
+        )
+        .filter(
+            Q(status=Status.PENDING, attempts__gt=0)
+            | Q(
+                status=Status.PENDING,
+                next_attempt_at__lte=now - timedelta(seconds=FIRST_SEND_GRACE_SECONDS),
+            )
+            | Q(
+                status=Status.SENDING,
+                claimed_at__lt=now - timedelta(seconds=settings.NOTIFICATION_CLAIM_SECONDS),
+            )
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    for notification_id in due:
+        tasks.notification_deliver.delay(notification_id)
+    return due

@@ -1,0 +1,292 @@
+"""The emergency halt (DESIGN.md H1, CONCEPTS 42): the database row is the source of truth.
+
+halt_engage parks every run in scope as `halted`, keeping its prior state, in the
+transaction that creates the halt. From that commit no step and no agent call starts in
+scope: every engine transaction locks its run and finds it halted (or, for a run that raced
+the halt, finds the halt in oversight.gates). Queued steps do nothing; results of calls
+already in flight are stored held. Celery revoke is not used: nothing depends on it.
+"""
+
+from __future__ import annotations
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from console.push import CONSOLE_GROUP, push_on_commit
+from loops import services as loop_services
+from loops.models import Domain, LoopRun
+from oversight.audit import audit_record
+from oversight.models import Alert, Halt
+from oversight.services.alerts import alert_raise
+
+State = LoopRun.State
+# A halt parks every run that can still do something; terminal and halted ones stay.
+PARKABLE = [State.PENDING, State.RUNNING, State.WAITING, State.INTERRUPTED, State.PAUSED]
+
+
+class HaltRejected(Exception):
+    """A halt or a lift that cannot be done: HTTP status, contract code and a sentence."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        self.status, self.code, self.detail = status, code, detail
+        super().__init__(detail)
+
+
+def halt_scope_parse(scope: str) -> tuple[str, Domain | None, LoopRun | None]:
+    """ "global", "domain:<slug>" or "run:<id>" → (kind, domain, run); 400/404 otherwise."""
+    kind, _, name = scope.strip().partition(":")
+    if kind == Halt.Kind.GLOBAL and not name:
+        return Halt.Kind.GLOBAL, None, None
+    if kind == Halt.Kind.DOMAIN and name:
+        domain = Domain.objects.filter(slug=name).first()
+        if domain is None:
+            raise HaltRejected(404, "unknown_domain", f"There is no domain {name!r}.")
+        return Halt.Kind.DOMAIN, domain, None
+    if kind == Halt.Kind.RUN and name.isdigit():
+        run = LoopRun.objects.filter(pk=int(name)).first()
+        if run is None:
+            raise HaltRejected(404, "unknown_run", f"There is no run {name}.")
+        return Halt.Kind.RUN, None, run
+    raise HaltRejected(
+        400,
+        "invalid_scope",
+        f"{scope!r} is not a halt scope; use global, domain:<slug> or run:<id>.",
+    )
+
+
+@loop_services.retry_deadlocks
+@transaction.atomic(durable=True)
+def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
+    """Halt a scope; returns (halt, created). A second press finds the active halt.
+
+    1. Lock the scope's domain rows, so no run of it starts meanwhile (loops.services.run_start).
+    2. Park the runs in scope, pass after pass until a pass finds none: a pass locks the runs
+       it parks, so a child spawned by a step that committed just before is seen by the next
+       pass, and none can be spawned after it.
+    3. created_at is taken after the last pass: every step in scope that wrote anything
+       committed before it, and none can start after the commit.
+    """
+    kind, domain, run = halt_scope_parse(scope)
+    canonical = kind if kind == Halt.Kind.GLOBAL else f"{kind}:{domain.slug if domain else run.pk}"
+    if existing := Halt.objects.filter(scope=canonical, lifted_at__isnull=True).first():
+        return existing, False
+    _lock_domains(domain if kind == Halt.Kind.DOMAIN else None, every=kind == Halt.Kind.GLOBAL)
+    halt = Halt.objects.create(
+        scope=canonical, kind=kind, domain=domain, run=run, reason=reason, created_by=actor
+    )
+    parked: list[tuple[int, int | None, str]] = []
+    while batch := _park_pass(halt):
+        parked += batch
+    halt.created_at, halt.parked = timezone.now(), len(parked)
+    halt.save(update_fields=["created_at", "parked"])
+    loop_services.events_write_many(
+        [
+            (root, pk, "run.halted", {"halt": halt.pk, "prior_state": prior})
+            for pk, root, prior in parked
+        ]
+    )
+    audit_record(
+        actor=actor,
+        verb="halt.engaged",
+        target=halt,
+        note=reason,
+        after={"scope": canonical, "active": True},
+        data={"parked": len(parked)},
+    )
+    alert_raise(
+        kind="halt.engaged",
+        level=Alert.Level.CRITICAL,
+        title=f"Emergency halt of {canonical}",
+        body=f"{_name(actor)} halted {canonical}: {reason}. {len(parked)} runs parked.",
+        target=halt,
+        data={"scope": canonical, "parked": len(parked)},
+    )
+    push_on_commit(CONSOLE_GROUP, _halt_banner)
+    return halt, True
+
+
+def _lock_domains(domain: Domain | None, *, every: bool) -> None:
+    if every:
+        list(Domain.objects.select_for_update(no_key=True).order_by("pk").values_list("pk"))
+    elif domain is not None:
+        list(Domain.objects.select_for_update(no_key=True).filter(pk=domain.pk).values_list("pk"))
+
+
+# Runs in scope, locked in id order (so two halts cannot deadlock on them), then parked in
+# one UPDATE that keeps each prior state. For a run scope, the run and its subtree.
+_PARK = """
+WITH RECURSIVE subtree AS (
+    SELECT id FROM loops_looprun WHERE id = %(run)s
+    UNION ALL
+    SELECT c.id FROM loops_looprun c JOIN subtree s ON c.parent_id = s.id
+),
+target AS (
+    SELECT r.id FROM loops_looprun r
+    WHERE r.state = ANY(%(parkable)s)
+      AND (%(kind)s = 'global'
+           OR (%(kind)s = 'domain' AND r.domain_id = %(domain)s)
+           OR (%(kind)s = 'run' AND r.id IN (SELECT id FROM subtree)))
+    ORDER BY r.id
+    FOR NO KEY UPDATE
+)
+UPDATE loops_looprun r
+SET prior_state = r.state, state = 'halted', updated_at = %(now)s
+FROM target WHERE r.id = target.id AND r.state = ANY(%(parkable)s)
+RETURNING r.id, r.root_id, r.prior_state
+"""
+
+
+def _park_pass(halt: Halt) -> list[tuple[int, int | None, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PARK,
+            {
+                "kind": halt.kind,
+                "domain": halt.domain_id,
+                "run": halt.run_id,
+                "parkable": PARKABLE,
+                "now": timezone.now(),
+            },
+        )
+        return list(cursor.fetchall())
+
+
+@loop_services.retry_deadlocks
+@transaction.atomic(durable=True)
+def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
+    """Lift a halt: every run it parked that no other active halt covers goes back to its
+    prior state, and the running ones step again. A global halt needs two admins: the
+    first asks, a different one confirms (DESIGN.md H1)."""
+    halt = Halt.objects.select_for_update(of=("self",)).get(pk=halt_id)
+    if not halt.is_active:
+        by = _name(halt.confirmed_by or halt.lifted_by)
+        raise HaltRejected(
+            409,
+            "already_lifted",
+            f"Halt {halt.pk} was already lifted by {by} at {halt.lifted_at.isoformat()}.",
+        )
+    now = timezone.now()
+    if halt.kind == Halt.Kind.GLOBAL and halt.lift_requested_by_id is None:
+        halt.lift_requested_by, halt.lift_requested_at, halt.lift_reason = actor, now, reason
+        halt.save(update_fields=["lift_requested_by", "lift_requested_at", "lift_reason"])
+        audit_record(actor=actor, verb="halt.lift_requested", target=halt, note=reason)
+        alert_raise(
+            kind="halt.lift_requested",
+            level=Alert.Level.WARNING,
+            audience=Alert.Audience.ADMINS,
+            title="Lifting the global halt needs a second admin",
+            body=f"{_name(actor)} asked to lift the global halt: {reason}",
+            target=halt,
+        )
+        return halt
+    if halt.kind == Halt.Kind.GLOBAL:
+        if halt.lift_requested_by_id == actor.pk:
+            raise HaltRejected(
+                409,
+                "needs_second_admin",
+                f"{_name(actor)} asked to lift this global halt at "
+                f"{halt.lift_requested_at.isoformat()}; a different admin must confirm it.",
+            )
+        halt.lifted_by, halt.confirmed_by = halt.lift_requested_by, actor
+        halt.lift_reason = f"{halt.lift_reason} / confirmed: {reason}"
+    else:
+        halt.lifted_by, halt.lift_reason = actor, reason
+    halt.lifted_at = now
+    halt.save(update_fields=["lifted_by", "confirmed_by", "lifted_at", "lift_reason"])
+    restored = _restore(halt)
+    audit_record(
+        actor=actor,
+        verb="halt.lifted",
+        target=halt,
+        note=reason,
+        before={"active": True},
+        after={"active": False},
+        data={"restored": len(restored)},
+    )
+    alert_raise(
+        kind="halt.lifted",
+        level=Alert.Level.INFO,
+        title=f"Halt of {halt.scope} lifted",
+        body=f"{_name(actor)} lifted the halt of {halt.scope}: {reason}. "
+        f"{len(restored)} runs resumed.",
+        target=halt,
+    )
+    push_on_commit(CONSOLE_GROUP, _halt_banner)
+    return halt
+
+
+def _restore(halt: Halt) -> list[LoopRun]:
+    """Back to the prior state, except runs another active halt still covers."""
+    covered = LoopRun.objects.filter(pk__in=_scope_ids(halt), state=State.HALTED)
+    others = Halt.objects.filter(lifted_at__isnull=True).exclude(pk=halt.pk)
+    if others.filter(kind=Halt.Kind.GLOBAL).exists():
+        return []
+    still = set()
+    for other in others:
+        still |= _scope_ids(other)
+    runs = list(covered.exclude(pk__in=still).select_for_update(no_key=True).order_by("pk"))
+    events = []
+    for run in runs:
+        prior = run.prior_state
+        target = State.PAUSED if prior == State.PAUSED else loop_services.resume_target(run, prior)
+        run.state, run.prior_state, run.updated_at = target, "", timezone.now()
+        run.save(update_fields=["state", "prior_state", "updated_at"])
+        events.append((run.root_id, run.pk, "run.lifted", {"halt": halt.pk, "state": target}))
+        if target == State.RUNNING:
+            loop_services.enqueue(run.pk, urgent=True)
+    loop_services.events_write_many(events)
+    return runs
+
+
+def _scope_ids(halt: Halt) -> set[int]:
+    runs = LoopRun.objects.all()
+    if halt.kind == Halt.Kind.DOMAIN:
+        runs = runs.filter(domain_id=halt.domain_id)
+    elif halt.kind == Halt.Kind.RUN:
+        return set(_subtree(halt.run_id))
+    return set(runs.filter(state=State.HALTED).values_list("pk", flat=True))
+
+
+def _subtree(run_id: int | None) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH RECURSIVE subtree AS (
+                SELECT id FROM loops_looprun WHERE id = %s
+                UNION ALL
+                SELECT c.id FROM loops_looprun c JOIN subtree s ON c.parent_id = s.id
+            ) SELECT id FROM subtree
+            """,
+            [run_id],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def halt_in_flight(halt: Halt) -> list[dict]:
+    """Agent calls in scope that started before the halt and have not answered: their
+    results will be held (what operators watch after pressing halt)."""
+    from loops.models import Contribution
+
+    calls = Contribution.objects.filter(
+        status__in=[Contribution.Status.RUNNING, Contribution.Status.PENDING],
+        iteration__run_id__in=_scope_ids(halt),
+    ).select_related("agent", "iteration")
+    return [
+        {
+            "run": c.iteration.run_id,
+            "agent": c.agent.name,
+            "status": c.status,
+            "started_at": c.started_at,
+        }
+        for c in calls[:500]
+    ]
+
+
+def _halt_banner() -> str:
+    from oversight import fragments
+
+    return fragments.halt_banner()
+
+
+def _name(user) -> str:
+    return user.get_username() if user is not None else "system"

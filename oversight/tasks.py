@@ -1,0 +1,21 @@
+"""Celery interfaces of the oversight services: a few lines each (STYLE.md B.6)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True)
+def notification_deliver(notification_id: int) -> None:
+    """Send one notification; a duplicate or a replay loses the claim and does nothing."""
+    from oversight.services import alerts
+
+    alerts.notification_deliver(notification_id=notification_id)
+
+
+@shared_task
+def notifications_deliver_due() -> None:
+    """Beat backstop: retries whose wait is over, lost enqueues, sends of dead workers."""
+    from oversight.services import alerts
+
+    alerts.notifications_deliver_due()
