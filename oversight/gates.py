@@ -18,7 +18,9 @@ from oversight.models import CircuitBreaker, Halt
 
 # One round trip for both tables: the engine asks three times per iteration. A run-scoped
 # halt covers the run's subtree; halt_engage parks that subtree itself, so checking the
-# run, its parent and its root here covers what can race it.
+# run, its parent and its root here covers what can race it. A half-open breaker lets its
+# trial run through and no other; before one is chosen it stops them all (they are parked,
+# and the sweep picks one of them as the trial).
 _STOP = """
 SELECT
     (SELECT id FROM oversight_halt
@@ -28,7 +30,7 @@ SELECT
     (SELECT id FROM oversight_circuitbreaker
      WHERE state <> 'closed'
        AND (blueprint_id = %(blueprint)s OR (scope = 'domain' AND domain_id = %(domain)s))
-       AND NOT (state = 'half_open' AND trial_run_id = %(run)s)
+       AND NOT (state = 'half_open' AND COALESCE(trial_run_id = %(run)s, false))
      ORDER BY id LIMIT 1)
 """
 

@@ -19,3 +19,31 @@ def notifications_deliver_due() -> None:
     from oversight.services import alerts
 
     alerts.notifications_deliver_due()
+
+
+@shared_task(acks_late=True)
+def breaker_pause_guarded(breaker_id: int) -> None:
+    from oversight.services import breakers
+
+    breakers.breaker_pause_guarded(breaker_id=breaker_id)
+
+
+@shared_task(acks_late=True)
+def breaker_resume_guarded(breaker_id: int) -> None:
+    from oversight.services import breakers
+
+    breakers.breaker_resume_guarded(breaker_id=breaker_id)
+
+
+@shared_task
+def breakers_half_open_due() -> None:
+    from oversight.services import breakers
+
+    breakers.breakers_half_open_due()
+
+
+@shared_task
+def interrupts_expire_overdue() -> None:
+    from oversight.services import interrupts
+
+    interrupts.interrupts_expire_overdue()

@@ -16,7 +16,13 @@ CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test"  # type: ignore[index]
 # the "test_" prefix itself unless TEST.NAME is set, finds the same database.
 DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}"}
 
-LOOP_DECLARATIONS = ["tests.loops.declarations"]
+LOOP_DECLARATIONS = [
+    "tests.loops.declarations",
+    "tests.oversight.decl_interrupts",
+    "tests.oversight.decl_breakers",
+    "tests.oversight.decl_halts",
+    "tests.oversight.decl_commands",
+]
 # Short, so the kill-the-worker tests see a dead worker's runs taken over within seconds.
 LOOP_LEASE_SECONDS = 3
 LOOP_STALE_SECONDS = 10

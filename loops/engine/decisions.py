@@ -19,7 +19,7 @@ from loops import services
 from loops.declare import BlueprintSpec
 from loops.engine.exits import carry_on
 from loops.engine.judge import Judgement, decide
-from loops.engine.lease import Events, locked
+from loops.engine.lease import Events, State, locked
 from loops.models import LoopRun
 
 
@@ -44,12 +44,26 @@ def apply_decision(run: LoopRun, spec: BlueprintSpec) -> bool:
         if kind == "reject":
             run.context["feedback"] = [f"rejected by {by}: {decision['comment']}"]
             run.context["rounds"] = 0  # a human's answer starts the rounds again
-            carry_on(run, spec, events)
+            go_on(run, spec, events)
         elif iteration is not None and iteration.phase == run.phase:
             value = decision["payload"] if kind == "modify" else decision["proposal"]
             judged = Judgement(merged=value, rationale=f"{kind} by {by}", ok=True)
             decide(run, spec, iteration, judged, True, events)
         else:
-            carry_on(run, spec, events)
+            go_on(run, spec, events)
         services.events_write(run.root_id, events)
     return True
+
+
+def go_on(run: LoopRun, spec: BlueprintSpec, events: Events) -> None:
+    """The next step; or, for a run an agent interrupted while it waited for its children,
+    the wait again while any of them still runs (the last one's return wakes it). Without
+    this, the next step would judge the children's results before they exist."""
+    live = list(run.children.exclude(state__in=LoopRun.TERMINAL).values_list("pk", flat=True))
+    if not live:
+        return carry_on(run, spec, events)
+    run.move_to(State.WAITING)
+    run.lease_worker, run.lease_expires_at = "", None
+    run.save(update_fields=["state", "context", "updated_at", "lease_worker", "lease_expires_at"])
+    events.append((run.pk, "run.waiting", {"children": live}))
+    return None

@@ -92,56 +92,63 @@ def judge_and_close(run, spec, iteration, contributions, results) -> None:
         run, may = lock(run.pk)
         events: Events = []
         apply_results(run, results, held=not may, events=events)
-        if not may:
-            services.events_write(run.root_id, events)
-            raise StepAborted  # the results stay, held; nothing is decided while stopped
-        ok = judged.ok and not judged.error
-        iteration.merged, iteration.rationale = judged.merged, judged.rationale
-        iteration.feedback = list(judged.feedback) or ([judged.error] if judged.error else [])
-        iteration.validation = {
-            "ok": ok,
-            "score": judged.score,
-            "feedback": list(judged.feedback),
-            "error": judged.error,
-        }
-        outcome = (
-            Iteration.Outcome.VALIDATED
-            if ok
-            else Iteration.Outcome.MERGE_FAILED
-            if judged.error
-            else Iteration.Outcome.REJECTED
-        )
-        mark_closed(iteration, outcome, judged.rationale or judged.error)
-        events.append(
-            (
-                run.pk,
-                "iteration.merged" if not judged.error else "merge.failed",
-                {"iteration": iteration.number, "rationale": iteration.rationale},
-            )
-        )
-        events.append(
-            (
-                run.pk,
-                "validation.passed" if ok else "validation.failed",
-                {
-                    "iteration": iteration.number,
-                    "score": judged.score,
-                    "feedback": iteration.feedback,
-                    "layer": "validation",
-                },
-            )
-        )
-        if ok:  # who won this phase, for a later phase's audience (CONCEPTS 28)
-            winners = [c.agent_id for c in contributions if c.status != Status.FAILED]
-            run.context.setdefault("winners", {})[iteration.phase_name] = winners
-        if not ok and any(c.error_class == "budget" for c in contributions):
-            why = "the budget left cannot pay for the calls this iteration needed"
-            finish(run, State.EXHAUSTED, Reason.BUDGET, why, events, best_so_far(run))
-        elif asked := escalation(spec, iteration, judged, contributions, results, ok):
-            interrupts.interrupt_raise(run=run, iteration=iteration, events=events, **asked)
-        else:
-            decide(run, spec, iteration, judged, ok, events)
+        if may:
+            close(run, spec, iteration, judged, contributions, results, events)
         services.events_write(run.root_id, events)
+    if not may:
+        # Outside the transaction, so the held results commit; nothing is decided while
+        # the run is stopped (CONCEPTS 42).
+        raise StepAborted
+
+
+def close(run, spec, iteration, judged: Judgement, contributions, results, events) -> None:
+    """Inside the transaction holding the run: record the judgement and decide."""
+    ok = judged.ok and not judged.error
+    iteration.merged, iteration.rationale = judged.merged, judged.rationale
+    iteration.feedback = list(judged.feedback) or ([judged.error] if judged.error else [])
+    iteration.validation = {
+        "ok": ok,
+        "score": judged.score,
+        "feedback": list(judged.feedback),
+        "error": judged.error,
+    }
+    outcome = (
+        Iteration.Outcome.VALIDATED
+        if ok
+        else Iteration.Outcome.MERGE_FAILED
+        if judged.error
+        else Iteration.Outcome.REJECTED
+    )
+    mark_closed(iteration, outcome, judged.rationale or judged.error)
+    events.append(
+        (
+            run.pk,
+            "iteration.merged" if not judged.error else "merge.failed",
+            {"iteration": iteration.number, "rationale": iteration.rationale},
+        )
+    )
+    events.append(
+        (
+            run.pk,
+            "validation.passed" if ok else "validation.failed",
+            {
+                "iteration": iteration.number,
+                "score": judged.score,
+                "feedback": iteration.feedback,
+                "layer": "validation",
+            },
+        )
+    )
+    if ok:  # who won this phase, for a later phase's audience (CONCEPTS 28)
+        winners = [c.agent_id for c in contributions if c.status != Status.FAILED]
+        run.context.setdefault("winners", {})[iteration.phase_name] = winners
+    if not ok and any(c.error_class == "budget" for c in contributions):
+        why = "the budget left cannot pay for the calls this iteration needed"
+        finish(run, State.EXHAUSTED, Reason.BUDGET, why, events, best_so_far(run))
+    elif asked := escalation(spec, iteration, judged, contributions, results, ok):
+        interrupts.interrupt_raise(run=run, iteration=iteration, events=events, **asked)
+    else:
+        decide(run, spec, iteration, judged, ok, events)
 
 
 def escalation(spec, iteration, judged: Judgement, contributions, results, ok: bool) -> dict:

@@ -77,10 +77,10 @@ def breaker_record(
     if breaker.state == State.OPEN:
         return  # a call that started before it opened says nothing new
     if breaker.state == State.HALF_OPEN:
-        if call.ok:
-            _close(breaker, now, "the trial call succeeded", actor=None, resume_now=False)
+        if why := _trial_failed(breaker, call):
+            _open(breaker, now, why, run=run)
         else:
-            _open(breaker, now, "the trial call failed", run=run)
+            _close(breaker, now, "the trial call succeeded", actor=None, resume_now=False)
         return
     value = (call.metrics or {}).get(breaker.value_key) if breaker.value_key else None
     since = now.timestamp() - breaker.window_s
@@ -115,6 +115,22 @@ def tripped(breaker: CircuitBreaker, value: float | None) -> str:
             return f"mean latency {mean:.0f} ms over {n} calls (limit {limit:g} ms)"
     if breaker.metric == Metric.REPORTED_VALUE and value is not None and value > limit:
         return f"an agent reported {breaker.value_key} = {value:g} (limit {limit:g})"
+    return ""
+
+
+def _trial_failed(breaker: CircuitBreaker, call: Call) -> str:
+    """Why the one trial call does not close the breaker: it failed, or on its own it is
+    over the limit the breaker watches (a hot reading, a slow or costly call)."""
+    limit = breaker.threshold
+    value = (call.metrics or {}).get(breaker.value_key) if breaker.value_key else None
+    if not call.ok:
+        return "the trial call failed"
+    if breaker.metric == Metric.REPORTED_VALUE and value is not None and value > limit:
+        return f"the trial reported {breaker.value_key} = {value:g} (limit {limit:g})"
+    if breaker.metric == Metric.LATENCY and call.latency_ms > limit:
+        return f"the trial call took {call.latency_ms:.0f} ms (limit {limit:g} ms)"
+    if breaker.metric == Metric.COST_WINDOW and call.cost > limit:
+        return f"the trial call cost {call.cost:g} (limit {limit:g})"
     return ""
 
 

@@ -1,0 +1,58 @@
+"""What the operators' commands share (DESIGN.md section 5): who acts, with which role, and
+the services' refusals as a CommandError with the service's own sentence.
+
+Not a command itself: Django lists only the modules of management/commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.management.base import CommandError
+
+from console.roles import ROLES
+from loops.models import TransitionRejected
+from oversight.services.breakers import BreakerRejected
+from oversight.services.halts import HaltRejected
+from oversight.services.interrupts import DecisionRejected
+
+
+def acting_user(username: str, perm: str):
+    """The active user a command acts as, if they hold perm: the API's check (console.auth)."""
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None or not user.is_active:
+        raise CommandError(f"There is no active user {username!r}.")
+    if not user.has_perm(perm):
+        role = next((name for name, perms in ROLES.items() if perm in perms), "admin")
+        raise CommandError(f"This needs the {role} role.")
+    return user
+
+
+def reason_given(reason: str) -> str:
+    if not reason.strip():
+        raise CommandError('A reason is required: --reason "why".')
+    return reason
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """A refused service call rolled back its durable transaction: say why, exit non-zero."""
+    try:
+        yield
+    except (HaltRejected, DecisionRejected, BreakerRejected) as exc:
+        raise CommandError(exc.detail) from exc
+    except (TransitionRejected, ObjectDoesNotExist) as exc:  # a row changed or vanished meanwhile
+        raise CommandError(str(exc)) from exc
+
+
+def iso(value: datetime | None) -> str:
+    """Times as the API gives them: ISO 8601 with microseconds."""
+    return value.isoformat(timespec="microseconds") if value is not None else "-"
+
+
+def name(user) -> str:
+    return user.get_username() if user is not None else "-"
