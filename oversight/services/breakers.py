@@ -77,6 +77,8 @@ def breaker_record(
     if breaker.state == State.OPEN:
         return  # a call that started before it opened says nothing new
     if breaker.state == State.HALF_OPEN:
+        if run is not None and run.pk != breaker.trial_run_id:
+            return  # not the trial: a call another run had in flight when it opened
         if why := _trial_failed(breaker, call):
             _open(breaker, now, why, run=run)
         else:

@@ -164,8 +164,8 @@ def interrupt_decide(
     """Approve, reject (with a reason fed back to the loop) or modify (with a payload that
     matches the proposal's schema). Lock order: the run, then the interrupt."""
     run_id = Interrupt.objects.values_list("run_id", flat=True).get(pk=interrupt_id)
-    run = LoopRun.objects.get(pk=run_id)
-    interrupt = Interrupt.objects.get(pk=interrupt_id)
+    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
+    interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
     if not interrupt.is_pending:
         raise DecisionRejected(409, "already_decided", already_decided(interrupt))
     _check_decision(interrupt, decision, payload, comment)
