@@ -77,6 +77,9 @@ def measure(sup: Supervisor) -> dict[str, Any]:
     trip = [celery_round_trip_ms(200) for _ in range(REPEATS)]
     iteration = [iteration_latency_ms() for _ in range(REPEATS)]
     throughput = [iterations_per_second(40) for _ in range(3)]
+    _stage("Measuring oversight: decisions under load, then halts of 1,000 runs")
+    decisions = decision_to_next_step_ms(load=200, samples=30)
+    halting = halt_of_active_runs(runs=1000, repeats=REPEATS * 2)
     from bench.declarations import ITERATIONS
 
     return {
@@ -89,6 +92,8 @@ def measure(sup: Supervisor) -> dict[str, Any]:
         "iteration_ms": _summary(iteration),
         "iteration_vs_round_trip": round(statistics.median(iteration) / statistics.median(trip), 2),
         "iterations_per_second": _summary(throughput),
+        "decision_to_next_step_ms": _percentiles(decisions),
+        "halt": halting,
         "notes": f"iteration: one run of {ITERATIONS} iterations, 3 in-process no-op agents, "
         "one Celery hop per iteration; throughput: 40 such runs at once, one worker "
         f"of {os.cpu_count()} processes",
@@ -134,6 +139,114 @@ def iterations_per_second(runs: int) -> float:
     return Iteration.objects.filter(run_id__in=ids).count() / elapsed
 
 
+def _admin():
+    from django.contrib.auth import get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-admin")
+    user.is_superuser = True
+    user.save()
+    return user
+
+
+def _stop_all(domain: str = "bench") -> None:
+    from loops import services
+    from loops.models import LoopRun
+
+    for pk in (
+        LoopRun.objects.filter(domain__slug=domain)
+        .exclude(state__in=LoopRun.TERMINAL)
+        .values_list("pk", flat=True)
+    ):
+        services.run_cancel(run_id=pk)
+
+
+def decision_to_next_step_ms(load: int, samples: int) -> list[float]:
+    """From a decision's commit to the start of the step that applies it, while `load`
+    other runs keep the worker's queue full: the urgent queue is what keeps this short."""
+    from loops import services
+    from loops.models import Event
+    from oversight.models import Interrupt
+    from oversight.services import interrupts
+
+    admin = _admin()
+    for _ in range(load):
+        services.run_start(domain="bench", blueprint="bench-forever", input={})
+    run = services.run_start(domain="bench", blueprint="bench-escalate", input={})
+    waits = []
+    for _ in range(samples):
+        pending = _wait_for(
+            lambda: Interrupt.objects.filter(run=run, status="pending").first(), timeout=120
+        )
+        decided = interrupts.interrupt_decide(
+            interrupt_id=pending.pk, actor=admin, decision="approve"
+        )
+        applied = _wait_for(
+            lambda at=decided.decided_at: Event.objects.filter(
+                run=run, type="decision.applied", ts__gte=at
+            ).first()
+        )
+        waits.append((applied.ts - decided.decided_at).total_seconds() * 1000)
+    _stop_all()
+    return waits
+
+
+def halt_of_active_runs(runs: int, repeats: int) -> dict[str, Any]:
+    """Halt a domain of `runs` live runs that are stepping on the worker, `repeats` times:
+    how long the halt's transaction takes (request to commit, which parks every run), that
+    no run is left unhalted at the commit, and that no step starts after it."""
+    from loops import services
+    from loops.models import Event, LoopRun
+    from oversight.services import halts
+
+    admin = _admin()
+    ids = [
+        services.run_start(domain="bench", blueprint="bench-forever", input={}).pk
+        for _ in range(runs)
+    ]
+    live = LoopRun.objects.filter(pk__in=ids).exclude(state__in=LoopRun.TERMINAL)
+    commit_ms, unhalted, started_after = [], [], 0
+    for _ in range(repeats):
+        time.sleep(1.0)  # the worker steps them meanwhile
+        began = time.perf_counter()
+        halt, _ = halts.halt_engage(actor=admin, scope="domain:bench", reason="bench")
+        commit_ms.append((time.perf_counter() - began) * 1000)
+        unhalted.append(live.exclude(state="halted").count())
+        time.sleep(0.5)  # anything that would start after the commit has had its chance
+        started_after += Event.objects.filter(
+            run_id__in=ids,
+            ts__gt=halt.created_at,
+            type__in=["iteration.broadcast", "bid.received", "agent.call.requested"],
+        ).count()
+        halts.halt_lift(halt_id=halt.pk, actor=admin, reason="bench")
+    _stop_all()
+    return {
+        "runs": runs,
+        "halt_commit_ms": _percentiles(commit_ms),
+        "runs_not_halted_at_commit": max(unhalted),
+        "steps_started_after_commit": started_after,
+    }
+
+
+def _wait_for(predicate, timeout: float = 30, poll: float = 0.002):
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the benchmark waited too long")
+        time.sleep(poll)
+    return result
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "median": round(statistics.median(values), 2),
+        "p99": round(p99, 2),
+        "max": round(max(values), 2),
+        "samples": len(values),
+    }
+
+
 def _wait_all_ended(ids: list[int], timeout: float = 300, poll: float = 0.01) -> None:
     from loops.models import LoopRun
 
@@ -165,6 +278,20 @@ def report(results: dict[str, Any]) -> None:
             "sustained iterations/s, one 2-core host",
             results["iterations_per_second"]["median"],
             "must ≥ 100, aim ≥ 250",
+        ),
+    ]
+    decision, halt = results["decision_to_next_step_ms"], results["halt"]
+    rows += [
+        (
+            "decision → next step, 200 runs queued (ms)",
+            f"{decision['median']} / {decision['p99']}",
+            "median / p99 (must p99 ≤ 100, aim ≤ 25)",
+        ),
+        (
+            f"halt of {halt['runs']} active runs, request → commit (ms)",
+            f"{halt['halt_commit_ms']['median']} / {halt['halt_commit_ms']['p99']}",
+            f"median / p99; {halt['runs_not_halted_at_commit']} runs not halted at commit, "
+            f"{halt['steps_started_after_commit']} steps after (must p99 ≤ 500, 0 steps)",
         ),
     ]
     print()

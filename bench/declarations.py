@@ -11,6 +11,7 @@ from django.conf import settings
 
 from loops.declare import (
     Bid,
+    Escalate,
     Exits,
     Outcome,
     Phase,
@@ -67,3 +68,40 @@ def _redis() -> redis.Redis:
 def ping(key: str) -> None:
     """The baseline: a no-op task that says it ran by pushing to a Redis list."""
     _redis().lpush(key, 1)
+
+
+# --- Oversight: a load that never ends by itself, and a loop that asks a human each time --
+
+blueprint(
+    "bench-forever",
+    kind="main",
+    domain="bench",
+    selection="all",
+    merge="collect_all",
+    phases=[Phase("noop", task_type="bench.noop", capabilities=("noop",))],
+    validators=("bench.never",),
+    policy=Policy(exits=Exits(max_iterations=100_000), validation_rounds=100_001),
+)
+
+
+@python_agent("bench.proposer")
+class Proposer:
+    def bid(self, task):
+        return Bid(confidence=0.9)
+
+    def perform(self, task):
+        return Outcome(output={"dose": 2})
+
+
+agent("bench", "proposer", implementation="bench.proposer", capabilities=("propose",))
+blueprint(
+    "bench-escalate",
+    kind="main",
+    domain="bench",
+    phases=[Phase("propose", task_type="bench.propose", capabilities=("propose",))],
+    # Every result is over the limit, so every iteration waits for a decision.
+    policy=Policy(
+        exits=Exits(quality=("score_target",), score_target=2.0, max_iterations=100_000),
+        escalation=Escalate(over={"dose": 1}),
+    ),
+)

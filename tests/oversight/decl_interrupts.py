@@ -119,7 +119,9 @@ def _compute(capability: str) -> Phase:
 
 
 # A value over its limit: the policy interrupts before the dose is used.
-blueprint("ward-dose", kind="main", domain="ward", policy=_dose_policy(), phases=[_compute("dosing")])
+blueprint(
+    "ward-dose", kind="main", domain="ward", policy=_dose_policy(), phases=[_compute("dosing")]
+)
 blueprint(
     "ward-dose-lenient",
     kind="main",

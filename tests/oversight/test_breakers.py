@@ -241,6 +241,22 @@ def test_it_gives_the_trial_out_again_when_it_never_reports():
     assert breaker(name).trial_run_id == other.pk
 
 
+def test_it_judges_a_half_open_breaker_by_the_trial_runs_call_alone():
+    t0, flaky = timezone.now(), agent_id("flaky")
+    name = "plant-flaky-failures"
+    trial, stale = start("plant-work"), start("plant-work")
+    feed(name, failed(), failed(), now=t0)
+    breakers_half_open_due(now=t0 + 30 * S)
+    gates.agents_excluded(trial)  # the trial's broadcast
+
+    # A call the other run had in flight since before the breaker opened ends now.
+    breakers_record_calls(stale, [Call(flaky, ok=True)], now=t0 + 31 * S)
+    assert breaker(name).state == State.HALF_OPEN
+
+    breakers_record_calls(trial, [Call(flaky, ok=False)], now=t0 + 32 * S)
+    assert breaker(name).state == State.OPEN
+
+
 # --- 2. Exactly one trial while half-open ------------------------------------------------
 
 

@@ -285,9 +285,9 @@ def test_it_feeds_a_rejections_reason_back_to_the_next_iteration(operator):
     assert second.broadcast["feedback"] == [told]
     assert run.state == State.SUCCEEDED
     assert run.result == {"dose_mg": 900, "feedback_seen": [told]}
-    assert [(row.verb, row.note) for row in AuditEvent.objects.filter(verb="interrupt.rejected")] == [
-        ("interrupt.rejected", why)
-    ]
+    assert [
+        (row.verb, row.note) for row in AuditEvent.objects.filter(verb="interrupt.rejected")
+    ] == [("interrupt.rejected", why)]
 
 
 def test_it_refuses_a_modification_that_does_not_match_the_schema_and_changes_nothing(operator):
@@ -721,7 +721,9 @@ def test_it_takes_an_approved_run_to_the_end_on_the_worker(operator, celery_work
     assert (interrupt["source"], interrupt["proposal"]["dose_mg"]) == ("policy", 1400)
     assert LoopRun.objects.get(pk=run_id).state == State.INTERRUPTED
 
-    answer = _post(client, f"/api/v1/interrupts/{interrupt['id']}/decision", {"decision": "approve"})
+    answer = _post(
+        client, f"/api/v1/interrupts/{interrupt['id']}/decision", {"decision": "approve"}
+    )
     assert answer.status_code == 200, answer.json()
 
     run = wait_for(
@@ -742,7 +744,9 @@ def test_it_keeps_a_parent_waiting_for_its_children_after_a_decision(doser_token
     raised = _post(_bearer(doser_token), "/api/v1/interrupts", body)
     assert raised.status_code == 201, raised.json()
 
-    decided = decide(_as(operator), Interrupt.objects.get(pk=raised.json()["id"]), decision="approve")
+    decided = decide(
+        _as(operator), Interrupt.objects.get(pk=raised.json()["id"]), decision="approve"
+    )
 
     assert decided.status_code == 200
     engine.advance(run_id=root.pk)  # the next step applies the decision
