@@ -134,7 +134,7 @@ FROM batch b JOIN counter ON counter.root_id = b.root_id
 """
 
 
-def events_write_many(events: list[tuple[int, int, str, dict[str, Any]]]) -> None:
+def events_write_many(events: list[tuple[int | None, int, str, dict[str, Any]]]) -> None:
     """Append (root_id, run_id, type, payload) events to several traces in one statement."""
     assert transaction.get_connection().in_atomic_block, "events_write_many needs a transaction"
     if not events:

@@ -38,11 +38,12 @@ def audit_record(
     """
     assert transaction.get_connection().in_atomic_block, "audit_record needs a transaction"
     person = actor if actor is not None and actor.is_authenticated else None
+    model = target._meta.model_name or ""
     return AuditEvent.objects.create(
         actor=person,
         actor_name=person.get_username() if person else "system",
         verb=verb,
-        target_type=_TARGET_TYPES.get(target._meta.model_name, target._meta.model_name),
+        target_type=_TARGET_TYPES.get(model, model),
         target_id=str(target.pk),
         note=note,
         before=_plain(before),

@@ -77,11 +77,12 @@ def agents_excluded(run: LoopRun) -> set[int]:
     breakers = CircuitBreaker.objects.filter(
         scope=CircuitBreaker.Scope.AGENT, agent__domain_id=run.domain_id
     ).exclude(state=CircuitBreaker.State.CLOSED)
-    excluded = set()
+    excluded: set[int] = set()
     for breaker in breakers.only("pk", "agent_id", "state"):
         if breaker.state == CircuitBreaker.State.HALF_OPEN and _take_trial(breaker, run):
             continue
-        excluded.add(breaker.agent_id)
+        if breaker.agent_id is not None:
+            excluded.add(breaker.agent_id)
     return excluded
 
 

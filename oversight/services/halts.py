@@ -67,7 +67,8 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
        committed before it, and none can start after the commit.
     """
     kind, domain, run = halt_scope_parse(scope)
-    canonical = kind if kind == Halt.Kind.GLOBAL else f"{kind}:{domain.slug if domain else run.pk}"
+    name = domain.slug if domain else run.pk if run else ""
+    canonical = kind if kind == Halt.Kind.GLOBAL else f"{kind}:{name}"
     if existing := Halt.objects.filter(scope=canonical, lifted_at__isnull=True).first():
         return existing, False
     _lock_domains(domain if kind == Halt.Kind.DOMAIN else None, every=kind == Halt.Kind.GLOBAL)
@@ -163,7 +164,7 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
         raise HaltRejected(
             409,
             "already_lifted",
-            f"Halt {halt.pk} was already lifted by {by} at {halt.lifted_at.isoformat()}.",
+            f"Halt {halt.pk} was already lifted by {by} at {_iso(halt.lifted_at)}.",
         )
     now = timezone.now()
     if halt.kind == Halt.Kind.GLOBAL and halt.lift_requested_by_id is None:
@@ -185,7 +186,7 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
                 409,
                 "needs_second_admin",
                 f"{_name(actor)} asked to lift this global halt at "
-                f"{halt.lift_requested_at.isoformat()}; a different admin must confirm it.",
+                f"{_iso(halt.lift_requested_at)}; a different admin must confirm it.",
             )
         halt.lifted_by, halt.confirmed_by = halt.lift_requested_by, actor
         halt.lift_reason = f"{halt.lift_reason} / confirmed: {reason}"
@@ -241,7 +242,7 @@ def _restore(halt: Halt) -> list[LoopRun]:
 def _scope_ids(halt: Halt) -> set[int]:
     runs = LoopRun.objects.all()
     if halt.kind == Halt.Kind.DOMAIN:
-        runs = runs.filter(domain_id=halt.domain_id)
+        runs = runs.filter(domain=halt.domain)
     elif halt.kind == Halt.Kind.RUN:
         return set(_subtree(halt.run_id))
     return set(runs.filter(state=State.HALTED).values_list("pk", flat=True))
@@ -290,3 +291,7 @@ def _halt_banner() -> str:
 
 def _name(user) -> str:
     return user.get_username() if user is not None else "system"
+
+
+def _iso(moment) -> str:
+    return moment.isoformat() if moment is not None else "an unknown time"

@@ -197,13 +197,13 @@ def interrupt_decide(
 def already_decided(interrupt: Interrupt) -> str:
     if interrupt.status == Interrupt.Status.EXPIRED:
         return (
-            f"Interrupt {interrupt.pk} expired at {interrupt.decided_at.isoformat()}; "
+            f"Interrupt {interrupt.pk} expired at {_iso(interrupt.decided_at)}; "
             f"its default ({interrupt.decision}) was applied."
         )
     by = interrupt.decided_by.get_username() if interrupt.decided_by else "system"
     return (
         f"Interrupt {interrupt.pk} was already decided by {by} at "
-        f"{interrupt.decided_at.isoformat()} ({interrupt.decision})."
+        f"{_iso(interrupt.decided_at)} ({interrupt.decision})."
     )
 
 
@@ -248,7 +248,7 @@ def _continue(run: LoopRun, interrupt: Interrupt, *, by: str) -> str:
         "proposal": interrupt.proposal,
         "comment": interrupt.comment,
         "by": by,
-        "iteration": interrupt.iteration.number if interrupt.iteration_id else None,
+        "iteration": interrupt.iteration.number if interrupt.iteration else None,
     }
     fields = ["context", "updated_at"]
     if run.state == State.INTERRUPTED:
@@ -348,3 +348,7 @@ def _card(interrupt_id: int) -> str:
     from oversight import fragments
 
     return fragments.interrupt_card(interrupt_id)
+
+
+def _iso(moment) -> str:
+    return moment.isoformat() if moment is not None else "an unknown time"
