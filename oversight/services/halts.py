@@ -9,7 +9,7 @@ already in flight are stored held. Celery revoke is not used: nothing depends on
 
 from __future__ import annotations
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from console.push import CONSOLE_GROUP, push_on_commit
@@ -69,12 +69,17 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
     kind, domain, run = halt_scope_parse(scope)
     name = domain.slug if domain else run.pk if run else ""
     canonical = kind if kind == Halt.Kind.GLOBAL else f"{kind}:{name}"
-    if existing := Halt.objects.filter(scope=canonical, lifted_at__isnull=True).first():
-        return existing, False
     _lock_domains(domain if kind == Halt.Kind.DOMAIN else None, every=kind == Halt.Kind.GLOBAL)
-    halt = Halt.objects.create(
-        scope=canonical, kind=kind, domain=domain, run=run, reason=reason, created_by=actor
-    )
+    active = Halt.objects.filter(scope=canonical, lifted_at__isnull=True)
+    if existing := active.first():
+        return existing, False
+    try:
+        with transaction.atomic():  # a savepoint: two presses of a run halt can race here
+            halt = Halt.objects.create(
+                scope=canonical, kind=kind, domain=domain, run=run, reason=reason, created_by=actor
+            )
+    except IntegrityError:  # the other press committed first: it is the halt
+        return active.get(), False
     parked: list[tuple[int, int | None, str]] = []
     while batch := _park_pass(halt):
         parked += batch

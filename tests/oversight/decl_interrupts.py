@@ -2,7 +2,7 @@
 
 Each agent has a capability of its own, so each phase hears exactly one agent:
 
-    doser       weight × mg/kg; 1,600 mg for 80 kg at 20 mg/kg, over the 1,000 mg limit of
+    doser       weight * mg/kg; 1,600 mg for 80 kg at 20 mg/kg, over the 1,000 mg limit of
                 ward-dose. Told "rejected …" it proposes 900 mg, and it shows what it was told.
     interactor  finds warfarin + aspirin and asks a human (Outcome(escalate=...)).
     unsure      answers with a confidence of 0.3, under ward-triage's floor of 0.5.

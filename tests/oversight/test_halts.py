@@ -423,3 +423,30 @@ def _redis_answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("scope", ["domain:depot", "run", "global"])
+def test_it_gives_concurrent_presses_of_one_scope_the_same_halt(scope):
+    admin = _user("ada", "admin")
+    run = _start()
+    scope = f"run:{run.pk}" if scope == "run" else scope
+    barrier, answers = threading.Barrier(4), []
+
+    def press() -> None:
+        try:
+            barrier.wait()
+            answers.append(halts.halt_engage(actor=admin, scope=scope, reason="now"))
+        finally:
+            connection.close()
+
+    pressers = [threading.Thread(target=press) for _ in range(4)]
+    for presser in pressers:
+        presser.start()
+    for presser in pressers:
+        presser.join(20)
+
+    assert len(answers) == 4
+    assert len({halt.pk for halt, _ in answers}) == 1
+    assert sorted(created for _, created in answers) == [False, False, False, True]
+    assert AuditEvent.objects.filter(verb="halt.engaged").count() == 1

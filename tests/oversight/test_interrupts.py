@@ -179,7 +179,9 @@ def test_it_lets_exactly_one_of_eight_concurrent_decisions_win(django_user_model
     deciders = [_person(django_user_model, f"nurse{i}", "operator") for i in range(8)]
     bodies = [BODIES[i % 3] for i in range(8)]
 
-    answers = race(interrupt, [(_as(user), body) for user, body in zip(deciders, bodies)])
+    answers = race(
+        interrupt, [(_as(user), body) for user, body in zip(deciders, bodies, strict=True)]
+    )
 
     assert sorted(answer.status_code for answer in answers) == [200] + [409] * 7
     won = next(i for i, answer in enumerate(answers) if answer.status_code == 200)
@@ -217,6 +219,7 @@ def test_it_answers_two_concurrent_decisions_with_one_200_and_one_409(django_use
     assert lost["error"] == "already_decided"
     assert f"already decided by {winner} at {interrupt.decided_at.isoformat()}" in lost["detail"]
     assert len(decisions_audited(interrupt)) == 1
+    assert Event.objects.filter(run=run, type="interrupt.decided").count() == 1
 
 
 def test_it_tells_a_late_decider_who_decided_and_when(operator, django_user_model):
