@@ -9,6 +9,8 @@ parks them (loops.engine.park_if_stopped). Whoever reopens a gate re-enqueues th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
@@ -71,12 +73,16 @@ def halt_for_domain(domain_id: int) -> Halt | None:
     )
 
 
-def agents_excluded(run: LoopRun) -> set[int]:
+def agents_excluded(run: LoopRun, candidates: Iterable[int] | None = None) -> set[int]:
     """Agents of the run's domain that must not hear a broadcast: their breaker is open, or
-    half-open with its one trial already given to another run (CONCEPTS 41)."""
+    half-open with its one trial already given to another run (CONCEPTS 41). Only the
+    candidates (the agents the broadcast would reach) can take a trial, so a broadcast the
+    agent would not hear anyway cannot waste it."""
     breakers = CircuitBreaker.objects.filter(
         scope=CircuitBreaker.Scope.AGENT, agent__domain_id=run.domain_id
     ).exclude(state=CircuitBreaker.State.CLOSED)
+    if candidates is not None:
+        breakers = breakers.filter(agent_id__in=list(candidates))
     excluded: set[int] = set()
     for breaker in breakers.only("pk", "agent_id", "state"):
         if breaker.state == CircuitBreaker.State.HALF_OPEN and _take_trial(breaker, run):

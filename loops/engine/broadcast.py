@@ -28,15 +28,15 @@ def audience_of(run: LoopRun, phase: Phase) -> list[Agent]:
     agents = agents.filter(alive)
     if phase.audience_from:  # only the winners of an earlier phase (CONCEPTS 28, 29)
         agents = agents.filter(pk__in=run.context.get("winners", {}).get(phase.audience_from, []))
-    excluded = gates.agents_excluded(run)
     required = set(phase.capabilities)
-    return [
+    candidates = [
         agent
         for agent in agents
         if required <= set(agent.capabilities)
-        and agent.pk not in excluded
         and (phase.task_type in agent.task_types or not agent.task_types)
     ]
+    excluded = gates.agents_excluded(run, [agent.pk for agent in candidates])
+    return [agent for agent in candidates if agent.pk not in excluded]
 
 
 def task_for(run: LoopRun, spec: BlueprintSpec, number: int, phase: int, feedback) -> Task:

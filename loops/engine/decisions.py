@@ -8,7 +8,8 @@ and sets the run running; this step takes it out under the run's lock and acts o
     reject   the comment is fed back, and the phase runs again with it
 
 An interrupt an agent raised between iterations has no result waiting: approve goes on,
-modify leaves the payload in context["human"] for the next broadcast, reject feeds back.
+modify leaves the payload in context["human"] for the next broadcast, reject feeds back;
+a run that was waiting for its children when it was interrupted waits for them again.
 """
 
 from __future__ import annotations

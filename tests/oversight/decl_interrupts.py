@@ -103,11 +103,11 @@ agent("ward", "nurse", implementation="ward.nurse", capabilities=("administer",)
 _exits = Exits(quality=("validated",), max_iterations=5)
 
 
-def _dose_policy(default_action: str = "reject") -> Policy:
+def _dose_policy(default_action: str = "reject", deadline_s: float = 600) -> Policy:
     return Policy(
         exits=_exits,
         escalation=Escalate(
-            over={"dose_mg": DOSE_LIMIT_MG}, deadline_s=600, default_action=default_action
+            over={"dose_mg": DOSE_LIMIT_MG}, deadline_s=deadline_s, default_action=default_action
         ),
     )
 
@@ -127,6 +127,14 @@ blueprint(
     kind="main",
     domain="ward",
     policy=_dose_policy("approve"),
+    phases=[_compute("dosing")],
+)
+# Nobody has a second to decide: the worker's expiry sweep approves.
+blueprint(
+    "ward-dose-hasty",
+    kind="main",
+    domain="ward",
+    policy=_dose_policy("approve", deadline_s=1),
     phases=[_compute("dosing")],
 )
 # The agent asks for a human in its own result.

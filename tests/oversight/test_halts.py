@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from datetime import timedelta
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.test import Client
+from django.utils import timezone
 
 from loops import engine, services
 from loops.declare import BLUEPRINTS, sync_declarations
@@ -177,9 +179,25 @@ def test_it_keeps_runs_halted_while_another_active_halt_covers_them():
 @pytest.mark.django_db(transaction=True)
 def test_it_holds_the_result_of_a_call_in_flight_and_merges_it_after_the_lift():
     admin = _user("ada", "admin")
-    run = _start("depot-held")
+    with transaction.atomic():
+        # Leased to "elsewhere" from its first commit, so a worker of this session cannot
+        # take it; the step below is this process's, an hour later on the lease's clock.
+        run = services.create_run(
+            BLUEPRINTS["depot-held"],
+            Blueprint.objects.get(name="depot-held"),
+            Domain.objects.get(slug="depot"),
+            input={},
+            parent=None,
+        )
+        LoopRun.objects.filter(pk=run.pk).update(
+            lease_worker="elsewhere", lease_expires_at=timezone.now() + timedelta(hours=1)
+        )
+    decl_halts.CALLING.clear()
     decl_halts.GATE.clear()
-    stepping = threading.Thread(target=lambda: (engine.advance(run_id=run.pk), connection.close()))
+    later = timezone.now() + timedelta(hours=2)
+    stepping = threading.Thread(
+        target=lambda: (engine.advance(run_id=run.pk, now=later), connection.close())
+    )
     stepping.start()
     wait_for(lambda: decl_halts.CALLING.is_set(), timeout=10)  # the agent is working
 
@@ -194,10 +212,10 @@ def test_it_holds_the_result_of_a_call_in_flight_and_merges_it_after_the_lift():
     assert LoopRun.objects.get(pk=run.pk).state == "halted"
 
     halts.halt_lift(halt_id=halt.pk, actor=admin, reason="safe")
-    engine.advance(run_id=run.pk)
+    engine.advance(run_id=run.pk, now=later)  # or a worker of this session does it
 
-    run.refresh_from_db()
-    assert run.state == "succeeded" and run.result == {"held": "result"}
+    run = wait_for(lambda: LoopRun.objects.filter(pk=run.pk, state="succeeded").first())
+    assert run.result == {"held": "result"}
 
 
 # --- The API ------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from console.auth import token_create
 from console.roles import roles_sync
 from loops import engine, services
 from loops.declare import sync_declarations
 from loops.models import Agent, Domain, Event, LoopRun
+from oversight import tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
 from oversight.services.alerts import notification_deliver
 from oversight.services.interrupts import interrupts_expire_overdue
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.django_db
 State = LoopRun.State
 DECIDED = ("interrupt.approved", "interrupt.rejected", "interrupt.modified")
 PAST = {"approve": "approved", "reject": "rejected", "modify": "modified"}
+RUN = object()  # stands for the test's run in a parametrized body
 
 
 # --- Personas, clients and runs -------------------------------------------------------------
@@ -587,20 +590,22 @@ def test_it_lets_no_person_raise_an_interrupt(operator):
     [
         ({"reason": "no run"}, "run"),
         ({"run": "seven", "reason": "x"}, "run"),
-        ({"run": 0}, "reason"),
-        ({"run": 0, "reason": ""}, "reason"),
-        ({"run": 0, "reason": "x", "severity": "dire"}, "severity"),
+        ({"run": RUN}, "reason"),
+        ({"run": RUN, "reason": ""}, "reason"),
+        ({"run": RUN, "reason": "x", "severity": "dire"}, "severity"),
     ],
 )
 def test_it_names_the_field_of_a_malformed_interrupt(doser_token, body, field):
     run = start("ward-dose")
-    body = {**body, "run": run.pk} if body.get("run") == 0 else body
+    body = {key: run.pk if value is RUN else value for key, value in body.items()}
 
     answer = _post(_bearer(doser_token), "/api/v1/interrupts", body)
 
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_request"
     assert field in answer.json()["detail"], answer.json()
+    run.refresh_from_db()
+    assert run.state == State.RUNNING
     assert not Interrupt.objects.exists()
 
 
@@ -762,3 +767,22 @@ def test_it_keeps_a_parent_waiting_for_its_children_after_a_decision(doser_token
     root = drive(root)
     assert root.state == State.SUCCEEDED, root.exit_detail
     assert root.result == {"ward-check": child_interrupt.proposal}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_expires_an_interrupt_on_the_worker_and_the_run_goes_on(operator, celery_worker):
+    client = _bearer(token_create(user=operator))
+    body = {"blueprint": "ward-dose-hasty", "input": {"weight_kg": 60, "mg_per_kg": 20}}
+    run_id = _post(client, "/api/v1/domains/ward/runs", body).json()["id"]
+    interrupt = wait_for(lambda: Interrupt.objects.filter(run_id=run_id).first(), timeout=60)
+    wait_for(lambda: timezone.now() > interrupt.deadline_at, timeout=5)
+
+    tasks.interrupts_expire_overdue.delay()  # what beat sends every few seconds
+
+    run = wait_for(
+        lambda: LoopRun.objects.filter(pk=run_id, state__in=LoopRun.TERMINAL).first(), timeout=60
+    )
+    interrupt.refresh_from_db()
+    assert (interrupt.status, interrupt.decision) == ("expired", "approve")
+    assert (run.state, run.result["dose_mg"]) == (State.SUCCEEDED, 1200)
+    assert Alert.objects.filter(kind="interrupt.expired", target_id=str(interrupt.pk)).exists()
