@@ -132,7 +132,11 @@ def interrupt_raise_by_agent(
     that is running or waiting."""
     from loops.declare import BLUEPRINTS
 
-    run = LoopRun.objects.select_for_update(no_key=True).select_related("blueprint").get(pk=run_id)
+    run = (
+        LoopRun.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("blueprint")
+        .get(pk=run_id)
+    )
     if run.domain_id != agent.domain_id:
         raise DecisionRejected(
             403, "forbidden", f"Agent {agent} belongs to another domain than run {run.pk}."
