@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
@@ -230,8 +231,8 @@ def breaker_pause_guarded(*, breaker_id: int) -> int:
 
 def _guarded(breaker: CircuitBreaker):
     if breaker.scope == CircuitBreaker.Scope.BLUEPRINT:
-        return LoopRun.objects.filter(blueprint_id=breaker.blueprint_id)
-    return LoopRun.objects.filter(domain_id=breaker.domain_id)
+        return LoopRun.objects.filter(blueprint=breaker.blueprint)
+    return LoopRun.objects.filter(domain=breaker.domain)
 
 
 def _lock_paused(breaker_id: int) -> list[LoopRun]:
@@ -290,7 +291,12 @@ def _half_open(*, breaker_id: int, now: datetime) -> int:
     )
     breaker = CircuitBreaker.objects.select_for_update().get(pk=breaker_id)
     cooldown = timedelta(seconds=breaker.cooldown_s)
-    due = breaker.state == State.OPEN and not breaker.forced and breaker.retry_at <= now
+    due = (
+        breaker.state == State.OPEN
+        and not breaker.forced
+        and breaker.retry_at is not None
+        and breaker.retry_at <= now
+    )
     half = breaker.state == State.HALF_OPEN
     stale = half and breaker.trial_at is not None and breaker.trial_at <= now - cooldown
     # A blueprint or domain breaker whose trial run has not been chosen yet.
@@ -354,7 +360,7 @@ def breakers_sync() -> None:
     is kept across restarts, only the settings follow the declaration."""
     for spec in BREAKERS.values():
         kind, _, name = spec.scope.partition(":")
-        target = {"agent": None, "blueprint": None, "domain": None}
+        target: dict[str, Any] = {"agent": None, "blueprint": None, "domain": None}
         if kind == "agent":
             domain, _, agent = name.partition("/")
             target["agent"] = Agent.objects.get(domain__slug=domain, name=agent)

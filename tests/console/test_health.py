@@ -13,7 +13,13 @@ def test_it_reports_database_redis_and_live_workers(client, celery_worker):
     response = client.get("/api/v1/health")
 
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "redis": "ok", "workers": 1, "halted": False, "halts": 0}
+    assert response.json() == {
+        "database": "ok",
+        "redis": "ok",
+        "workers": 1,
+        "halted": False,
+        "halts": 0,
+    }
 
 
 def test_it_counts_workers_in_and_out(client, celery_worker):
