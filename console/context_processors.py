@@ -7,6 +7,10 @@ from console.fragments import worker_count_or_none
 
 def console_status(request: HttpRequest) -> dict[str, object]:
     # A callable: the template engine calls it only on pages that show the status bar.
-    from oversight.fragments import active_halts
+    from oversight.fragments import active_halts, recent_alerts
 
-    return {"workers": worker_count_or_none, "active_halts": active_halts}
+    return {
+        "workers": worker_count_or_none,
+        "active_halts": active_halts,
+        "recent_alerts": recent_alerts,
+    }

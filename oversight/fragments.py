@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from django.template.loader import render_to_string
 
-from oversight.models import CircuitBreaker, Halt, Interrupt
+from oversight.models import Alert, CircuitBreaker, Halt, Interrupt
 
 HALT_BANNER = "oversight/_halt_banner.html"
 INTERRUPT_CARD = "oversight/_interrupt_card.html"
 BREAKER_ROW = "oversight/_breaker_row.html"
+ALERT = "oversight/_alert.html"
 
 
 def active_halts() -> list[Halt]:
@@ -32,3 +33,13 @@ def breaker_row(breaker_id: int) -> str:
         pk=breaker_id
     )
     return render_to_string(BREAKER_ROW, {"breaker": breaker, "oob": True})
+
+
+def recent_alerts() -> list[Alert]:
+    """What a page shows in its alerts section when it loads; pushes prepend newer ones."""
+    return list(Alert.objects.filter(acknowledged_at__isnull=True)[:10])
+
+
+def alert(alert: Alert) -> str:
+    """The alert as pushed: no request, the same for every viewer."""
+    return render_to_string(ALERT, {"alert": alert, "oob": True})

@@ -468,3 +468,18 @@ def test_it_gives_concurrent_presses_of_one_scope_the_same_halt(scope):
     assert len({halt.pk for halt, _ in answers}) == 1
     assert sorted(created for _, created in answers) == [False, False, False, True]
     assert AuditEvent.objects.filter(verb="halt.engaged").count() == 1
+
+
+@pytest.mark.django_db
+def test_it_shows_the_active_halt_and_its_alert_on_every_page():
+    viewer = _user("vera", "viewer")
+    halt, _ = halts.halt_engage(
+        actor=_user("otto", "operator"), scope="domain:depot", reason="drill"
+    )
+
+    page = _client(viewer).get("/").content.decode()
+
+    assert 'id="halt-banner"' in page and "HALTED: domain:depot" in page and "drill" in page
+    assert f'id="alert-{Alert.objects.get(kind="halt.engaged").pk}"' in page
+    halts.halt_lift(halt_id=halt.pk, actor=_user("ada", "admin"), reason="over")
+    assert "HALTED" not in _client(viewer).get("/").content.decode()
