@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from loops import engine, services
 from loops.declare import BLUEPRINTS, sync_declarations
-from loops.models import Blueprint, Contribution, Domain, Event, Iteration, LoopRun
+from loops.models import Agent, Blueprint, Contribution, Domain, Event, Iteration, LoopRun
 from oversight.models import Alert, AuditEvent, Halt
 from oversight.services import halts
 from tests.conftest import start_worker, wait_for, with_role
@@ -202,10 +202,14 @@ def test_it_holds_the_result_of_a_call_in_flight_and_merges_it_after_the_lift():
     wait_for(lambda: decl_halts.CALLING.is_set(), timeout=10)  # the agent is working
 
     halt, _ = halts.halt_engage(actor=admin, scope=f"run:{run.pk}", reason="stop now")
+    in_flight = _client(admin).get(f"/api/v1/halts/{halt.pk}").json()["in_flight"]
     decl_halts.GATE.set()  # the call answers after the halt committed
     stepping.join(10)
 
     contribution = Contribution.objects.get(iteration__run=run)
+    assert [(c["run"], c["agent"], c["status"]) for c in in_flight] == [
+        (run.pk, "holder", "running")
+    ]  # what the operator sees still working after pressing halt
     assert contribution.held and contribution.status == "completed"
     assert contribution.started_at < halt.created_at
     assert run.iterations.get().status == "executing"  # nothing merged or decided
@@ -483,3 +487,36 @@ def test_it_shows_the_active_halt_and_its_alert_on_every_page():
     assert f'id="alert-{Alert.objects.get(kind="halt.engaged").pk}"' in page
     halts.halt_lift(halt_id=halt.pk, actor=_user("ada", "admin"), reason="over")
     assert "HALTED" not in _client(viewer).get("/").content.decode()
+
+
+@pytest.mark.django_db
+def test_it_records_a_decision_taken_during_a_halt_and_goes_on_after_the_lift():
+    """An interrupted run parked by a halt: the decision is taken (people may decide while
+    everything stands still), and the lift lets the run go on with it."""
+    from oversight.models import Interrupt
+    from oversight.services import interrupts
+
+    operator, admin = _user("otto", "operator"), _user("ada", "admin")
+    run = _start()
+    _step_all(run)
+    interrupt = interrupts.interrupt_raise_by_agent(
+        agent=Agent.objects.get(name="counter"),
+        run_id=run.pk,
+        reason="check",
+        proposal=None,
+        severity="info",
+    )
+    halt, _ = halts.halt_engage(actor=admin, scope="domain:depot", reason="drill")
+    assert LoopRun.objects.get(pk=run.pk).prior_state == "interrupted"
+
+    interrupts.interrupt_decide(interrupt_id=interrupt.pk, actor=operator, decision="approve")
+
+    run.refresh_from_db()
+    assert (run.state, run.prior_state) == ("halted", "running")
+    assert Interrupt.objects.get(pk=interrupt.pk).decision == "approve"
+    halts.halt_lift(halt_id=halt.pk, actor=admin, reason="over")
+    iterations = run.iterations.count()
+    engine.advance(run_id=run.pk)
+    engine.advance(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.state == "running" and run.iterations.count() > iterations
