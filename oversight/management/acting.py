@@ -6,6 +6,8 @@ Not a command itself: Django lists only the modules of management/commands.
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,11 +23,26 @@ from oversight.services.halts import HaltRejected
 from oversight.services.interrupts import DecisionRejected
 
 
-def acting_user(username: str, perm: str):
-    """The active user a command acts as, if they hold perm: the API's check (console.auth)."""
+def add_user_argument(parser) -> None:
+    parser.add_argument(
+        "--user",
+        metavar="USERNAME",
+        help="the console user you act as (default: $CONSOLE_USER, else your login name)",
+    )
+
+
+def acting_user(username: str | None, perm: str):
+    """The active user a command acts as, if they hold perm: the API's check (console.auth).
+
+    Without --user, the operator's CONSOLE_USER or login name, so that DESIGN.md's
+    `manage.py halt --scope global --reason …` works for a person whose names match.
+    """
+    username = username or os.environ.get("CONSOLE_USER") or getpass.getuser()
     user = get_user_model().objects.filter(username=username).first()
     if user is None or not user.is_active:
-        raise CommandError(f"There is no active user {username!r}.")
+        raise CommandError(
+            f"There is no active user {username!r}; name the console user you act as with --user."
+        )
     if not user.has_perm(perm):
         role = next((name for name, perms in ROLES.items() if perm in perms), "admin")
         raise CommandError(f"This needs the {role} role.")

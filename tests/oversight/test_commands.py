@@ -332,9 +332,11 @@ def test_it_refuses_unknown_and_inactive_users_and_viewers(django_user_model, ve
     before = AuditEvent.objects.count()
 
     for command in commands:
-        with pytest.raises(CommandError, match=re.escape("There is no active user 'nobody'.")):
+        with pytest.raises(
+            CommandError, match=re.escape("There is no active user 'nobody'; name the console user")
+        ):
             _call(*command, "--user", "nobody")
-        with pytest.raises(CommandError, match=re.escape("There is no active user 'gone'.")):
+        with pytest.raises(CommandError, match=re.escape("There is no active user 'gone';")):
             _call(*command, "--user", "gone")
         role = "admin" if command[0] == "lift" else "operator"
         with pytest.raises(CommandError, match=re.escape(f"This needs the {role} role.")):
@@ -365,11 +367,16 @@ def test_it_names_an_unknown_id(ada, command, message):
         _call(*command)
 
 
-def test_it_needs_the_user_named(otto):
-    with pytest.raises(CommandError, match="--user"):
+def test_it_acts_as_console_user_or_the_login_name_without_user(otto, monkeypatch):
+    monkeypatch.setenv("CONSOLE_USER", "nobody-here")
+    with pytest.raises(CommandError, match=r"'nobody-here'; name the console user .* --user"):
         _call("halt", "--scope", "domain:quay", "--reason", "why")
-
     assert not Halt.objects.exists()
+
+    monkeypatch.setenv("CONSOLE_USER", "otto")  # DESIGN.md's example line, as otto
+    _call("halt", "--scope", "domain:quay", "--reason", "why")
+
+    assert Halt.objects.get().created_by == otto
 
 
 # --- status ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from oversight.management.acting import acting_user, refusals
+from oversight.management.acting import acting_user, add_user_argument, refusals
 from oversight.models import Interrupt
 from oversight.services.interrupts import interrupt_decide
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("decision", choices=Interrupt.Decision.values)
         parser.add_argument("--payload", metavar="JSON", help="the modified proposal")
         parser.add_argument("--comment", default="", help="why; required to reject")
-        parser.add_argument("--user", required=True, metavar="USERNAME", help="acts as this user")
+        add_user_argument(parser)
 
     def handle(
         self,
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         decision: str,
         payload: str | None,
         comment: str,
-        user: str,
+        user: str | None,
         **options,
     ) -> None:
         actor = acting_user(user, "oversight.decide_interrupt")

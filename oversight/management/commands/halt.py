@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from oversight.management.acting import acting_user, iso, name, reason_given, refusals
+from oversight.management.acting import (
+    acting_user,
+    add_user_argument,
+    iso,
+    name,
+    reason_given,
+    refusals,
+)
 from oversight.models import Halt
 from oversight.services.halts import halt_engage
 
@@ -18,9 +25,9 @@ class Command(BaseCommand):
             "--scope", required=True, metavar="SCOPE", help="global, domain:<slug> or run:<id>"
         )
         parser.add_argument("--reason", required=True, help="why, for the audit and the alert")
-        parser.add_argument("--user", required=True, metavar="USERNAME", help="acts as this user")
+        add_user_argument(parser)
 
-    def handle(self, *args, scope: str, reason: str, user: str, **options) -> None:
+    def handle(self, *args, scope: str, reason: str, user: str | None, **options) -> None:
         is_global = scope.strip() == Halt.Kind.GLOBAL
         perm = "oversight.engage_global_halt" if is_global else "oversight.engage_halt"
         actor = acting_user(user, perm)

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from oversight.management.acting import acting_user, iso, name, reason_given, refusals
+from oversight.management.acting import (
+    acting_user,
+    add_user_argument,
+    iso,
+    name,
+    reason_given,
+    refusals,
+)
 from oversight.models import Halt
 from oversight.services.halts import halt_lift
 
@@ -16,9 +23,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("halt", type=int, metavar="HALT_ID")
         parser.add_argument("--reason", required=True, help="why, for the audit")
-        parser.add_argument("--user", required=True, metavar="USERNAME", help="acts as this user")
+        add_user_argument(parser)
 
-    def handle(self, *args, halt: int, reason: str, user: str, **options) -> None:
+    def handle(self, *args, halt: int, reason: str, user: str | None, **options) -> None:
         actor = acting_user(user, "oversight.lift_halt")
         reason_given(reason)
         if not Halt.objects.filter(pk=halt).exists():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from oversight.management.acting import acting_user, reason_given, refusals
+from oversight.management.acting import acting_user, add_user_argument, reason_given, refusals
 from oversight.models import CircuitBreaker
 from oversight.services.breakers import breaker_force_open, breaker_reset
 
@@ -20,13 +20,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("breaker", metavar="NAME_OR_ID")
         parser.add_argument("--reason", required=True, help="why, for the audit")
-        parser.add_argument("--user", required=True, metavar="USERNAME", help="acts as this user")
+        add_user_argument(parser)
         parser.add_argument(
             "--force-open", action="store_true", help="open it instead, until a reset"
         )
 
     def handle(
-        self, *args, breaker: str, reason: str, user: str, force_open: bool, **options
+        self, *args, breaker: str, reason: str, user: str | None, force_open: bool, **options
     ) -> None:
         actor = acting_user(user, "oversight.reset_circuitbreaker")
         reason_given(reason)
