@@ -346,6 +346,9 @@ class Contribution(models.Model):
     validated = models.BooleanField(null=True, blank=True)
     late = models.BooleanField(default=False)
     held = models.BooleanField(default=False)  # arrived during a halt; not applied
+    # Counted into its agent's AgentStat: set in the transaction that counts it, so a step
+    # retried on another worker cannot count it twice (CONCEPTS 64).
+    counted = models.BooleanField(default=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -363,6 +366,34 @@ class Contribution(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in (self.Status.COMPLETED, self.Status.FAILED)
+
+
+class AgentStat(models.Model):
+    """What the meta-learning layer knows of an agent for a task type (CONCEPTS 64, 65): a
+    Beta(alpha, beta) posterior of its success, with its mean latency and cost. Every terminal
+    contribution counts once (Contribution.counted is the guard)."""
+
+    agent = models.ForeignKey(Agent, models.CASCADE, related_name="stats")
+    task_type = models.CharField(max_length=100)
+    alpha = models.FloatField(default=1.0)  # 1 + successes (a uniform prior)
+    beta = models.FloatField(default=1.0)  # 1 + failures
+    n = models.PositiveIntegerField(default=0)
+    mean_latency_ms = models.FloatField(default=0)
+    mean_cost = models.FloatField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["agent", "task_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "task_type"], name="agentstat_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} on {self.task_type}: Beta({self.alpha:g}, {self.beta:g})"
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
 
 
 class EventCounter(models.Model):
