@@ -54,6 +54,8 @@ class Task:
     payload: dict[str, Any]
     context: dict[str, Any]
     feedback: tuple[str, ...] = ()  # what validators said about the previous round
+    # On a retried call: the previous attempt's {attempt, error_class, message} (CONCEPTS 59).
+    retry_context: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,9 @@ class BlueprintSpec:
     domain: str
     phases: tuple[Phase, ...]
     policy: Policy
-    selection: Literal["all", "best", "top_k"] = "all"
+    # top_k and thompson (CONCEPTS 65) choose top_k bidders (1 if unset); thompson ranks by
+    # a draw from each agent's success posterior times its confidence.
+    selection: Literal["all", "best", "top_k", "thompson"] = "all"
     top_k: int | None = None
     quorum: int = 1
     bid_window_ms: int = 2000
@@ -205,9 +209,11 @@ class DomainSpec:
 class AgentSpec:
     domain: str
     name: str
-    implementation: str  # a python_agent registry key
+    implementation: str  # a python_agent registry key ("" for a remote agent)
     capabilities: tuple[str, ...] = ()
     task_types: tuple[str, ...] = ()
+    adapter: Literal["python", "http", "llm"] = "python"
+    config: dict[str, Any] = field(default_factory=dict)  # a remote agent's (loops.agents)
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,38 @@ def agent(
     task_types: tuple[str, ...] = (),
 ) -> AgentSpec:
     spec = AgentSpec(domain, name, implementation, tuple(capabilities), tuple(task_types))
+    AGENTS[(domain, name)] = spec
+    return spec
+
+
+# What each remote adapter cannot work without (loops.agents.http, loops.agents.llm).
+_REMOTE_REQUIRED = {"http": ("url",), "llm": ("base_url", "model")}
+
+
+def remote_agent(
+    domain: str,
+    name: str,
+    *,
+    adapter: Literal["http", "llm"] = "http",
+    config: dict[str, Any],
+    capabilities: tuple[str, ...] = (),
+    task_types: tuple[str, ...] = (),
+) -> AgentSpec:
+    """Declare an agent this console calls over HTTP: a remote agent with bid and perform
+    endpoints, or a model behind an OpenAI-compatible chat-completions server.
+
+    Secrets are better named than written: "secret_env" (http) and "api_key_env" (llm) name
+    environment variables read when the call is made.
+    """
+    if adapter not in _REMOTE_REQUIRED:
+        raise DeclarationError(f"agent {name!r}: adapter must be http or llm, not {adapter!r}")
+    if missing := [key for key in _REMOTE_REQUIRED[adapter] if not config.get(key)]:
+        raise DeclarationError(f"agent {name!r}: an {adapter} agent needs {', '.join(missing)}")
+    if adapter == "http" and not (config.get("secret") or config.get("secret_env")):
+        raise DeclarationError(f"agent {name!r}: an http agent needs secret or secret_env")
+    spec = AgentSpec(
+        domain, name, "", tuple(capabilities), tuple(task_types), adapter, dict(config)
+    )
     AGENTS[(domain, name)] = spec
     return spec
 
@@ -325,6 +363,8 @@ def _check(spec: BlueprintSpec) -> None:
         reject(f"max_depth must be 1..{MAX_STACK_DEPTH}")
     if spec.merge not in merge.STRATEGIES:
         reject(f"unknown merge strategy {spec.merge!r}")
+    if spec.selection not in ("all", "best", "top_k", "thompson"):
+        reject(f"selection must be all, best, top_k or thompson, not {spec.selection!r}")
     if spec.selection == "top_k" and not spec.top_k:
         reject("top_k selection needs top_k ≥ 1")
     if spec.quorum < 0:
@@ -384,12 +424,13 @@ def sync_declarations() -> None:
         )
     domains = {d.slug: d for d in Domain.objects.all()}
     for a in AGENTS.values():
+        python = a.adapter == "python"
         Agent.objects.update_or_create(
             domain=domains[a.domain],
             name=a.name,
             defaults={
-                "adapter": Agent.Adapter.PYTHON,
-                "config": {"implementation": a.implementation},
+                "adapter": a.adapter,
+                "config": {"implementation": a.implementation} if python else a.config,
                 "capabilities": list(a.capabilities),
                 "task_types": list(a.task_types),
             },

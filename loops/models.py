@@ -359,6 +359,10 @@ class Contribution(models.Model):
                 fields=["iteration", "agent"], name="contribution_one_per_agent"
             )
         ]
+        indexes = [
+            # The meta-learning sweep reads the contributions not yet counted (loops.learning).
+            models.Index(fields=["id"], name="contribution_uncounted", condition=Q(counted=False))
+        ]
 
     def __str__(self) -> str:
         return f"contribution of agent {self.agent_id} to iteration {self.iteration_id}"

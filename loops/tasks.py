@@ -17,3 +17,11 @@ def runs_reclaim() -> None:
     from loops import engine
 
     engine.reclaim()
+
+
+@shared_task
+def agent_stats_fold() -> None:
+    from loops import learning
+
+    while learning.stats_fold() == learning.FOLD_BATCH:  # more waiting: keep going
+        pass

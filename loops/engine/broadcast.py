@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import logging
+import random
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from loops import services
-from loops.declare import IMPLEMENTATIONS, BlueprintSpec, Decline, Phase, Task
+from loops import learning, services
+from loops.agents import AgentError, adapter_for
 from loops.declare import Bid as BidAnswer
+from loops.declare import BlueprintSpec, Decline, Phase, Task
 from loops.engine.exits import carry_on, finish, mark_closed
 from loops.engine.lease import HEARTBEAT, Events, Reason, State, Status, StepAborted, locked, worker
-from loops.models import Agent, Bid, Contribution, Iteration, LoopRun
+from loops.models import Agent, AgentStat, Bid, Contribution, Iteration, LoopRun
 from oversight import gates
 
 logger = logging.getLogger(__name__)
+BID_THREADS = 8  # remote bids asked at once in one broadcast
+BID_GRACE_S = 1.0
 
 
 def audience_of(run: LoopRun, phase: Phase) -> list[Agent]:
     """Online agents of the domain with every required capability (CONCEPTS 3, 33)."""
     agents = Agent.objects.filter(domain_id=run.domain_id, status=Agent.Status.ONLINE)
-    # In-process agents live in this worker; a remote one is alive while it beats.
-    alive = Q(adapter=Agent.Adapter.PYTHON) | Q(heartbeat_at__gte=timezone.now() - HEARTBEAT)
+    # In-process agents live in this worker; a remote one is alive while it beats. An
+    # OpenAI-compatible server never calls our heartbeat endpoint: its health shows in its
+    # calls (retries, breakers), and an operator can still set it offline.
+    alive = Q(adapter__in=(Agent.Adapter.PYTHON, Agent.Adapter.LLM)) | Q(
+        heartbeat_at__gte=timezone.now() - HEARTBEAT
+    )
     agents = agents.filter(alive)
     if phase.audience_from:  # only the winners of an earlier phase (CONCEPTS 28, 29)
         agents = agents.filter(pk__in=run.context.get("winners", {}).get(phase.audience_from, []))
@@ -50,7 +59,7 @@ def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteratio
     feedback = run.context.get("feedback", [])
     audience = [] if phase.call else audience_of(run, phase)
     task = task_for(run, spec, number, run.phase, feedback)
-    answers = {agent.pk: ask_bid(agent, task) for agent in audience}
+    answers = ask_bids(audience, task, spec.bid_window_ms / 1000)
     answered_at = timezone.now()
     with transaction.atomic():
         run = locked(run.pk)
@@ -93,20 +102,47 @@ def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteratio
     return iteration
 
 
-def in_process(agent: Agent) -> bool:
-    return agent.adapter == Agent.Adapter.PYTHON and (
-        agent.config.get("implementation", "") in IMPLEMENTATIONS
-    )
+def callable_here(agent: Agent) -> bool:
+    """Whether this worker can call the agent: an implementation it has, or an address."""
+    return adapter_for(agent) is not None
 
 
-def ask_bid(agent: Agent, task: Task) -> BidAnswer | Decline | None:
-    """An in-process agent answers at once; None means no answer (yet)."""
-    if not in_process(agent):
-        return None
-    implementation = IMPLEMENTATIONS[agent.config["implementation"]]
+Answer = BidAnswer | Decline | None
+
+
+def ask_bids(audience: list[Agent], task: Task, window_s: float) -> dict[int, Answer]:
+    """Every audience member's answer, outside any transaction. In-process agents answer in
+    turn; remote ones are asked at once, in threads, each for at most the bid window."""
+    remote = [a for a in audience if (adapter := adapter_for(a)) is not None and adapter.remote]
+    if not remote:
+        return {agent.pk: ask_bid(agent, task, window_s) for agent in audience}
+    # The threads make HTTP calls only: they open no database connection.
+    pool = ThreadPoolExecutor(max_workers=min(BID_THREADS, len(remote)))
     try:
-        return implementation().bid(task)
-    except Exception as exc:  # an agent's bug is its decline, not the loop's failure
+        asked = {a.pk: pool.submit(ask_bid, a, task, window_s) for a in remote}
+        answers = {a.pk: ask_bid(a, task, window_s) for a in audience if a.pk not in asked}
+        # Each call has its timeout; this bounds a server that answers a byte at a time.
+        done, _ = wait(asked.values(), timeout=window_s + BID_GRACE_S)
+        for pk, future in asked.items():
+            late = Decline("no answer in the bid window")
+            answers[pk] = future.result() if future in done else late
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return answers
+
+
+def ask_bid(agent: Agent, task: Task, window_s: float | None = None) -> Answer:
+    """The agent's bid or decline; None means no answer (yet). An agent's error (a bug, a
+    timeout, a refusal) is its decline, with the reason, not the loop's failure."""
+    adapter = adapter_for(agent)
+    if adapter is None:
+        return None  # another worker's agent, or a remote one without an address
+    try:
+        return adapter.bid(task, window_s)
+    except AgentError as exc:
+        prefix = "no answer" if exc.error_class == "timeout" else f"bid failed ({exc.error_class})"
+        return Decline(f"{prefix}: {exc.message}")
+    except Exception as exc:
         logger.warning("agent %s failed to bid: %s", agent, exc)
         return Decline(f"bid raised {type(exc).__name__}: {exc}")
 
@@ -167,23 +203,53 @@ def close_bidding(run: LoopRun, spec: BlueprintSpec, iteration: Iteration, now) 
         services.events_write(run.root_id, events)
 
 
-def select(spec: BlueprintSpec, bids: list[Bid]) -> dict[int, tuple[bool, str]]:
-    """Which bidders win, and why (CONCEPTS 20, 21): decliners are never chosen."""
-    bidders = sorted(
-        (b for b in bids if b.decision == Bid.Decision.BID),
-        key=lambda b: (-(b.confidence or 0), b.received_at, b.agent_id),
-    )
-    limit = {"all": len(bidders), "best": 1, "top_k": spec.top_k or 1}[spec.selection]
-    rule = {"all": "every bidder", "best": "the most confident", "top_k": f"top {limit}"}
+def select(
+    spec: BlueprintSpec,
+    bids: list[Bid],
+    stats: dict[int, tuple[float, float]] | None = None,
+    rng: random.Random | None = None,
+) -> dict[int, tuple[bool, str]]:
+    """Which bidders win, and why (CONCEPTS 20, 21, 65): decliners are never chosen.
+
+    `thompson` ranks by a draw θ ~ Beta(alpha, beta) from each agent's record (stats), weighted by
+    its confidence, and the reason names the draw; the others rank by confidence.
+    """
+    bidders = [b for b in bids if b.decision == Bid.Decision.BID]
+    limit = {"all": len(bidders), "best": 1}.get(spec.selection, spec.top_k or 1)
+    if spec.selection == "thompson":
+        drawn = learning.thompson(bidders, stats or {}, rng or random.Random())  # noqa: S311
+        ranked = [
+            (bid, f"θ={theta:.3f} ~ Beta{_ab(stats, bid)} * confidence {bid.confidence:.2f}")
+            for bid, theta, _ in drawn
+        ]
+        rule = f"thompson sampling, top {limit}"
+    else:
+        ordered = sorted(bidders, key=lambda b: (-(b.confidence or 0), b.received_at, b.agent_id))
+        ranked = [(bid, f"by confidence {bid.confidence:.2f}") for bid in ordered]
+        rule = {"all": "every bidder", "best": "the most confident"}.get(
+            spec.selection, f"top {limit}"
+        )
     reasons = {}
-    for rank, bid in enumerate(bidders, start=1):
+    for rank, (bid, why) in enumerate(ranked, start=1):
         won = rank <= limit
         reasons[bid.agent_id] = (
             won,
-            f"{'selected' if won else 'not selected'}: rank {rank} of {len(bidders)} "
-            f"by confidence {bid.confidence:.2f} ({rule[spec.selection]})",
+            f"{'selected' if won else 'not selected'}: rank {rank} of {len(ranked)} {why} ({rule})",
         )
     return reasons
+
+
+def _ab(stats: dict[int, tuple[float, float]] | None, bid: Bid) -> str:
+    alpha, beta = (stats or {}).get(bid.agent_id, (1.0, 1.0))
+    return f"({alpha:g}, {beta:g})"
+
+
+def stats_for(task_type: str, bids: list[Bid]) -> dict[int, tuple[float, float]]:
+    """The bidders' posteriors for this task type (a uniform prior when unknown)."""
+    rows = AgentStat.objects.filter(
+        task_type=task_type, agent_id__in=[b.agent_id for b in bids]
+    ).values_list("agent_id", "alpha", "beta")
+    return {agent_id: (alpha, beta) for agent_id, alpha, beta in rows}
 
 
 def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: Events) -> None:
@@ -193,14 +259,19 @@ def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: E
     (CONCEPTS 69), so the agent works right after commit. Below the quorum the iteration
     closes and the policy decides: broadcast again, or fail.
     """
-    chosen = select(spec, bids)
+    stats = rng = None
+    if spec.selection == "thompson":
+        stats = stats_for(iteration.broadcast.get("task_type", ""), bids)
+        rng = learning.rng_for(run.pk, iteration.number)
+    chosen = select(spec, bids, stats, rng)
     for bid in bids:
         bid.selected, bid.selection_reason = chosen.get(bid.agent_id, (False, bid.reason))
     if saved := [b for b in bids if b.pk]:  # else the caller inserts them as they are now
         # Silent decliners were inserted without returning their pk; they keep their reason.
         Bid.objects.bulk_update(saved, ["selected", "selection_reason"])
     winners = [b for b in bids if b.selected]
-    events.append((run.pk, "selection.made", {"selected": [b.agent_id for b in winners]}))
+    selected = [b.agent_id for b in winners]
+    events.append((run.pk, "selection.made", {"selected": selected, "layer": "meta"}))
     if len(winners) < max(spec.quorum, 1):
         no_quorum(run, spec, iteration, len(winners), events)
         return
@@ -209,7 +280,7 @@ def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: E
     for bid in winners:
         affordable = services.cost_reserve(run.pk, bid.est_cost) if bid.est_cost else True
         # An in-process call is claimed now; a remote one waits for its adapter to take it.
-        claimed = Status.RUNNING if in_process(bid.agent) else Status.PENDING
+        claimed = Status.RUNNING if callable_here(bid.agent) else Status.PENDING
         rows.append(
             Contribution(
                 iteration=iteration,

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from loops import services
-from loops.declare import BLUEPRINTS, IMPLEMENTATIONS, MAX_STACK_DEPTH, BlueprintSpec, Spawn, Task
-from loops.engine.broadcast import in_process, task_for
+from loops.agents import AgentError, adapter_for
+from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH, BlueprintSpec, Retry, Spawn, Task
+from loops.engine.broadcast import callable_here, task_for
 from loops.engine.judge import judge_and_close
-from loops.engine.lease import Events, State, Status, StepAborted, lock, locked
+from loops.engine.lease import LEASE, Events, State, Status, StepAborted, lock, locked, worker
 from loops.engine.results import Result, apply_results
 from loops.models import Blueprint, Contribution, Iteration, LoopRun
+from oversight import gates
 
 
 def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
@@ -31,7 +34,16 @@ def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
     task = task_for(
         run, spec, iteration.number, iteration.phase, iteration.broadcast.get("feedback", [])
     )
-    results = [perform(spec, c, task) for c in contributions if claimed_here(c)]
+    results: list[Result] = []
+    try:
+        for c in contributions:
+            if claimed_here(c):
+                results.append(perform(spec, c, task))
+    except StepAborted:
+        # A halt (or a lost lease) stopped a remote call before it started: keep the calls
+        # already made, held back from the merge, and stop here (DESIGN.md H1).
+        record(run.pk, results)
+        raise
     done = {r.contribution.pk for r in results}
     if any(not c.is_terminal and c.pk not in done for c in contributions):
         record(run.pk, results)  # remote calls are still out; their arrival re-enqueues
@@ -47,35 +59,105 @@ def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
 
 
 def claimed_here(contribution: Contribution) -> bool:
-    """An in-process call claimed by this step, or left `running` by a dead worker."""
-    return contribution.status == Status.RUNNING and in_process(contribution.agent)
+    """A call claimed by this step, or left `running` by a dead worker, that this worker
+    can make (in process, or over HTTP)."""
+    return contribution.status == Status.RUNNING and callable_here(contribution.agent)
 
 
-def perform(spec: BlueprintSpec, contribution: Contribution, task: Task) -> Result:
-    """One agent call with its attempts (CONCEPTS 5, 55): retryable errors are tried again
-    with exponential backoff and full jitter, up to the policy's max_attempts."""
-    implementation = IMPLEMENTATIONS[contribution.agent.config["implementation"]]
+# The jitter's randomness: not a secret, and seeded by tests (CONCEPTS 57).
+RNG = random.Random()  # noqa: S311
+
+
+def perform(
+    spec: BlueprintSpec, contribution: Contribution, task: Task, *, rng: random.Random = RNG
+) -> Result:
+    """One agent call with its attempts: the retry layer (Loopcraft L1, CONCEPTS 55 to 59).
+
+    1. Before each attempt of a remote call, re-read the run: if the gate closed (a halt, a
+       breaker, a pause) or our lease is gone, make no call and stop (StepAborted), leaving
+       the attempt unrecorded; else extend the lease over the call's timeout.
+    2. Call the agent; record the attempt {n, started, error_class, message, countdown_ms}.
+    3. A retryable error waits countdown (backoff()), then tries again with retry_context
+       naming the error, up to the policy's max_attempts; any other error ends the call.
+    """
+    adapter = adapter_for(contribution.agent)
     retry, attempts, started = spec.policy.retry, list(contribution.attempts), timezone.now()
+    retry_context = resumed_context(attempts)
     for n in range(len(attempts) + 1, retry.max_attempts + 1):
+        if adapter is not None and adapter.remote:
+            hold(task.run_id, adapter.timeout_s)
         began = timezone.now()
         try:
-            outcome = implementation().perform(task)
-            attempts.append({"n": n, "started": began.isoformat(), "error_class": ""})
-            return Result(contribution, outcome, attempts, started)
-        except Exception as exc:
-            attempts.append(
-                {
-                    "n": n,
-                    "started": began.isoformat(),
-                    "error_class": type(exc).__name__,
-                    "message": str(exc)[:500],
-                }
-            )
-            if not getattr(exc, "retryable", False) or n == retry.max_attempts:
+            if adapter is None:  # its implementation or address went away since the claim
+                raise AgentError("this worker cannot call the agent", error_class="client_error")
+            outcome = adapter.perform(task, retry_context)
+        except AgentError as exc:
+            countdown = backoff(retry, n, exc, rng)
+            attempts.append(attempt(n, began, exc.error_class, exc.message, countdown))
+            if countdown is None:
                 break
-            delay = min(retry.cap_ms, retry.base_ms * 2 ** (n - 1)) / 1000
-            time.sleep(random.uniform(0, delay) if retry.jitter else delay)  # noqa: S311
+            retry_context = {
+                "attempt": n,
+                "error_class": exc.error_class,
+                "message": exc.message[:500],
+                **exc.adjust,
+            }
+            if adapter is not None and adapter.remote:
+                hold(task.run_id, countdown + adapter.timeout_s)
+            time.sleep(countdown)
+        else:
+            attempts.append(attempt(n, began, "", "", None))
+            return Result(contribution, outcome, attempts, started)
     return Result(contribution, None, attempts, started)
+
+
+def attempt(n: int, began, error_class: str, message: str, countdown: float | None) -> dict:
+    return {
+        "n": n,
+        "started": began.isoformat(),
+        "error_class": error_class,
+        "message": message[:500],
+        "countdown_ms": None if countdown is None else round(countdown * 1000, 3),
+    }
+
+
+def backoff(retry: Retry, n: int, exc: AgentError, rng: random.Random) -> float | None:
+    """Seconds to wait before attempt n + 1, or None when there is none (CONCEPTS 56 to 58).
+
+    delay_n = min(cap, base·2^(n-1)), and with jitter a uniform draw from [0, delay_n] (full
+    jitter). A 429's Retry-After is a floor; one beyond the cap ends the call instead, since
+    asking sooner would be refused again and waiting longer would pass the policy's cap.
+    """
+    if not exc.retryable or n >= retry.max_attempts:
+        return None
+    delay = min(retry.cap_ms, retry.base_ms * 2 ** (n - 1)) / 1000
+    wait = rng.uniform(0, delay) if retry.jitter else delay
+    if exc.retry_after is not None:
+        if exc.retry_after > retry.cap_ms / 1000:
+            return None
+        wait = max(wait, exc.retry_after)
+    return wait
+
+
+def resumed_context(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A call taken over from a dead worker carries on from its last recorded failure."""
+    if not attempts or not attempts[-1].get("error_class"):
+        return None
+    last = attempts[-1]
+    return {"attempt": last["n"], "error_class": last["error_class"], "message": last["message"]}
+
+
+def hold(run_id: int, seconds: float) -> None:
+    """Before a remote call: a fresh read of the run must still let it proceed (a halt
+    committed since the step began stops the call: DESIGN.md H1), and our lease must cover
+    the call, which can outlast LOOP_LEASE_SECONDS (a compare-and-set on our lease)."""
+    run = LoopRun.objects.get(pk=run_id)
+    if run.lease_worker != worker() or not gates.may_proceed(run):
+        raise StepAborted
+    until = timezone.now() + timedelta(seconds=seconds) + LEASE
+    ours = LoopRun.objects.filter(pk=run_id, lease_worker=worker())
+    if not ours.update(lease_expires_at=until):
+        raise StepAborted  # another worker took the run over meanwhile
 
 
 def record(run_id: int, results: list[Result]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 from django.db import transaction
 
-from loops import merge, services
+from loops import learning, merge, services
 from loops.declare import VALIDATORS, Verdict
 from loops.engine.exits import best_so_far, carry_on, finish, mark_closed
 from loops.engine.lease import Events, Reason, State, Status, StepAborted, lock
@@ -120,6 +120,9 @@ def close(run, spec, iteration, judged: Judgement, contributions, results, event
         else Iteration.Outcome.REJECTED
     )
     mark_closed(iteration, outcome, judged.rationale or judged.error)
+    # Outcome recording (L3, CONCEPTS 53, 64): what each agent's part earned it; the
+    # posteriors take it in through learning.stats_fold.
+    earned = {c.agent_id: learning.outcome_of(c, outcome) for c in contributions}
     events.append(
         (
             run.pk,
@@ -137,6 +140,13 @@ def close(run, spec, iteration, judged: Judgement, contributions, results, event
                 "feedback": iteration.feedback,
                 "layer": "validation",
             },
+        )
+    )
+    events.append(
+        (
+            run.pk,
+            "outcome.recorded",
+            {"iteration": iteration.number, "agents": earned, "layer": "meta"},
         )
     )
     if ok:  # who won this phase, for a later phase's audience (CONCEPTS 28)

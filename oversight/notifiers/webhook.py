@@ -7,8 +7,6 @@ secret of f"{X-Console-Timestamp}.{raw body}", and rejects old timestamps (repla
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 import urllib.error
@@ -18,6 +16,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
+from console.signing import signature as webhook_signature
 from oversight.models import Alert
 from oversight.notifiers.base import NotifyError
 
@@ -60,11 +59,6 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
             "created_at": alert.created_at.isoformat(),
         },
     }
-
-
-def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
-    signed = timestamp.encode() + b"." + body
-    return "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 def _is_permanent(status: int) -> bool:

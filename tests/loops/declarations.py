@@ -203,6 +203,7 @@ def _main(name, capabilities, **fields):
 
 _main("arena-all", ("answer",), selection="all", merge="vote")
 _main("arena-top2", ("answer",), selection="top_k", top_k=2)
+_main("arena-thompson", ("answer",), selection="thompson", top_k=1)
 _main("arena-window", ("wait",), bid_window_ms=2000)
 _main(
     "arena-quorum-fail",

@@ -82,6 +82,7 @@ def test_it_records_its_steps_as_ordered_events():
         "agent.call.responded",
         "iteration.merged",
         "validation.passed",
+        "outcome.recorded",
         "run.exited",
     ]
     assert [t for t in dict.fromkeys(types)] == order  # first appearances, in this order
