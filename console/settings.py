@@ -165,6 +165,11 @@ LOOP_STALE_SECONDS = env_int("LOOP_STALE_SECONDS", 60, minimum=1)
 # A remote agent whose last heartbeat is older than this hears no broadcast (CONCEPTS 33).
 AGENT_HEARTBEAT_SECONDS = env_int("AGENT_HEARTBEAT_SECONDS", 60, minimum=1)
 
+# The same failure of an agent this many times within the window raises one advisory alert
+# (CONCEPTS 66); the breakers count every failure regardless.
+FAILURE_PATTERN_THRESHOLD = env_int("FAILURE_PATTERN_THRESHOLD", 3, minimum=1)
+FAILURE_PATTERN_WINDOW_S = env_int("FAILURE_PATTERN_WINDOW_S", 600, minimum=1)
+
 # Modules that declare domains, agents and loop blueprints (loops.declare), imported at start.
 LOOP_DECLARATIONS = env_list("LOOP_DECLARATIONS", [])
 

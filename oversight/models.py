@@ -343,3 +343,24 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} for alert {self.alert_id} ({self.status})"
+
+
+class FailurePattern(models.Model):
+    """Identical failures of one agent, counted so that N of them raise one advisory alert,
+    not N (CONCEPTS 66). The signature is the agent, the error class and the message with
+    its numbers blanked out ("timeout after 3.2 s" and "after 4.1 s" are one pattern)."""
+
+    signature = models.CharField(max_length=64, unique=True)
+    agent = models.ForeignKey(Agent, models.CASCADE, related_name="+")
+    error_class = models.CharField(max_length=40)
+    message = models.TextField(blank=True)  # the latest instance, as it was
+    count = models.PositiveIntegerField(default=0)  # in the current streak
+    first_at = models.DateTimeField(default=timezone.now)
+    last_at = models.DateTimeField(default=timezone.now)
+    alert = models.ForeignKey(Alert, models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-last_at"]
+
+    def __str__(self) -> str:
+        return f"{self.count} x {self.error_class} of agent {self.agent_id}"

@@ -22,6 +22,7 @@ LOOP_DECLARATIONS = [
     "tests.oversight.decl_breakers",
     "tests.oversight.decl_halts",
     "tests.oversight.decl_commands",
+    "tests.loops.decl_remote",
 ]
 # Short, so the kill-the-worker tests see a dead worker's runs taken over within seconds.
 LOOP_LEASE_SECONDS = 3

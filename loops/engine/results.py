@@ -13,6 +13,7 @@ from loops.declare import Outcome
 from loops.engine.lease import Events, Status
 from loops.models import Contribution, LoopRun
 from oversight.services.breakers import Call, breakers_record_calls
+from oversight.services.patterns import failures_record
 
 
 @dataclass
@@ -79,6 +80,12 @@ def apply_results(run: LoopRun, results: list[Result], held: bool, events: Event
     if reserved or actual or tokens:
         services.cost_settle(run.pk, reserved=reserved, actual=actual, tokens=tokens)
         run.cost, run.tokens = run.cost + actual, run.tokens + tokens
+    # Identical failures repeating raise one advisory alert, not one each (CONCEPTS 66).
+    failures_record(
+        (r.contribution.agent_id, r.contribution.error_class, r.contribution.error)
+        for r in results
+        if r.outcome is None and r.contribution.error_class != "budget"
+    )
     # Every finished call counts for the breakers of its agent, blueprint and domain (H3).
     breakers_record_calls(
         run,
