@@ -383,6 +383,8 @@ def _check(spec: BlueprintSpec) -> None:
         if undeclared := set(phase.call) - set(spec.children):
             reject(f"phase {phase.name!r} calls {sorted(undeclared)}, not among its children")
     named = set(spec.validators).union(*(phase.validators for phase in spec.phases))
+    # "agent:<name>" names a validator agent of the domain, checked when it runs.
+    named = {n for n in named if not n.startswith("agent:")}
     if unknown := named - set(VALIDATORS):
         reject(f"unknown validators {sorted(unknown)}")
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 from django.db import transaction
 
 from loops import learning, merge, services
-from loops.declare import VALIDATORS, Verdict
+from loops.declare import IMPLEMENTATIONS, VALIDATORS, Verdict
 from loops.engine.exits import best_so_far, carry_on, finish, mark_closed
 from loops.engine.lease import Events, Reason, State, Status, StepAborted, lock
 from loops.engine.results import apply_results
-from loops.models import Iteration
+from loops.models import Agent, Iteration
 from oversight.services import interrupts
 
 
@@ -25,6 +25,7 @@ class Judgement:
     score: float | None = None
     feedback: tuple[str, ...] = ()
     error: str = ""
+    skipped: list[dict[str, str]] = field(default_factory=list)  # validators that sat out
 
 
 def judge(run, spec, iteration, contributions, results) -> Judgement:
@@ -67,7 +68,23 @@ def judge(run, spec, iteration, contributions, results) -> Judgement:
         judged = Judgement(merged=merged.value, rationale=merged.rationale)
     last = iteration.phase == len(spec.phases) - 1
     names = (*phase.validators, *(spec.validators if last else ()))
-    verdicts = [(name, VALIDATORS[name](judged.merged, run.context)) for name in names]
+    answered = {r.contribution.pk for r in results if r.outcome is not None}
+    makers = {
+        c.agent.name for c in contributions if c.pk in answered or c.status == Status.COMPLETED
+    }
+    verdicts, judged.skipped = [], []
+    for name in names:
+        checker = name.removeprefix(AGENT_VALIDATOR)
+        if name == checker:
+            verdicts.append((name, VALIDATORS[name](judged.merged, run.context)))
+        elif checker in makers:  # maker ≠ checker (CONCEPTS 63)
+            judged.skipped.append(
+                {"validator": name, "reason": f"{checker} contributed to this merge"}
+            )
+        else:
+            verdicts.append(
+                (name, validator_agent(run, checker).validate(judged.merged, run.context))
+            )
     if phase.output_schema is not None:
         verdicts.append(("output_schema", schema_verdict(phase.output_schema, judged.merged)))
     judged.ok = all(v.ok for _, v in verdicts)
@@ -75,6 +92,15 @@ def judge(run, spec, iteration, contributions, results) -> Judgement:
     judged.score = min(scores) if scores else None
     judged.feedback = tuple(f"{name}: {v.feedback}" for name, v in verdicts if not v.ok)
     return judged
+
+
+AGENT_VALIDATOR = "agent:"  # a blueprint names a validator agent as "agent:<name>"
+
+
+def validator_agent(run, name: str):
+    """A validator agent of the run's domain: an in-process agent with validate()."""
+    agent = Agent.objects.get(domain_id=run.domain_id, name=name)
+    return IMPLEMENTATIONS[agent.config["implementation"]]()
 
 
 def schema_verdict(schema: dict[str, Any], value: Any) -> Verdict:
@@ -111,6 +137,7 @@ def close(run, spec, iteration, judged: Judgement, contributions, results, event
         "score": judged.score,
         "feedback": list(judged.feedback),
         "error": judged.error,
+        "skipped": judged.skipped,
     }
     outcome = (
         Iteration.Outcome.VALIDATED

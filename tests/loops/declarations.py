@@ -204,6 +204,31 @@ def _main(name, capabilities, **fields):
 _main("arena-all", ("answer",), selection="all", merge="vote")
 _main("arena-top2", ("answer",), selection="top_k", top_k=2)
 _main("arena-thompson", ("answer",), selection="thompson", top_k=1)
+
+
+@python_agent("arena.checker")
+class Checker:
+    """Works like the others, and also checks merged results (a validator agent)."""
+
+    def bid(self, task):
+        return Bid(confidence=0.6)
+
+    def perform(self, task):
+        return Outcome(output={"value": 42})
+
+    def validate(self, value, context):
+        return Verdict(ok=True, score=0.5, feedback="checked")
+
+
+agent("arena", "peer", implementation="arena.alpha", capabilities=("peer",))
+agent("arena", "maker-checker", implementation="arena.checker", capabilities=("peer",))
+agent("arena", "outside-checker", implementation="arena.checker", capabilities=())
+_main(
+    "arena-peer-review",
+    ("peer",),
+    merge="collect_all",
+    validators=("agent:maker-checker", "agent:outside-checker"),
+)
 _main("arena-window", ("wait",), bid_window_ms=2000)
 _main(
     "arena-quorum-fail",

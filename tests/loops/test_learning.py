@@ -175,3 +175,19 @@ def test_it_adds_up_the_tokens_of_its_calls_to_the_runs_tokens():
         below = sum(c.tokens for c in LoopRun.objects.filter(parent=frame))
         assert frame.tokens == own + below  # a child's tokens are settled on its parent
     assert run.tokens == sum(per_run.values())
+
+
+@pytest.mark.django_db
+def test_it_lets_no_validator_agent_check_a_merge_it_contributed_to():
+    """Maker ≠ checker (CONCEPTS 63): the checker that also worked sits out, with the reason;
+    the one that did not work checks."""
+    run = _run_to_end("arena-peer-review")
+
+    iteration = run.iterations.get(number=1)
+    makers = set(iteration.contributions.values_list("agent__name", flat=True))
+    assert makers == {"peer", "maker-checker"}
+    assert iteration.validation["skipped"] == [
+        {"validator": "agent:maker-checker", "reason": "maker-checker contributed to this merge"}
+    ]
+    assert iteration.validation["score"] == 0.5  # the outside checker's verdict
+    assert run.state == "succeeded"
