@@ -12,5 +12,7 @@ class ConsoleConfig(AppConfig):
 
         from console.roles import roles_sync
 
-        # After the last app's migrations, when every permission exists.
-        post_migrate.connect(roles_sync, sender=list(apps.get_app_configs())[-1])
+        # After the last app's migrations, when every permission exists. Django sends
+        # post_migrate only for apps with a models module, so the last of those.
+        last = [config for config in apps.get_app_configs() if config.models_module][-1]
+        post_migrate.connect(roles_sync, sender=last)

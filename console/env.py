@@ -52,6 +52,19 @@ def env_int(name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) 
     return number
 
 
+def env_float(name: str, default: float, *, minimum: float = 0.0, maximum: float = 1e9) -> float:
+    value = os.environ.get(name, "").strip()
+    if value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise EnvError(f"{name}={value!r} is not a number.") from None
+    if not minimum <= number <= maximum:  # also refuses nan
+        raise EnvError(f"{name}={value} is out of range ({minimum:g}..{maximum:g}).")
+    return number
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name, "")
     if value.strip() == "":

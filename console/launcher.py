@@ -28,6 +28,7 @@ try:
         EMBEDDED_REDIS_PORT,
         SECRET_KEY_FILE,
         EnvError,
+        env_bool,
         env_int,
         env_str,
     )
@@ -72,6 +73,8 @@ def main(argv: list[str]) -> int:
 def run(sup: Supervisor) -> int:
     host = env_str("HOST", "127.0.0.1")
     port = env_int("PORT", 8000, minimum=1, maximum=65535)
+    # As console.settings decides it: on by default with the embedded PostgreSQL only.
+    demo = env_bool("DEMO_ENABLED", not os.environ.get("DATABASE_URL"))
     sup.require_free_port(port, "PORT", "the console", host=host)
     env = _child_env(DATA_DIR)
     _stage("Starting services")
@@ -117,6 +120,12 @@ def run(sup: Supervisor) -> int:
     url = f"http://{host}:{port}/"
     _wait_until_healthy(sup, f"{url}api/v1/health")
     print(f"\n==> The console is running at {url}  (Ctrl-C stops everything)\n", flush=True)
+    if demo:
+        print(
+            "    The demo domains (healthcare, education, industrial) run on generated data;\n"
+            "    DEMO_ENABLED=false turns them off (README: The demo).\n",
+            flush=True,
+        )
     sup.wait()
     return 0
 

@@ -19,6 +19,7 @@ from console.env import (
     SECRET_KEY_FILE,
     EnvError,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -56,6 +57,7 @@ INSTALLED_APPS = [
     "console",
     "loops",
     "oversight",
+    "demo",  # the demo domains (DEMO_ENABLED); nothing imports it but these settings
 ]
 
 MIDDLEWARE = [
@@ -172,6 +174,32 @@ FAILURE_PATTERN_WINDOW_S = env_int("FAILURE_PATTERN_WINDOW_S", 600, minimum=1)
 
 # Modules that declare domains, agents and loop blueprints (loops.declare), imported at start.
 LOOP_DECLARATIONS = env_list("LOOP_DECLARATIONS", [])
+
+# --- The demo (demo/): three domains running continuously on generated data ---------------
+# On by default only with the embedded PostgreSQL, i.e. on a machine trying the console out;
+# against a real database it stays off unless DEMO_ENABLED=true, so that a production
+# deployment never pages its admins about made-up patients. README "The demo" explains.
+DEMO_ENABLED = env_bool("DEMO_ENABLED", DATABASE_URL == EMBEDDED_DATABASE_URL)
+DEMO_RUNS_PER_DOMAIN = env_int("DEMO_RUNS_PER_DOMAIN", 3, minimum=0, maximum=50)
+# The bid window of the demo's main- and sub-loops, which its rate-limited second-opinion
+# agents mostly let run out: the pace of the demo (0: full speed).
+DEMO_PACE_SECONDS = env_float("DEMO_PACE_SECONDS", 8.0, maximum=600)
+# Per call to a simulated external system, and the share of time it is down or slow in spells.
+DEMO_FAILURE_RATE = env_float("DEMO_FAILURE_RATE", 0.05, maximum=1)
+DEMO_SLOW_RATE = env_float("DEMO_SLOW_RATE", 0.05, maximum=1)
+DEMO_SLOW_SECONDS = env_float("DEMO_SLOW_SECONDS", 2.0, maximum=60)
+# The share of generated cases that cross a limit a human must decide on.
+DEMO_ESCALATION_RATE = env_float("DEMO_ESCALATION_RATE", 0.1, maximum=1)
+# How long a demo escalation waits for a person before its default (reject) applies.
+DEMO_DECISION_SECONDS = env_int("DEMO_DECISION_SECONDS", 300, minimum=10, maximum=86400)
+if DEMO_ENABLED:
+    if "demo.declarations" not in LOOP_DECLARATIONS:
+        LOOP_DECLARATIONS = [*LOOP_DECLARATIONS, "demo.declarations"]
+    # Every 5 seconds: start main runs until each demo domain has DEMO_RUNS_PER_DOMAIN working.
+    CELERY_BEAT_SCHEDULE["demo-keep-running"] = {
+        "task": "demo.tasks.demo_keep_running",
+        "schedule": 5.0,
+    }
 
 # --- Auth ---------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

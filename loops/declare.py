@@ -75,6 +75,11 @@ class Spawn:
 
     blueprint: str
     input: dict[str, Any] = field(default_factory=dict)
+    key: str = ""  # where the parent keeps the result; the blueprint's name by default
+
+    @property
+    def call_key(self) -> str:
+        return self.key or self.blueprint
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,9 @@ class Phase:
     payload: dict[str, Any] = field(default_factory=dict)
     capabilities: tuple[str, ...] = ()
     call: tuple[str, ...] = ()  # child blueprints called (in parallel) instead of a broadcast
+    # Tree of Thoughts (CONCEPTS 62): call the one child once for each of the `beam` best
+    # entries of the previous phase's ranked result; below the depth bound only.
+    beam: int = 0
     validators: tuple[str, ...] = ()  # judge this phase's result (the blueprint's judge the last)
     # Broadcast only to the agents selected in this earlier phase (CONCEPTS 28, 29).
     audience_from: str = ""
@@ -380,6 +388,11 @@ def _check(spec: BlueprintSpec) -> None:
                 reject(f"phase {phase.name!r} has an invalid output_schema: {exc.message}")
         if bool(phase.task_type) == bool(phase.call):
             reject(f"phase {phase.name!r} must either broadcast a task_type or call children")
+        if phase.beam and (len(phase.call) != 1 or index == 0 or spec.merge != "rank"):
+            reject(
+                f"phase {phase.name!r}: a beam calls one child and follows a phase whose "
+                "results the blueprint merges with rank"
+            )
         if undeclared := set(phase.call) - set(spec.children):
             reject(f"phase {phase.name!r} calls {sorted(undeclared)}, not among its children")
     named = set(spec.validators).union(*(phase.validators for phase in spec.phases))

@@ -161,6 +161,9 @@ class LoopRun(models.Model):
         "Iteration", models.SET_NULL, null=True, blank=True, related_name="spawned"
     )
     depth = models.PositiveSmallIntegerField(default=0)
+    # Where the parent keeps this child's result (context["children"][call_key]): the
+    # blueprint's name, or "<name>#<i>" for the i-th of a beam (CONCEPTS 62).
+    call_key = models.CharField(max_length=120, blank=True)
     state = models.CharField(max_length=16, choices=State, default=State.PENDING)
     prior_state = models.CharField(max_length=16, choices=State, blank=True)
     # Who paused it: "user:<name>", or "breaker:<id>" so that closing that breaker resumes

@@ -201,6 +201,7 @@ def create_run(
     spawned_by: Iteration | None = None,
     budget: float | None = None,
     actor=None,
+    call_key: str = "",
 ) -> LoopRun:
     """Create a run in `running` and enqueue its first step after commit (inside a
     transaction: run_start's, or the engine's when a parent spawns)."""
@@ -215,6 +216,7 @@ def create_run(
         parent=parent,
         root_id=parent.root_id if parent else None,
         spawned_by=spawned_by,
+        call_key=call_key or (bp.name if parent else ""),
         depth=parent.depth + 1 if parent else 0,
         state=State.RUNNING,
         input=input,
@@ -410,7 +412,7 @@ def child_returned(*, child: LoopRun) -> None:
     )
     parent.refresh_from_db(fields=["cost", "cost_reserved", "tokens"])
     children = parent.context.setdefault("children", {})
-    children[child.blueprint.name] = {
+    children[child.call_key or child.blueprint.name] = {
         "run": child.pk,
         "state": child.state,
         "exit_reason": child.exit_reason,

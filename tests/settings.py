@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
 
 from console.settings import *  # noqa: F403
-from console.settings import CHANNEL_LAYERS, DATABASES
+from console.settings import CELERY_BEAT_SCHEDULE, CHANNEL_LAYERS, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test"  # type: ignore[index]
@@ -23,7 +23,14 @@ LOOP_DECLARATIONS = [
     "tests.oversight.decl_halts",
     "tests.oversight.decl_commands",
     "tests.loops.decl_remote",
+    "demo.declarations",
 ]
+# The demo's loops are declared, for tests/demo, but nothing starts them by itself; and they
+# run at full speed, with no injected failure or escalation unless a test asks for one.
+DEMO_ENABLED = False
+CELERY_BEAT_SCHEDULE.pop("demo-keep-running", None)
+DEMO_PACE_SECONDS = 0.0
+DEMO_FAILURE_RATE = DEMO_SLOW_RATE = DEMO_ESCALATION_RATE = 0.0
 # Short, so the kill-the-worker tests see a dead worker's runs taken over within seconds.
 LOOP_LEASE_SECONDS = 3
 LOOP_STALE_SECONDS = 10

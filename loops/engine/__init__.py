@@ -4,9 +4,11 @@ A step holds the run's lease (a compare-and-set on lease_worker/lease_expires_at
 worker at a time) and does as much of the current iteration as it can without waiting, in
 as few transactions as it can (DESIGN.md section 6 counts the cost of each):
 
-    open     one transaction: the iteration, the audience's bids (in-process agents answer
-             at once), and, once everyone answered, the selection and the claim of the calls
-    perform  the selected in-process agents work, outside any transaction
+    open     one transaction: the iteration, the audience's bids (asked just before it:
+             in-process agents at once, remote ones in parallel within the bid window),
+             and, once everyone answered, the selection and the claim of the calls
+    perform  the selected agents work, outside any transaction: in-process ones here, remote
+             ones (HTTP, LLM) over the network, each call with its retries (engine.calls)
     close    one transaction: their results, the merge and validation, the exit checks, and
              the next phase or iteration (enqueued after commit), or the end of the run
 

@@ -22,11 +22,16 @@ from oversight import gates
 
 
 def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
-    """Make the claimed in-process calls, then close the iteration, or spawn and wait."""
+    """Make the claimed calls (in process, or remote through the retry layer), then close
+    the iteration, or spawn and wait."""
     phase = spec.phases[iteration.phase]
     if phase.call:
-        args = call_input(run, spec, iteration.phase)
-        if spawn(run.pk, spec, iteration, [Spawn(name, args) for name in phase.call]):
+        requests = (
+            beam(run, spec, iteration)
+            if phase.beam
+            else [Spawn(name, call_input(run, spec, iteration.phase)) for name in phase.call]
+        )
+        if not requests or spawn(run.pk, spec, iteration, requests):
             judge_and_close(run, spec, iteration, [], [])
         return
     # Claimed just now in this step, or (after a wait or a crash) read back.
@@ -81,11 +86,13 @@ def perform(
        naming the error, up to the policy's max_attempts; any other error ends the call.
     """
     adapter = adapter_for(contribution.agent)
+    remote = adapter is not None and adapter.remote
+    timeout = adapter.timeout_s if adapter is not None else 0.0
     retry, attempts, started = spec.policy.retry, list(contribution.attempts), timezone.now()
     retry_context = resumed_context(attempts)
     for n in range(len(attempts) + 1, retry.max_attempts + 1):
-        if adapter is not None and adapter.remote:
-            hold(task.run_id, adapter.timeout_s)
+        if remote:
+            hold_or_keep(task.run_id, timeout, contribution, attempts)
         began = timezone.now()
         try:
             if adapter is None:  # its implementation or address went away since the claim
@@ -102,8 +109,8 @@ def perform(
                 "message": exc.message[:500],
                 **exc.adjust,
             }
-            if adapter is not None and adapter.remote:
-                hold(task.run_id, countdown + adapter.timeout_s)
+            if remote:
+                hold_or_keep(task.run_id, countdown + timeout, contribution, attempts)
             time.sleep(countdown)
         else:
             attempts.append(attempt(n, began, "", "", None))
@@ -145,6 +152,19 @@ def resumed_context(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     last = attempts[-1]
     return {"attempt": last["n"], "error_class": last["error_class"], "message": last["message"]}
+
+
+def hold_or_keep(run_id: int, seconds: float, contribution: Contribution, attempts: list) -> None:
+    """hold(); when the run may not go on, the attempts made so far are kept on the call,
+    still running, so that it resumes after them (numbered on, with the last error)."""
+    try:
+        hold(run_id, seconds)
+    except StepAborted:
+        if contribution.pk is not None and len(attempts) > len(contribution.attempts):
+            Contribution.objects.filter(
+                pk=contribution.pk, status=Status.RUNNING, iteration__run__lease_worker=worker()
+            ).update(attempts=attempts)
+        raise
 
 
 def hold(run_id: int, seconds: float) -> None:
@@ -192,7 +212,7 @@ def spawn(run_id: int, spec: BlueprintSpec, iteration: Iteration, requests: list
         run = locked(run_id)
         events: Events = []
         called = run.children.filter(spawned_by=iteration)
-        seen = set(called.values_list("blueprint__name", flat=True))
+        seen = {key or name for key, name in called.values_list("call_key", "blueprint__name")}
         started = 0
         for request in requests:
             refusal = spawn_refusal(run, spec, request, seen)
@@ -204,7 +224,7 @@ def spawn(run_id: int, spec: BlueprintSpec, iteration: Iteration, requests: list
                     (run.pk, "child.refused", {"blueprint": request.blueprint, "reason": refusal})
                 )
                 continue
-            seen.add(request.blueprint)
+            seen.add(request.call_key)
             child = services.create_run(
                 BLUEPRINTS[request.blueprint],
                 Blueprint.objects.get(name=request.blueprint),
@@ -213,6 +233,7 @@ def spawn(run_id: int, spec: BlueprintSpec, iteration: Iteration, requests: list
                 parent=run,
                 spawned_by=iteration,
                 budget=budget,
+                call_key=request.call_key,
             )
             events.append(
                 (run.pk, "child.started", {"child": child.pk, "blueprint": request.blueprint})
@@ -228,11 +249,43 @@ def spawn(run_id: int, spec: BlueprintSpec, iteration: Iteration, requests: list
     return not started
 
 
+def beam(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> list[Spawn]:
+    """Tree of Thoughts (CONCEPTS 62): a child for each of the `beam` best thoughts the
+    previous phase ranked, the rest pruned; none at the depth bound, where the run is a leaf
+    and its best thought stands (judge)."""
+    phase = spec.phases[iteration.phase]
+    bound = min(MAX_STACK_DEPTH - 1, spec.max_depth if spec.max_depth is not None else 99)
+    if run.depth + 1 > bound:
+        return []
+    ranked = run.context.get("phases", {}).get(spec.phases[iteration.phase - 1].name) or []
+    kept, pruned = ranked[: phase.beam], ranked[phase.beam :]
+    with transaction.atomic():
+        services.events_write(
+            run.root_id,
+            [
+                (
+                    run.pk,
+                    "thoughts.pruned",
+                    {
+                        "kept": [t["agent"] for t in kept],
+                        "pruned": [t["agent"] for t in pruned],
+                        "layer": "validation",
+                    },
+                )
+            ],
+        )
+    child = phase.call[0]
+    return [
+        Spawn(child, {"thought": t["output"], "score": t["score"]}, key=f"{child}#{i}")
+        for i, t in enumerate(kept, start=1)
+    ]
+
+
 def spawn_refusal(run: LoopRun, spec: BlueprintSpec, request: Spawn, seen: set[str]) -> str:
     if request.blueprint not in spec.children:
         return f"{request.blueprint!r} is not a declared child of {spec.name!r}"
-    if request.blueprint in seen:
-        return f"{request.blueprint!r} was already called in this iteration"
+    if request.call_key in seen:
+        return f"{request.call_key!r} was already called in this iteration"
     depth = run.depth + 1
     if depth >= MAX_STACK_DEPTH or (spec.max_depth is not None and depth > spec.max_depth):
         return f"a child at depth {depth} would pass the depth bound"

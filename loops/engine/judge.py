@@ -31,8 +31,17 @@ class Judgement:
 def judge(run, spec, iteration, contributions, results) -> Judgement:
     """Merge the gathered contributions (or the children's results) and validate them."""
     phase = spec.phases[iteration.phase]
-    if phase.call:
-        returned = {name: run.context.get("children", {}).get(name, {}) for name in phase.call}
+    if phase.beam and not run.children.filter(spawned_by=iteration).exists():
+        ranked = run.context.get("phases", {}).get(spec.phases[iteration.phase - 1].name) or []
+        best = ranked[0]["output"] if ranked else None
+        judged = Judgement(merged=best, rationale="a leaf at the depth bound: its best thought")
+    elif phase.call:
+        keys = (
+            list(run.children.filter(spawned_by=iteration).values_list("call_key", flat=True))
+            if phase.beam
+            else phase.call
+        )
+        returned = {name: run.context.get("children", {}).get(name, {}) for name in keys}
         failed = [n for n, r in returned.items() if r.get("state") != State.SUCCEEDED]
         if failed:
             return Judgement(error=f"children did not succeed: {', '.join(failed)}")

@@ -441,3 +441,42 @@ blueprint(
     policy=bounded,
     phases=[Phase("fan-out", call=_leaves)],
 )
+
+
+# Tree of Thoughts (CONCEPTS 62): three thinkers of different quality, a beam of one, two
+# levels of expansion below the root.
+def _thinker(score):
+    class Thinker:
+        def bid(self, task):
+            return Bid(confidence=0.5)
+
+        def perform(self, task):
+            return Outcome(
+                output={"idea": f"{score} after {task.context['input']}", "score": score}
+            )
+
+    return Thinker
+
+
+for _name, _score in (("deep", 0.9), ("fair", 0.6), ("shallow", 0.2)):
+    python_agent(f"arena.thinker-{_name}")(_thinker(_score))
+    agent(
+        "arena",
+        f"thinker-{_name}",
+        implementation=f"arena.thinker-{_name}",
+        capabilities=("think",),
+    )
+
+blueprint(
+    "arena-tot",
+    kind="main",
+    domain="arena",
+    phases=[
+        Phase("think", task_type="arena.think", capabilities=("think",)),
+        Phase("expand", call=("arena-tot",), beam=1),
+    ],
+    children=("arena-tot",),
+    max_depth=2,
+    merge="rank",
+    policy=Policy(exits=Exits(max_iterations=4)),
+)

@@ -34,7 +34,7 @@ class Reply:
 @dataclass
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes
     at: float  # time.monotonic()
 
@@ -60,7 +60,7 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -92,7 +92,8 @@ def _handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            request = Received(self.path, dict(self.headers.items()), body, time.monotonic())
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            request = Received(self.path, headers, body, time.monotonic())
             reply = server.reply_to(request)
             if reply.delay and server.stopping.wait(reply.delay):
                 return
@@ -164,9 +165,12 @@ def completion(content: str, tokens: int = 42) -> dict[str, Any]:
     }
 
 
-def run_to_end(blueprint: str, steps: int = 20, **input: Any) -> LoopRun:
+def run_to_end(blueprint: str, **input: Any) -> LoopRun:
     """Start a wire run and step it in this process until it stops running."""
-    run = services.run_start(domain="wire", blueprint=blueprint, input=input)
+    return step_to_end(services.run_start(domain="wire", blueprint=blueprint, input=input))
+
+
+def step_to_end(run: LoopRun, steps: int = 20) -> LoopRun:
     for _ in range(steps):
         run.refresh_from_db()
         if run.state != LoopRun.State.RUNNING:

@@ -191,3 +191,20 @@ def test_it_lets_no_validator_agent_check_a_merge_it_contributed_to():
     ]
     assert iteration.validation["score"] == 0.5  # the outside checker's verdict
     assert run.state == "succeeded"
+
+
+@pytest.mark.django_db
+def test_it_expands_only_the_best_thoughts_down_to_the_depth_bound():
+    """Tree of Thoughts (CONCEPTS 62) with k=3, b=1, d=2: two expanded runs (one per level)
+    and four pruned candidates (two per level); the leaf keeps its best thought."""
+    root = _run_to_end("arena-tot")
+
+    frames = list(LoopRun.objects.filter(root=root).order_by("depth"))
+    pruned = Event.objects.filter(root=root, type="thoughts.pruned")
+    assert [f.depth for f in frames] == [0, 1, 2]
+    assert all(f.state == "succeeded" for f in frames)
+    assert [f.call_key for f in frames[1:]] == ["arena-tot#1", "arena-tot#1"]
+    assert [e.payload["kept"] for e in pruned] == [["thinker-deep"], ["thinker-deep"]]
+    assert sum(len(e.payload["pruned"]) for e in pruned) == 4
+    assert frames[2].result["score"] == 0.9  # the leaf's best thought
+    assert frames[1].input["thought"]["score"] == 0.9  # the expanded one was the best
