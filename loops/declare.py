@@ -102,6 +102,9 @@ class Outcome:
     escalate: Escalation | None = None
     # Values the agent reports, watched by reported_value breakers (CONCEPTS 41).
     metrics: dict[str, float] = field(default_factory=dict)
+    # Steps the agent took on the way, each {"type": event type, **payload}: written as
+    # events with the call's result (a ReAct loop's thoughts, actions and observations).
+    trace: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,7 @@ BLUEPRINTS: dict[str, BlueprintSpec] = {}
 IMPLEMENTATIONS: dict[str, Callable[[], Any]] = {}
 VALIDATORS: dict[str, Callable[[Any, dict[str, Any]], Verdict]] = {}
 BREAKERS: dict[str, BreakerSpec] = {}
+TOOLS: dict[str, Callable[[Any, Task], Any]] = {}
 
 
 def domain(slug: str, name: str, description: str = "") -> DomainSpec:
@@ -304,6 +308,11 @@ def remote_agent(
         raise DeclarationError(f"agent {name!r}: an {adapter} agent needs {', '.join(missing)}")
     if adapter == "http" and not (config.get("secret") or config.get("secret_env")):
         raise DeclarationError(f"agent {name!r}: an http agent needs secret or secret_env")
+    if config.get("mode", "chat") not in ("chat", "react"):
+        raise DeclarationError(f"agent {name!r}: mode must be chat or react")
+    steps = config.get("max_steps", 5)
+    if config.get("mode") == "react" and not (isinstance(steps, int) and steps >= 1):
+        raise DeclarationError(f"agent {name!r}: a react agent needs max_steps ≥ 1")
     spec = AgentSpec(
         domain, name, "", tuple(capabilities), tuple(task_types), adapter, dict(config)
     )
@@ -325,6 +334,18 @@ def breaker(name: str, *, scope: str, metric: str, threshold: float, **knobs: An
     spec = BreakerSpec(name, scope, metric, threshold, **knobs)
     BREAKERS[name] = spec
     return spec
+
+
+def tool(name: str):
+    """Function decorator: a tool that ReAct agents (CONCEPTS 61) listing it in their config's
+    "tools" may use, fn(input, task) -> an observation (JSON-able). Its docstring's first line
+    is what the model is told it does."""
+
+    def register(fn):
+        TOOLS[name] = fn
+        return fn
+
+    return register
 
 
 def validator(name: str):

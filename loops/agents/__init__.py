@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from loops.agents import http, llm, python
+from loops.agents import http, llm, python, react
 from loops.agents.base import RETRYABLE, Adapter, AgentError
 
 if TYPE_CHECKING:
@@ -26,5 +26,7 @@ def adapter_for(agent: Agent) -> Adapter | None:
     if agent.adapter == "http":
         return http.from_agent(agent)
     if agent.adapter == "llm":
+        if agent.config.get("mode") == "react":  # CONCEPTS 61
+            return react.from_agent(agent)
         return llm.from_agent(agent)
     return None

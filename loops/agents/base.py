@@ -22,7 +22,11 @@ ERROR_CLASSES = RETRYABLE | NOT_RETRYABLE
 class AgentError(Exception):
     """An agent call failed. error_class is one of ERROR_CLASSES; retryable defaults to what
     the class says. retry_after (seconds) is the agent's own "not before" (a 429's header);
-    adjust is carried into the next attempt's retry_context (e.g. a shorter prompt)."""
+    adjust is carried into the next attempt's retry_context (e.g. a shorter prompt).
+
+    tokens, cost and trace are what the call used before it failed (a ReAct loop that made
+    several completions, CONCEPTS 61): they count for the call and its run all the same.
+    """
 
     def __init__(
         self,
@@ -32,6 +36,9 @@ class AgentError(Exception):
         retryable: bool | None = None,
         retry_after: float | None = None,
         adjust: dict[str, Any] | None = None,
+        tokens: int = 0,
+        cost: float = 0.0,
+        trace: tuple[dict[str, Any], ...] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -39,6 +46,7 @@ class AgentError(Exception):
         self.retryable = error_class in RETRYABLE if retryable is None else retryable
         self.retry_after = retry_after
         self.adjust = dict(adjust or {})
+        self.tokens, self.cost, self.trace = tokens, cost, trace
 
 
 class Adapter(Protocol):

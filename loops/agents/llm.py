@@ -11,6 +11,9 @@ temperature 0; the output is the answer parsed as JSON when it parses, else its 
 server's token count is the call's tokens, priced by cost_per_1k_tokens. When the server
 says the prompt is longer than the model's context, the next attempt sends the context part
 of the prompt at half the length (CONCEPTS 59).
+
+With "mode": "react" the agent reasons, acts with tools and observes over several
+completions instead (loops.agents.react, CONCEPTS 61).
 """
 
 from __future__ import annotations
@@ -123,17 +126,24 @@ class LlmAdapter:
     def perform(self, task: Task, retry_context: dict[str, Any] | None = None) -> Outcome:
         what = f"agent {self.name} {self.model}"
         share = float((retry_context or {}).get("context_share", 1.0))
+        answer = self.complete(self.messages(task, retry_context, share), share, what)
+        return self.outcome(answer, what)
+
+    def messages(
+        self, task: Task, retry_context: dict[str, Any] | None, share: float
+    ) -> list[dict[str, str]]:
+        """The system message and the task's prompt, its context cut to share."""
         prompt = render(
             self.prompt, task, retry_context, max_chars=self.max_prompt_chars, context_share=share
         )
-        body = {
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": self.system.replace("{name}", self.name)},
-                {"role": "user", "content": prompt},
-            ],
-            "temperature": 0,
-        }
+        return [
+            {"role": "system", "content": self.system.replace("{name}", self.name)},
+            {"role": "user", "content": prompt},
+        ]
+
+    def complete(self, messages: list[dict[str, str]], share: float, what: str) -> Any:
+        """One chat completion at temperature 0: the server's answer, or a classified error."""
+        body = {"model": self.model, "messages": messages, "temperature": 0}
         headers = {}
         if self.api_key_env:
             if not (key := os.environ.get(self.api_key_env, "")):
@@ -143,7 +153,7 @@ class LlmAdapter:
         data = json.dumps(body, cls=DjangoJSONEncoder).encode()
         url = f"{self.base_url}/chat/completions"
         try:
-            answer = post_json(url, data, headers=headers, timeout=self.timeout_s, what=what)
+            return post_json(url, data, headers=headers, timeout=self.timeout_s, what=what)
         except AgentError as exc:
             if exc.error_class in ("request_validation", "client_error") and (
                 CONTEXT_TOO_LONG.search(exc.message)
@@ -154,18 +164,9 @@ class LlmAdapter:
             if share < 1:  # keep the prompt short after another kind of error
                 exc.adjust.setdefault("context_share", share)
             raise
-        return self.outcome(answer, what)
 
     def outcome(self, answer: Any, what: str) -> Outcome:
-        try:
-            choice = answer["choices"][0]
-            content = choice["message"]["content"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise invalid(what, "the answer has no choices[0].message.content") from exc
-        if choice.get("finish_reason") == "content_filter":
-            raise AgentError(f"{what}: the server's content filter refused", error_class="policy")
-        if not isinstance(content, str):
-            raise invalid(what, "the message content is not text")
+        content = content_of(answer, what)
         tokens = tokens_used(answer.get("usage"))
         return Outcome(
             output=parse_output(content),
@@ -173,6 +174,20 @@ class LlmAdapter:
             tokens=tokens,
             rationale=f"{self.model}: {tokens} tokens",
         )
+
+
+def content_of(answer: Any, what: str) -> str:
+    """The answer's text, or the error that says why there is none."""
+    try:
+        choice = answer["choices"][0]
+        content = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise invalid(what, "the answer has no choices[0].message.content") from exc
+    if choice.get("finish_reason") == "content_filter":
+        raise AgentError(f"{what}: the server's content filter refused", error_class="policy")
+    if not isinstance(content, str):
+        raise invalid(what, "the message content is not text")
+    return content
 
 
 def tokens_used(usage: Any) -> int:

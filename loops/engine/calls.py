@@ -90,6 +90,7 @@ def perform(
     timeout = adapter.timeout_s if adapter is not None else 0.0
     retry, attempts, started = spec.policy.retry, list(contribution.attempts), timezone.now()
     retry_context = resumed_context(attempts)
+    failures: list[AgentError] = []
     for n in range(len(attempts) + 1, retry.max_attempts + 1):
         if remote:
             hold_or_keep(task.run_id, timeout, contribution, attempts)
@@ -99,6 +100,7 @@ def perform(
                 raise AgentError("this worker cannot call the agent", error_class="client_error")
             outcome = adapter.perform(task, retry_context)
         except AgentError as exc:
+            failures.append(exc)
             countdown = backoff(retry, n, exc, rng)
             attempts.append(attempt(n, began, exc.error_class, exc.message, countdown))
             if countdown is None:
@@ -114,8 +116,8 @@ def perform(
             time.sleep(countdown)
         else:
             attempts.append(attempt(n, began, "", "", None))
-            return Result(contribution, outcome, attempts, started)
-    return Result(contribution, None, attempts, started)
+            return Result(contribution, outcome, attempts, started, failures=failures)
+    return Result(contribution, None, attempts, started, failures=failures)
 
 
 def attempt(n: int, began, error_class: str, message: str, countdown: float | None) -> dict:

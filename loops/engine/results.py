@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
@@ -14,6 +14,9 @@ from loops.engine.lease import Events, Status
 from loops.models import Contribution, LoopRun
 from oversight.services.breakers import Call, breakers_record_calls
 from oversight.services.patterns import failures_record
+
+if TYPE_CHECKING:
+    from loops.agents.base import AgentError
 
 
 @dataclass
@@ -25,6 +28,9 @@ class Result:
     attempts: list[dict[str, Any]]
     started: datetime
     finished: datetime = field(default_factory=timezone.now)
+    # The failed attempts' errors: what they used before failing (a ReAct loop's tokens and
+    # steps) counts for the call as well.
+    failures: list[AgentError] = field(default_factory=list)
 
 
 WRITTEN = [
@@ -54,14 +60,20 @@ def apply_results(run: LoopRun, results: list[Result], held: bool, events: Event
         c.attempts, c.finished_at, c.held = r.attempts, r.finished, held
         c.late = r.finished > c.iteration.gather_deadline_at
         c.latency_ms = (r.finished - r.started).total_seconds() * 1000
+        used: list[AgentError | Outcome] = [*r.failures, *([o] if o is not None else [])]
+        c.cost, c.tokens = sum(u.cost for u in used), sum(u.tokens for u in used)
         if o is not None:
-            c.status, c.output, c.cost, c.tokens = Status.COMPLETED, o.output, o.cost, o.tokens
+            c.status, c.output = Status.COMPLETED, o.output
         else:
             last = r.attempts[-1] if r.attempts else {}
             c.status, c.error_class = Status.FAILED, last.get("error_class", "")
             c.error = last.get("message", "")
         Contribution.objects.filter(pk=c.pk).update(**{f: getattr(c, f) for f in WRITTEN})
         reserved, actual, tokens = reserved + c.est_cost, actual + c.cost, tokens + c.tokens
+        # The agent's own steps (CONCEPTS 61), inside the call, before its answer.
+        for step in (step for u in used for step in u.trace):
+            kind, payload = step["type"], {k: v for k, v in step.items() if k != "type"}
+            events.append((run.pk, kind, {**payload, "agent": c.agent_id}))
         kind = "agent.call.responded" if o else "agent.call.errored"
         events.append(
             (

@@ -22,6 +22,7 @@ from loops.declare import (
     domain,
     python_agent,
     remote_agent,
+    tool,
 )
 
 domain("wire", "Wire", "Agents called over HTTP, on servers the tests start.")
@@ -114,3 +115,32 @@ _wire("wire-halt", "halting", Retry(max_attempts=3, base_ms=10, cap_ms=100))
 _wire("wire-shaky", "shaky", Retry(max_attempts=3, base_ms=10, cap_ms=100))
 _wire("wire-broken", "broken", Retry(max_attempts=3, base_ms=10, cap_ms=100))
 _wire("wire-quick-bids", "wire", Retry(max_attempts=1), bid_window_ms=300)
+
+
+# --- ReAct (CONCEPTS 61): tools for LLM agents with "mode": "react" ------------------------
+
+FORMULARY = {"warfarin": "2-10 mg a day", "aspirin": "75-100 mg a day"}
+
+
+@tool("wire.lookup")
+def lookup(input, task):
+    """Look a drug up in the formulary: {"drug": name}."""
+    drug = input["drug"]
+    return {"drug": drug, "dose": FORMULARY.get(drug, "not in the formulary")}
+
+
+@tool("wire.explode")
+def explode(input, task):
+    """Always fails."""
+    raise RuntimeError("the formulary service is down")
+
+
+@tool("wire.hook")
+def hook(input, task):
+    """Runs the WHILE_PERFORMING hooks (e.g. engage a halt between two steps)."""
+    for run in WHILE_PERFORMING:
+        run(task)
+    return "done"
+
+
+_wire("wire-react", "react", Retry(max_attempts=3, base_ms=10, cap_ms=100))
