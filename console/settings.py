@@ -192,6 +192,9 @@ DEMO_SLOW_SECONDS = env_float("DEMO_SLOW_SECONDS", 2.0, maximum=60)
 DEMO_ESCALATION_RATE = env_float("DEMO_ESCALATION_RATE", 0.1, maximum=1)
 # How long a demo escalation waits for a person before its default (reject) applies.
 DEMO_DECISION_SECONDS = env_int("DEMO_DECISION_SECONDS", 300, minimum=10, maximum=86400)
+# Finished demo stacks are deleted this many hours after they end (about 1,100 stacks an hour
+# at the defaults would otherwise fill a laptop's disk); the audit log keeps its rows.
+DEMO_KEEP_HOURS = env_int("DEMO_KEEP_HOURS", 24, minimum=1)
 if DEMO_ENABLED:
     if "demo.declarations" not in LOOP_DECLARATIONS:
         LOOP_DECLARATIONS = [*LOOP_DECLARATIONS, "demo.declarations"]
@@ -200,6 +203,8 @@ if DEMO_ENABLED:
         "task": "demo.tasks.demo_keep_running",
         "schedule": 5.0,
     }
+    # Every 10 minutes: delete finished demo stacks older than DEMO_KEEP_HOURS.
+    CELERY_BEAT_SCHEDULE["demo-prune"] = {"task": "demo.tasks.demo_prune", "schedule": 600.0}
 
 # --- Auth ---------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -4,12 +4,16 @@ each demo domain working on DEMO_RUNS_PER_DOMAIN cases at a time."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
-from loops.declare import BLUEPRINTS, sync_declarations
+from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH, sync_declarations
 from loops.models import LoopRun
 from loops.services import StartRejected, run_start
+from oversight.models import Halt
 from oversight.services.breakers import breakers_sync
 
 logger = logging.getLogger(__name__)
@@ -75,3 +79,24 @@ def demo_keep_running() -> int:
                 break
             started += 1
     return started
+
+
+def demo_prune(now: datetime | None = None) -> int:
+    """Delete the demo's finished stacks that ended more than DEMO_KEEP_HOURS ago, whole
+    (a root with its frames, iterations and trace), a thousand at a time; returns how many
+    roots. A stack a halt names, or with a frame still live, stays."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.DEMO_KEEP_HOURS)
+    live = LoopRun.objects.exclude(state__in=LoopRun.TERMINAL).values("root_id")
+    named = Halt.objects.exclude(run=None).values("run__root_id")
+    roots = list(
+        LoopRun.objects.filter(domain__slug__in=MAIN_LOOPS, depth=0, finished_at__lt=cutoff)
+        .exclude(pk__in=live)
+        .exclude(pk__in=named)
+        .values_list("pk", flat=True)[:1000]
+    )
+    with transaction.atomic():
+        # Frames first, deepest first: a run's parent and root are protected by its rows.
+        for depth in range(MAX_STACK_DEPTH - 1, -1, -1):
+            LoopRun.objects.filter(root_id__in=roots, depth=depth).delete()
+    return len(roots)

@@ -9,3 +9,11 @@ def demo_keep_running() -> None:
     from demo import services
 
     services.demo_keep_running()
+
+
+@shared_task
+def demo_prune() -> None:
+    """Beat, every 10 minutes: delete finished demo stacks older than DEMO_KEEP_HOURS."""
+    from demo import services
+
+    services.demo_prune()

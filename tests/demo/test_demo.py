@@ -461,3 +461,28 @@ def test_it_runs_the_demo_by_default_only_on_the_embedded_database():
     real = _settings_of(DATABASE_URL="postgres://console@db.example/console")
     assert real.stdout.split() == ["False", "False", "False"]
     assert _settings_of(DEMO_ENABLED="false").stdout.split() == ["False", "False", "False"]
+
+
+# --- Retention ---------------------------------------------------------------------------
+
+
+def test_it_prunes_finished_demo_stacks_past_the_retention_and_keeps_the_rest():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from demo.services import demo_prune
+
+    old = drive(start("healthcare"))
+    recent = drive(start("education"))
+    live = start("industrial")
+    LoopRun.objects.filter(root_id=old.pk).update(finished_at=timezone.now() - timedelta(hours=30))
+    LoopRun.objects.filter(pk=recent.pk).update(finished_at=timezone.now() - timedelta(hours=1))
+    assert old.is_terminal and recent.is_terminal
+    frames = LoopRun.objects.filter(root_id=old.pk).count()
+
+    pruned = demo_prune()
+
+    assert pruned == 1 and frames >= 3
+    assert not LoopRun.objects.filter(root_id=old.pk).exists()
+    assert LoopRun.objects.filter(pk__in=[recent.pk, live.pk]).count() == 2
