@@ -13,6 +13,8 @@ console_patterns = (
 
 urlpatterns = [
     path("", include(console_patterns)),
+    path("loops/", include("loops.urls")),
+    path("oversight/", include("oversight.urls")),
     path("api/v1/", api.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
