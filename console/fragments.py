@@ -9,6 +9,7 @@ from django.template.loader import render_to_string
 from console import liveness
 
 WORKERS = "console/_workers.html"
+DOMAIN_CARD = "console/_domain_card.html"
 
 
 def worker_count_or_none() -> int | None:
@@ -21,3 +22,12 @@ def worker_count_or_none() -> int | None:
 
 def workers() -> str:
     return render_to_string(WORKERS, {"workers": worker_count_or_none(), "oob": True})
+
+
+def domain_cards(slugs: list[str] | None = None) -> str:
+    """The named domains' overview cards (all when None), as pushed: no request."""
+    from oversight.overview import domain_cards as cards
+
+    return "".join(
+        render_to_string(DOMAIN_CARD, {"card": card, "oob": True}) for card in cards(slugs)
+    )

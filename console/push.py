@@ -21,3 +21,17 @@ def push_on_commit(group: str, render: Callable[[], str]) -> None:
     """Render after commit, so the fragment shows committed state; best effort, so a Redis
     outage can never turn a committed change into an error."""
     transaction.on_commit(lambda: push_html(group, render()), robust=True)
+
+
+def push_coalesced_on_commit(
+    group: str, key: str, render: Callable[[], str], *, seconds: int = 1
+) -> None:
+    """push_on_commit, at most once per `seconds` per key (a Redis SET NX EX guard): a burst
+    of changes sends one fragment, rendered after the first commit of the burst."""
+    from console.liveness import redis_client
+
+    def send() -> None:
+        if redis_client().set(f"push-guard:{key}", 1, nx=True, ex=seconds):
+            push_html(group, render())
+
+    transaction.on_commit(send, robust=True)

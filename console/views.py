@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from loops.selectors import domain_list_with_counts
+from oversight.overview import domain_cards, overview_totals
 
 
 @require_GET
@@ -13,4 +13,7 @@ from loops.selectors import domain_list_with_counts
 def dashboard(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("loops.view_looprun"):
         return render(request, "console/no_role.html", status=403)
-    return render(request, "console/dashboard.html", {"domains": domain_list_with_counts()})
+    cards = domain_cards()
+    return render(
+        request, "console/dashboard.html", {"domains": cards, "totals": overview_totals(cards)}
+    )

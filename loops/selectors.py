@@ -114,3 +114,64 @@ def agent_list(*, domain: str | None = None) -> QuerySet[Agent]:
     if domain:
         agents = agents.filter(domain__slug=domain)
     return agents
+
+
+# --- The run page (loops.views.stacks): a fixed number of queries, however long the run. ---
+
+
+@dataclass
+class RunPage:
+    run: LoopRun
+    path: list[LoopRun]  # root → … → run
+    children: list[LoopRun]
+    iterations: list[Iteration]  # newest first, capped
+    iterations_total: int
+    max_iterations: int | None
+    success_rates: dict[tuple[int, str], float] = field(default_factory=dict)
+
+
+def run_get_page(run_id: int, *, cap: int = 50) -> RunPage:
+    """Everything the run page shows (raises LoopRun.DoesNotExist)."""
+    from loops.declare import BLUEPRINTS
+    from loops.models import AgentStat
+
+    run = LoopRun.objects.select_related("blueprint", "domain").get(pk=run_id)
+    above = {
+        r.pk: r
+        for r in LoopRun.objects.filter(root_id=run.root_id or run.pk, depth__lt=run.depth)
+        .select_related("blueprint")
+        .only("id", "parent_id", "depth", "state", "blueprint__name")
+    }
+    path = [run]
+    while path[0].parent_id in above:
+        path.insert(0, above[path[0].parent_id])
+    children = list(
+        LoopRun.objects.filter(parent_id=run.pk).select_related("blueprint").order_by("id")
+    )
+    iterations = list(
+        Iteration.objects.filter(run_id=run.pk)
+        .order_by("-number")
+        .prefetch_related(
+            Prefetch("bids", queryset=Bid.objects.select_related("agent")),
+            Prefetch("contributions", queryset=Contribution.objects.select_related("agent")),
+        )[:cap]
+    )
+    agent_ids = {bid.agent_id for it in iterations for bid in it.bids.all()}
+    rates = {
+        (stat.agent_id, stat.task_type): stat.mean
+        for stat in AgentStat.objects.filter(agent_id__in=agent_ids)
+    }
+    for it in iterations:
+        task_type = (it.broadcast or {}).get("task_type", "")
+        for bid in it.bids.all():
+            bid.success_rate = rates.get((bid.agent_id, task_type))  # type: ignore[attr-defined]
+    spec = BLUEPRINTS.get(run.blueprint.name)
+    return RunPage(
+        run=run,
+        path=path,
+        children=children,
+        iterations=iterations,
+        iterations_total=run.iterations.count(),
+        max_iterations=spec.policy.exits.max_iterations if spec else None,
+        success_rates=rates,
+    )

@@ -237,7 +237,15 @@ def create_run(
         [(run.pk, "run.started", {"blueprint": spec.name, "depth": run.depth, "input": input})],
     )
     enqueue(run.pk)
+    stack_changed(run.domain_id)
     return run
+
+
+def stack_changed(domain_id: int) -> None:
+    """The domain page's live stack chart follows frames starting and ending (coalesced)."""
+    from loops.fragments import domain_stack_push
+
+    domain_stack_push(domain_id)
 
 
 URGENT_QUEUE = "urgent"
@@ -350,6 +358,7 @@ def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
     )
     if run.parent_id:
         child_returned(child=run)
+    stack_changed(run.domain_id)
     return run
 
 

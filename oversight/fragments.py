@@ -3,6 +3,7 @@ the page, an htmx response and a websocket push (STYLE.md B.7)."""
 
 from __future__ import annotations
 
+from django.db.models import Prefetch, QuerySet
 from django.template.loader import render_to_string
 
 from oversight.models import Alert, CircuitBreaker, Halt, Interrupt
@@ -11,10 +12,25 @@ HALT_BANNER = "oversight/_halt_banner.html"
 INTERRUPT_CARD = "oversight/_interrupt_card.html"
 BREAKER_ROW = "oversight/_breaker_row.html"
 ALERT = "oversight/_alert.html"
+INBOX_ITEM = "oversight/_inbox_item.html"  # card + per-user controls, in #inbox-list
+INBOX_CONTROLS = "oversight/_inbox_controls.html"  # per user: never pushed
+INBOX_OUTCOME = "oversight/_inbox_outcome.html"  # htmx answer once decided: no controls
+INBOX_DECIDED = "oversight/_inbox_decided.html"  # pushed to #inbox-decided once decided
+_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 def active_halts() -> list[Halt]:
-    return list(Halt.objects.filter(lifted_at__isnull=True).order_by("created_at"))
+    """Active halts, each with `in_flight`: its agent calls that have not answered yet."""
+    from oversight.services.halts import halt_in_flight
+
+    halts = list(
+        Halt.objects.filter(lifted_at__isnull=True)
+        .select_related("created_by", "lift_requested_by")
+        .order_by("created_at")
+    )
+    for halt in halts:
+        halt.in_flight = len(halt_in_flight(halt))  # type: ignore[attr-defined]
+    return halts
 
 
 def halt_banner() -> str:
@@ -22,10 +38,49 @@ def halt_banner() -> str:
 
 
 def interrupt_card(interrupt_id: int) -> str:
-    interrupt = Interrupt.objects.select_related("run", "decided_by", "claimed_by").get(
-        pk=interrupt_id
-    )
+    interrupt = interrupts_with_history().get(pk=interrupt_id)
     return render_to_string(INTERRUPT_CARD, {"interrupt": interrupt, "oob": True})
+
+
+# --- Approval inbox ------------------------------------------------------------------------
+
+
+def interrupts_with_history(queryset: QuerySet[Interrupt] | None = None) -> QuerySet[Interrupt]:
+    """What a card shows: the run, who decided or claims it, and the run's earlier
+    decisions (its relevant history) as `interrupt.run.history`."""
+    earlier = Interrupt.objects.exclude(status=Interrupt.Status.PENDING).select_related(
+        "decided_by"
+    )
+    queryset = Interrupt.objects.all() if queryset is None else queryset
+    return queryset.select_related("run", "decided_by", "claimed_by").prefetch_related(
+        Prefetch("run__interrupts", queryset=earlier.order_by("-decided_at"), to_attr="history")
+    )
+
+
+def inbox_pending() -> list[Interrupt]:
+    """Pending interrupts by deadline, then severity (critical first)."""
+    pending = interrupts_with_history(Interrupt.objects.filter(status=Interrupt.Status.PENDING))
+    return sorted(pending, key=lambda i: (i.deadline_at, _SEVERITY_RANK.get(i.severity, 9), i.pk))
+
+
+def interrupt_update(interrupt_id: int) -> str:
+    """Pushed when an interrupt is claimed, decided or expired: the card everywhere, and,
+    once it is no longer pending, its item leaves every open inbox's list for its
+    #inbox-decided (the decider's own page included: its form may be gone by the time the
+    htmx answer lands, and htmx 2 drops the oob swaps of a detached element's answer)."""
+    interrupt = interrupts_with_history().get(pk=interrupt_id)
+    card = render_to_string(INTERRUPT_CARD, {"interrupt": interrupt, "oob": True})
+    if interrupt.is_pending:
+        return card
+    gone = f'<div id="interrupt-{interrupt_id}" hx-swap-oob="delete"></div>'
+    return gone + card + render_to_string(INBOX_DECIDED, {"interrupt": interrupt, "oob": True})
+
+
+def interrupt_raised(interrupt_id: int) -> str:
+    """Pushed when an interrupt is raised: prepended to every open inbox's #inbox-list; its
+    controls are fetched per user (hx-trigger=load), since a push has no user."""
+    interrupt = interrupts_with_history().get(pk=interrupt_id)
+    return render_to_string(INBOX_ITEM, {"interrupt": interrupt, "oob": True})
 
 
 def breaker_row(breaker_id: int) -> str:

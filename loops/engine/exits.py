@@ -90,3 +90,4 @@ def finish(run, state: str, reason: str, detail: str, events: Events, result=Non
     events.append((run.pk, "run.exited", {"state": state, "exit_reason": reason}))
     if run.parent_id:
         services.child_returned(child=run)
+    services.stack_changed(run.domain_id)

@@ -108,6 +108,7 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
         data={"scope": canonical, "parked": len(parked)},
     )
     push_on_commit(CONSOLE_GROUP, _halt_banner)
+    _push_cards(halt)
     return halt, True
 
 
@@ -218,6 +219,7 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
         target=halt,
     )
     push_on_commit(CONSOLE_GROUP, _halt_banner)
+    _push_cards(halt)
     return halt
 
 
@@ -292,6 +294,17 @@ def _halt_banner() -> str:
     from oversight import fragments
 
     return fragments.halt_banner()
+
+
+def _push_cards(halt: Halt) -> None:
+    """The overview cards of the domains the halt covers (all of them for a global one)."""
+    from console import fragments
+
+    slugs: list[str] | None = None
+    if halt.kind != Halt.Kind.GLOBAL:
+        domain_id = halt.domain_id or (halt.run.domain_id if halt.run else 0)
+        slugs = list(Domain.objects.filter(pk=domain_id).values_list("slug", flat=True))
+    push_on_commit(CONSOLE_GROUP, lambda: fragments.domain_cards(slugs))
 
 
 def _name(user) -> str:

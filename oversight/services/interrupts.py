@@ -108,7 +108,7 @@ def interrupt_raise(
         target=interrupt,
         data={"run": run.pk, "severity": severity},
     )
-    push_on_commit(CONSOLE_GROUP, lambda: _card(interrupt.pk))
+    push_on_commit(CONSOLE_GROUP, lambda: _raised(interrupt.pk))
     return interrupt
 
 
@@ -351,7 +351,13 @@ def _where(address: dict[str, Any]) -> str:
 def _card(interrupt_id: int) -> str:
     from oversight import fragments
 
-    return fragments.interrupt_card(interrupt_id)
+    return fragments.interrupt_update(interrupt_id)
+
+
+def _raised(interrupt_id: int) -> str:
+    from oversight import fragments
+
+    return fragments.interrupt_raised(interrupt_id)
 
 
 def _iso(moment) -> str:

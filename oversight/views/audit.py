@@ -1,5 +1,53 @@
+"""/oversight/audit/: the audit log, newest first, filtered by who, what, scope and time."""
+
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import URLPattern, path
+from django.views.decorators.http import require_GET
 
-urlpatterns: list[URLPattern] = []
+from oversight.breaker_selectors import audit_filter
+
+PER_PAGE = 50
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False, max_length=150, label="Who")
+    verb = forms.CharField(
+        required=False, max_length=40, label="What", help_text="a verb or a prefix: halt."
+    )
+    target_type = forms.CharField(required=False, max_length=20, label="Scope type")
+    target_id = forms.CharField(required=False, max_length=40, label="Scope id")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict:
+        super().clean()
+        data = self.cleaned_data
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise forms.ValidationError("“Since” must not be after “until”.")
+        return data
+
+
+@require_GET
+@login_required
+def audit_list(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("oversight.view_auditevent"):
+        raise PermissionDenied
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        return render(request, "oversight/audit.html", {"form": form}, status=400)
+    page = Paginator(audit_filter(**form.cleaned_data), PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request, "oversight/audit.html", {"form": form, "page": page, "query": query.urlencode()}
+    )
+
+
+urlpatterns: list[URLPattern] = [path("audit/", audit_list, name="audit")]

@@ -1,5 +1,132 @@
+"""/oversight/inbox/: pending interrupts, and the approve / reject / modify commands.
+
+The card (oversight/_interrupt_card.html) is the shared, pushed fragment: the same for
+every viewer. The decision form is a per-user partial (_inbox_controls.html) beside the
+card inside #interrupt-<pk>, so a push never replaces or leaks it (STYLE.md B.7).
+"""
+
 from __future__ import annotations
 
-from django.urls import URLPattern
+import json
 
-urlpatterns: list[URLPattern] = []
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from oversight import fragments
+from oversight.models import Interrupt
+from oversight.services import interrupts
+
+VIEW, DECIDE = "oversight.view_interrupt", "oversight.decide_interrupt"
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _get_interrupt_for(request: HttpRequest, pk: int, perm: str) -> Interrupt | None:
+    """The interrupt, or None when the user lacks perm (the caller answers 403)."""
+    if not request.user.has_perm(perm):
+        return None
+    return get_object_or_404(fragments.interrupts_with_history(), pk=pk)
+
+
+def _forbidden(request: HttpRequest) -> HttpResponse:
+    return render(request, "console/no_role.html", status=403)
+
+
+@require_GET
+@login_required
+def inbox(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW):
+        return _forbidden(request)
+    return render(request, "oversight/inbox.html", {"interrupts": fragments.inbox_pending()})
+
+
+@require_GET
+@login_required
+def interrupt_controls(request: HttpRequest, pk: int) -> HttpResponse:
+    """The per-user form of a card that arrived by push (fetched with hx-trigger=load)."""
+    interrupt = _get_interrupt_for(request, pk, VIEW)
+    if interrupt is None:
+        return _forbidden(request)
+    return render(request, fragments.INBOX_CONTROLS, {"interrupt": interrupt})
+
+
+def _parse(post) -> tuple[str, object, str, str]:
+    """(decision, payload, comment, error) from the form; error is '' when it parses."""
+    decision, comment = post.get("decision", ""), post.get("comment", "")
+    if decision not in Interrupt.Decision.values:
+        return decision, None, comment, "Choose approve, reject or modify."
+    if decision != Interrupt.Decision.MODIFY:
+        return decision, None, comment, ""
+    try:
+        return decision, json.loads(post.get("payload", "")), comment, ""
+    except json.JSONDecodeError as exc:
+        return decision, None, comment, f"The payload is not valid JSON: {exc}."
+
+
+@require_POST
+@login_required
+def interrupt_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    interrupt = _get_interrupt_for(request, pk, DECIDE)
+    if interrupt is None:
+        return _forbidden(request)
+    decision, payload, comment, error = _parse(request.POST)
+    if not error:
+        try:
+            interrupt = interrupts.interrupt_decide(
+                interrupt_id=pk,
+                actor=request.user,
+                decision=decision,
+                payload=payload,
+                comment=comment,
+            )
+        except interrupts.DecisionRejected as exc:
+            return _rejected(request, pk, exc)
+    return _answer(request, pk, error=error)
+
+
+@require_POST
+@login_required
+def interrupt_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    if _get_interrupt_for(request, pk, DECIDE) is None:
+        return _forbidden(request)
+    try:
+        interrupts.interrupt_claim(interrupt_id=pk, actor=request.user)
+    except interrupts.DecisionRejected as exc:
+        return _rejected(request, pk, exc)
+    return _answer(request, pk)
+
+
+def _answer(
+    request: HtmxHttpRequest, pk: int, *, error: str = "", notice: str = ""
+) -> HttpResponse:
+    """htmx: the controls again while pending (with the error), else the decided card moved
+    to #inbox-decided and the pending item removed; others: back to the inbox."""
+    if not request.htmx:
+        return redirect("oversight:inbox")
+    interrupt = fragments.interrupts_with_history().get(pk=pk)
+    template = fragments.INBOX_CONTROLS if interrupt.is_pending else fragments.INBOX_OUTCOME
+    ctx = {"interrupt": interrupt, "error": error, "notice": notice}
+    if error and interrupt.is_pending:  # give back what was typed
+        ctx |= {"payload": request.POST.get("payload"), "comment": request.POST.get("comment")}
+    return render(request, template, ctx)
+
+
+def _rejected(request: HtmxHttpRequest, pk: int, exc: interrupts.DecisionRejected) -> HttpResponse:
+    """200 with the current truth and a notice: htmx 2 does not swap 4xx (STYLE.md B.5)."""
+    response = _answer(request, pk, error=exc.detail, notice=exc.detail)
+    return trigger_client_event(response, "console:notice", {"text": exc.detail, "code": exc.code})
+
+
+urlpatterns = [
+    path("inbox/", inbox, name="inbox"),
+    path("inbox/<int:pk>/controls", interrupt_controls, name="interrupt-controls"),
+    path("inbox/<int:pk>/decide", interrupt_decide, name="interrupt-decide"),
+    path("inbox/<int:pk>/claim", interrupt_claim, name="interrupt-claim"),
+]

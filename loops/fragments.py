@@ -1,0 +1,36 @@
+"""Pushable partials of the loops pages (STYLE.md B.7): the one place that names them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.template.loader import render_to_string
+
+from console.push import CONSOLE_GROUP, push_coalesced_on_commit
+from loops import charts
+from loops.models import Domain
+
+DOMAIN_STACK = "loops/_domain_stack.html"
+
+
+def domain_stack_context(domain: Domain) -> dict[str, Any]:
+    frames = charts.stack_frames(domain.pk)
+    return {
+        "domain": domain,
+        "frames": frames,
+        "capped": len(frames) >= charts.STACK_CAP,
+        "stack_chart": charts.stack_icicle(domain.slug, frames) if frames else "",
+    }
+
+
+def domain_stack(domain_id: int) -> str:
+    """The live stack chart as pushed over the websocket: rendered after commit, no request."""
+    domain = Domain.objects.get(pk=domain_id)
+    return render_to_string(DOMAIN_STACK, {**domain_stack_context(domain), "oob": True})
+
+
+def domain_stack_push(domain_id: int) -> None:
+    """Push the domain's stack after commit, at most once a second per domain."""
+    push_coalesced_on_commit(
+        CONSOLE_GROUP, f"domain-stack:{domain_id}", lambda: domain_stack(domain_id)
+    )

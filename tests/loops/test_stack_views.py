@@ -1,0 +1,212 @@
+"""The domain page (live stack icicle, throughput) and the run page with its controls."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from loops import engine, services
+from loops.declare import sync_declarations
+from loops.models import Agent, Bid, Contribution, Iteration, LoopRun
+from oversight.models import AuditEvent
+from tests.conftest import with_role
+
+pytestmark = pytest.mark.django_db
+State = LoopRun.State
+
+
+@pytest.fixture(autouse=True)
+def _declared() -> None:
+    sync_declarations()
+
+
+@pytest.fixture
+def viewer(client, django_user_model):
+    user = with_role(django_user_model.objects.create_user("vera", password="x"), "viewer")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def operator(client, django_user_model):
+    user = with_role(django_user_model.objects.create_user("otto", password="x"), "operator")
+    client.force_login(user)
+    return user
+
+
+def step_until_micro(run: LoopRun) -> list[LoopRun]:
+    """Step lab-main until its stack is main → sub → micro (the micro still live)."""
+    for _ in range(20):
+        frames = list(LoopRun.objects.filter(root_id=run.pk).order_by("depth"))
+        if any(f.depth == 2 for f in frames):
+            return frames
+        for frame in frames:
+            if frame.state == State.RUNNING:
+                engine.advance(run_id=frame.pk)
+    raise AssertionError("the stack never reached a micro loop")
+
+
+def drive(run: LoopRun, steps: int = 40) -> LoopRun:
+    for _ in range(steps):
+        live = list(
+            LoopRun.objects.filter(root_id=run.root_id, state=State.RUNNING).values_list(
+                "pk", flat=True
+            )
+        )
+        if not live:
+            break
+        for run_id in live:
+            engine.advance(run_id=run_id)
+    run.refresh_from_db()
+    return run
+
+
+def start_lab() -> LoopRun:
+    return services.run_start(domain="lab", blueprint="lab-main", input={"x": 4})
+
+
+def test_domain_page_shows_the_live_stack_as_an_icicle(client, viewer):
+    main = start_lab()
+    frames = step_until_micro(main)
+
+    response = client.get("/loops/domains/lab/")
+
+    assert response.status_code == 200
+    html = response.content.decode().replace("\\u002f", "/")  # plotly escapes slashes
+    assert 'id="domain-lab-stack"' in html
+    assert '"type":"icicle"' in html
+    for frame in frames:
+        assert f'"{frame.pk}"' in html  # ids and parents are run ids
+        assert f"/loops/runs/{frame.pk}/" in html  # customdata opens the frame
+    assert "consoleBindStack" in html
+    assert f'href="/loops/runs/{main.pk}/"' in html
+    assert "halts/new?scope=domain:lab" not in html  # viewers get no controls
+    assert "Pause</button>" not in html
+
+
+def test_domain_page_offers_operators_pause_and_halt(client, operator):
+    start_lab()
+
+    html = client.get("/loops/domains/lab/").content.decode()
+
+    assert "/oversight/halts/new?scope=domain:lab" in html
+    assert "Pause</button>" in html
+
+
+def test_run_page_shows_breadcrumbs_bids_and_attempts(client, viewer):
+    main = start_lab()
+    frames = step_until_micro(main)
+    drive(main)
+    micro = next(f for f in frames if f.depth == 2)
+    sub = next(f for f in frames if f.depth == 1)
+
+    html = client.get(f"/loops/runs/{micro.pk}/").content.decode()
+
+    crumbs = html.split('class="breadcrumbs"')[1].split("</nav>")[0]
+    assert crumbs.index(f"lab-main #{main.pk}") < crumbs.index(f"lab-sub #{sub.pk}")
+    assert crumbs.index(f"lab-sub #{sub.pk}") < crumbs.index(f"lab-micro #{micro.pk}")
+    bid = Bid.objects.filter(iteration__run=micro, selected=True).first()
+    assert bid is not None and bid.selection_reason
+    assert bid.selection_reason in html or bid.selection_reason[:20] in html
+    assert "1 attempt" in html
+    assert "of 5" in html  # lab-micro's max_iterations
+    assert "Pause</button>" not in html
+
+    main_html = client.get(f"/loops/runs/{main.pk}/").content.decode()
+    assert f'href="/loops/runs/{sub.pk}/"' in main_html  # children
+
+
+def test_viewer_cannot_pause(client, viewer):
+    main = start_lab()
+
+    response = client.post(f"/loops/runs/{main.pk}/pause", HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 403
+    main.refresh_from_db()
+    assert main.state == State.RUNNING
+    assert not AuditEvent.objects.filter(verb="run.paused").exists()
+
+
+def test_operator_pauses_and_resumes_and_it_is_audited(client, operator):
+    main = start_lab()
+
+    response = client.post(f"/loops/runs/{main.pk}/pause", HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 200
+    assert f'id="run-{main.pk}-controls"' in response.content.decode()
+    main.refresh_from_db()
+    assert main.state == State.PAUSED
+    assert AuditEvent.objects.filter(verb="run.paused").count() == 1
+
+    response = client.post(f"/loops/runs/{main.pk}/resume")
+    assert response.status_code == 302
+    main.refresh_from_db()
+    assert main.state == State.RUNNING
+
+
+def test_pausing_a_finished_run_answers_200_with_a_notice(client, operator):
+    main = drive(start_lab())
+    assert main.is_terminal
+
+    response = client.post(f"/loops/runs/{main.pk}/pause", HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 200
+    assert "console:notice" in response["HX-Trigger"]
+    assert main.state in response.content.decode()
+    assert client.post(f"/loops/runs/{main.pk}/pause").status_code == 302
+
+
+def test_get_is_refused_on_controls(client, operator):
+    main = start_lab()
+    assert client.get(f"/loops/runs/{main.pk}/pause").status_code == 405
+
+
+def _queries(client, run_id: int) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get(f"/loops/runs/{run_id}/").status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_run_page_queries_do_not_grow_with_iterations(client, viewer):
+    main = drive(start_lab())
+    short = _queries(client, main.pk)
+    agent = Agent.objects.get(domain__slug="lab", name="planner")
+    now = timezone.now()
+    base = main.iterations.count()
+    for n in range(base + 1, base + 8):
+        it = Iteration.objects.create(
+            run=main,
+            number=n,
+            phase=0,
+            phase_name="plan",
+            broadcast={"task_type": "lab.plan"},
+            bid_window_ends_at=now,
+            gather_deadline_at=now,
+        )
+        Bid.objects.create(iteration=it, agent=agent, decision="bid", reason="can do")
+        Contribution.objects.create(iteration=it, agent=agent, attempts=[{"n": 1}])
+
+    assert _queries(client, main.pk) == short
+
+
+def test_frame_changes_push_the_stack_at_most_once_a_second(django_capture_on_commit_callbacks):
+    from unittest.mock import patch
+
+    from console import push
+
+    with (
+        patch.object(push, "push_html") as push_html,
+        patch("loops.services.enqueue"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        start_lab()
+        start_lab()
+
+    pushed = [c.args for c in push_html.call_args_list]
+    assert len(pushed) == 1  # coalesced
+    group, html = pushed[0]
+    assert group == push.CONSOLE_GROUP
+    assert 'id="domain-lab-stack"' in html and 'hx-swap-oob="true"' in html
+    assert "csrf" not in html

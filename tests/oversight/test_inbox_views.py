@@ -1,0 +1,201 @@
+"""The approval inbox (oversight/views/inbox.py) through Django's test client: who sees what,
+who may decide, and what a bad payload or a lost race answers."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from console.roles import roles_sync
+from loops import engine, services
+from loops.declare import sync_declarations
+from loops.models import LoopRun
+from oversight import fragments
+from oversight.models import Interrupt
+from oversight.services import interrupts
+from tests.conftest import with_role
+
+pytestmark = pytest.mark.django_db
+State = LoopRun.State
+INBOX = "/oversight/inbox/"
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture(autouse=True)
+def _declared(db) -> None:
+    sync_declarations()
+    roles_sync()
+
+
+def _client(django_user_model, username: str, role: str) -> Client:
+    user = with_role(
+        django_user_model.objects.create_user(username, password="a long passphrase"), role
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def operator(django_user_model) -> Client:
+    return _client(django_user_model, "otto", "operator")
+
+
+@pytest.fixture
+def viewer(django_user_model) -> Client:
+    return _client(django_user_model, "vera", "viewer")
+
+
+@pytest.fixture
+def pending() -> Interrupt:
+    """ward-dose proposes 1,600 mg, over its 1,000 mg limit: a policy interrupt."""
+    run = services.run_start(domain="ward", blueprint="ward-dose", input={})
+    for _ in range(40):
+        live = list(
+            LoopRun.objects.filter(root_id=run.root_id, state=State.RUNNING).values_list(
+                "pk", flat=True
+            )
+        )
+        if not live:
+            break
+        for run_id in live:
+            engine.advance(run_id=run_id)
+    return Interrupt.objects.get(run__root_id=run.root_id, status=Interrupt.Status.PENDING)
+
+
+def decide_url(interrupt: Interrupt) -> str:
+    return f"/oversight/inbox/{interrupt.pk}/decide"
+
+
+def test_a_viewer_sees_the_card_but_no_controls(viewer, pending):
+    page = viewer.get(INBOX)
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f'id="interrupt-{pending.pk}-card"' in html
+    assert pending.reason in html
+    assert "dose_mg" in html  # the proposal
+    assert f'datetime="{pending.deadline_at.isoformat()}"' in html  # the countdown
+    assert f"/loops/runs/{pending.run_id}/" in html
+    assert "<form" not in html.split('id="inbox-list"')[1]
+    assert decide_url(pending) not in html
+
+
+def test_an_operator_sees_the_decision_form(operator, pending):
+    html = operator.get(INBOX).content.decode()
+
+    assert f'hx-post="{decide_url(pending)}"' in html
+    assert 'value="approve"' in html and 'value="modify"' in html
+    assert "&quot;dose_mg&quot;: 1600" in html  # the textarea, prefilled with the proposal
+
+
+def test_the_inbox_orders_by_deadline_then_severity(pending):
+    assert [i.pk for i in fragments.inbox_pending()] == [pending.pk]
+
+
+def test_a_viewer_gets_403_when_posting_anyway_and_nothing_changes(viewer, pending):
+    answer = viewer.post(decide_url(pending), {"decision": "approve"}, headers=HTMX)
+
+    assert answer.status_code == 403
+    pending.refresh_from_db()
+    assert pending.is_pending
+    assert viewer.post(f"/oversight/inbox/{pending.pk}/claim").status_code == 403
+
+
+def test_someone_without_a_role_cannot_see_the_inbox(django_user_model):
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("nobody"))
+    assert client.get(INBOX).status_code == 403
+
+
+def test_a_payload_that_is_not_json_shows_the_error_and_changes_nothing(operator, pending):
+    answer = operator.post(
+        decide_url(pending), {"decision": "modify", "payload": "{dose: 9"}, headers=HTMX
+    )
+
+    assert answer.status_code == 200
+    html = answer.content.decode()
+    assert "not valid JSON" in html
+    assert f'id="interrupt-{pending.pk}-controls"' in html
+    assert "{dose: 9" in html  # what was typed comes back
+    pending.refresh_from_db()
+    assert pending.is_pending
+
+
+def test_a_payload_against_the_schema_shows_the_error(operator, pending):
+    answer = operator.post(
+        decide_url(pending),
+        {"decision": "modify", "payload": '{"dose_mg": "lots"}'},
+        headers=HTMX,
+    )
+
+    assert answer.status_code == 200
+    assert "does not match the proposal" in answer.content.decode()
+    pending.refresh_from_db()
+    assert pending.is_pending
+
+
+def test_an_operator_approves_and_the_item_leaves_the_list(operator, pending):
+    answer = operator.post(decide_url(pending), {"decision": "approve"}, headers=HTMX)
+
+    assert answer.status_code == 200
+    html = answer.content.decode()
+    assert f'<div id="interrupt-{pending.pk}" hx-swap-oob="delete">' in html
+    pending.refresh_from_db()
+    assert (pending.status, pending.decision) == (Interrupt.Status.DECIDED, "approve")
+    # Every open inbox (this one included) drops it and shows it decided, by push.
+    pushed = fragments.interrupt_update(pending.pk)
+    assert f'<div id="interrupt-{pending.pk}" hx-swap-oob="delete">' in pushed
+    assert 'hx-swap-oob="afterbegin:#inbox-decided"' in pushed
+    assert "approve by otto" in pushed
+    assert "<form" not in pushed and "csrf" not in pushed
+
+
+def test_a_modification_is_decided_with_the_payload(operator, pending):
+    answer = operator.post(
+        decide_url(pending),
+        {"decision": "modify", "payload": '{"dose_mg": 950}', "comment": "cap it"},
+    )
+
+    assert answer.status_code == 302  # not htmx: back to the inbox
+    pending.refresh_from_db()
+    assert (pending.decision, pending.payload, pending.comment) == (
+        "modify",
+        {"dose_mg": 950},
+        "cap it",
+    )
+
+
+def test_a_lost_race_shows_who_decided(django_user_model, operator, pending):
+    winner = with_role(django_user_model.objects.create_user("wanda"), "operator")
+    interrupts.interrupt_decide(interrupt_id=pending.pk, actor=winner, decision="approve")
+
+    answer = operator.post(
+        decide_url(pending), {"decision": "reject", "comment": "too high"}, headers=HTMX
+    )
+
+    assert answer.status_code == 200
+    assert "already decided by wanda" in answer.content.decode()
+    assert "already_decided" in answer.headers["HX-Trigger"]
+    pending.refresh_from_db()
+    assert (pending.decision, pending.decided_by) == ("approve", winner)
+
+
+def test_a_claim_shows_who_is_reviewing(operator, pending):
+    answer = operator.post(f"/oversight/inbox/{pending.pk}/claim", headers=HTMX)
+
+    assert answer.status_code == 200
+    assert "otto is reviewing" in fragments.interrupt_card(pending.pk)
+
+
+def test_pushed_fragments_carry_no_controls(pending):
+    raised = fragments.interrupt_raised(pending.pk)
+    assert 'hx-swap-oob="afterbegin:#inbox-list"' in raised
+    assert "<form" not in raised and "csrf" not in raised
+    assert f"oversight/inbox/{pending.pk}/controls" in raised
+
+
+def test_the_pushed_controls_are_per_user(operator, viewer, pending):
+    url = f"/oversight/inbox/{pending.pk}/controls"
+    assert "<form" in operator.get(url).content.decode()
+    assert "<form" not in viewer.get(url).content.decode()
