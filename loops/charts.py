@@ -5,6 +5,7 @@ a websocket push swaps it in later."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import plotly.graph_objects as go
@@ -41,9 +42,13 @@ def _html(fig: go.Figure, div_id: str, post_script: str | None = None) -> str:
         post_script=post_script,
         config={"displaylogo": False, "responsive": True},
     )
-    # Defer the inline newPlot call until plotly.js (a deferred script) has run.
-    opening = '<script type="text/javascript">'
-    head, _, rest = html.partition(opening)
+    # Defer the inline newPlot call until plotly.js (a deferred script) has run. plotly.py
+    # writes "<script>" or '<script type="text/javascript">' depending on its version.
+    found = re.search(r"<script[^>]*>", html)
+    if found is None:
+        raise ValueError("plotly.io.to_html wrote no script")
+    opening = found.group(0)
+    head, rest = html[: found.start()], html[found.end() :]
     body, _, tail = rest.rpartition("</script>")
     wrapped = (
         "(function(run){if(window.Plotly){run();}else{"

@@ -81,6 +81,11 @@ def test_domain_page_shows_the_live_stack_as_an_icicle(client, viewer):
         assert f'"{frame.pk}"' in html  # ids and parents are run ids
         assert f"/loops/runs/{frame.pk}/" in html  # customdata opens the frame
     assert "consoleBindStack" in html
+    # plotly.js loads deferred: the figure's script must wait for it, not call it at once.
+    script = html[html.index('id="domain-lab-icicle"') :]
+    script = script[script.index("<script") : script.index("</script>")]
+    assert script.index("window.Plotly") < script.index("Plotly.newPlot")
+    assert 'addEventListener("DOMContentLoaded",run)' in script
     assert f'href="/loops/runs/{main.pk}/"' in html
     assert "halts/new?scope=domain:lab" not in html  # viewers get no controls
     assert "Pause</button>" not in html

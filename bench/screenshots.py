@@ -1,0 +1,66 @@
+"""Take the README's screenshots from a running console (the demo makes it lively).
+
+    ./bin/console                                   # in one terminal; note the admin password
+    .venv/bin/python -m bench.screenshots http://127.0.0.1:8000 admin <password>
+
+Writes docs/screenshot-{overview,domain,run,inbox}.png with Debian's Chromium (Playwright
+cannot download its own browser on an air-gapped machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+
+
+def main(base: str, username: str, password: str) -> int:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{base}/accounts/login/")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_url(f"{base}/")
+        page.wait_for_timeout(2000)  # the websocket connects, pushes arrive
+        shots = {
+            "overview": "/",
+            "domain": "/loops/domains/healthcare/",
+            "inbox": "/oversight/inbox/",
+        }
+        for name, path in shots.items():
+            page.goto(base + path)
+            page.wait_for_timeout(2500)  # plotly draws after load
+            page.screenshot(path=DOCS / f"screenshot-{name}.png", full_page=False)
+        cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+        run = _a_live_main_run(base, cookies.get("sessionid", ""))
+        if run is not None:
+            page.goto(f"{base}/loops/runs/{run}/")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=DOCS / "screenshot-run.png", full_page=False)
+        browser.close()
+    return 0
+
+
+def _a_live_main_run(base: str, session: str) -> int | None:
+    request = urllib.request.Request(  # noqa: S310 (our own console)
+        f"{base}/api/v1/runs?domain=healthcare&state=waiting",
+        headers={"Cookie": f"sessionid={session}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our console)
+        items = json.load(response)["items"]
+    mains = [r["id"] for r in items if r["depth"] == 0]
+    return mains[0] if mains else None
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:4]))
