@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils.module_loading import import_string
 
 # Every signed-in console joins this group. Names: letters, digits, '.', '-', '_' only.
 CONSOLE_GROUP = "console"
@@ -24,14 +26,21 @@ def push_on_commit(group: str, render: Callable[[], str]) -> None:
 
 
 def push_coalesced_on_commit(
-    group: str, key: str, render: Callable[[], str], *, seconds: int = 1
+    group: str, key: str, render: str, *args: Any, seconds: int = 1
 ) -> None:
-    """push_on_commit, at most once per `seconds` per key (a Redis SET NX EX guard): a burst
-    of changes sends one fragment, rendered after the first commit of the burst."""
+    """push_on_commit, at most once per `seconds` per key, and the latest state always
+    arrives: the first change of a burst is pushed at once (a Redis SET NX EX guard); the
+    rest of the burst is one trailing push `seconds` later, rendered then, from the state of
+    that moment (console.tasks.push_fragment). `render` is the dotted path of a function
+    taking `args` and returning the fragment, so a worker can render it too."""
     from console.liveness import redis_client
+    from console.tasks import push_fragment
 
     def send() -> None:
-        if redis_client().set(f"push-guard:{key}", 1, nx=True, ex=seconds):
-            push_html(group, render())
+        client = redis_client()
+        if client.set(f"push-guard:{key}", 1, nx=True, ex=seconds):
+            push_html(group, import_string(render)(*args))
+        elif client.set(f"push-trailing:{key}", 1, nx=True, ex=seconds):
+            push_fragment.apply_async((group, render, *args), countdown=seconds, queue="urgent")
 
     transaction.on_commit(send, robust=True)

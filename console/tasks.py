@@ -8,3 +8,13 @@ from django.core.management import call_command
 def sessions_clear() -> None:
     """Delete expired login sessions (Django's clearsessions); scheduled daily by beat."""
     call_command("clearsessions")
+
+
+@shared_task(ignore_result=True)
+def push_fragment(group: str, render: str, *args) -> None:
+    """The trailing push of a coalesced burst (console.push): render now, send."""
+    from django.utils.module_loading import import_string
+
+    from console.push import push_html
+
+    push_html(group, import_string(render)(*args))

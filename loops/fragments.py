@@ -32,5 +32,5 @@ def domain_stack(domain_id: int) -> str:
 def domain_stack_push(domain_id: int) -> None:
     """Push the domain's stack after commit, at most once a second per domain."""
     push_coalesced_on_commit(
-        CONSOLE_GROUP, f"domain-stack:{domain_id}", lambda: domain_stack(domain_id)
+        CONSOLE_GROUP, f"domain-stack:{domain_id}", "loops.fragments.domain_stack", domain_id
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -196,22 +198,74 @@ def test_run_page_queries_do_not_grow_with_iterations(client, viewer):
     assert _queries(client, main.pk) == short
 
 
-def test_frame_changes_push_the_stack_at_most_once_a_second(django_capture_on_commit_callbacks):
-    from unittest.mock import patch
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_frame_changes_push_the_stack_once_then_the_latest_state_a_second_later(
+    celery_worker, client, django_user_model
+):
+    """A burst of frame changes: one push at once, one trailing push with the state at the
+    end of the burst (the worker renders it), and no push per change (DESIGN.md section 6).
+    Received on a signed-in websocket through the real Redis channel layer."""
 
-    from console import push
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from django.conf import settings
 
-    with (
-        patch.object(push, "push_html") as push_html,
-        patch("loops.services.enqueue"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        start_lab()
-        start_lab()
+    from console.asgi import application
 
-    pushed = [c.args for c in push_html.call_args_list]
-    assert len(pushed) == 1  # coalesced
-    group, html = pushed[0]
-    assert group == push.CONSOLE_GROUP
-    assert 'id="domain-lab-stack"' in html and 'hx-swap-oob="true"' in html
-    assert "csrf" not in html
+    def signed_in_cookie() -> bytes:
+        sync_declarations()
+        user = with_role(django_user_model.objects.create_user("watcher"))
+        client.force_login(user)
+        name = settings.SESSION_COOKIE_NAME
+        return f"{name}={client.cookies[name].value}".encode()
+
+    cookie = await sync_to_async(signed_in_cookie)()
+    socket = WebsocketCommunicator(
+        application,
+        "/ws/console/",
+        headers=[(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie)],
+    )
+    connected, _ = await socket.connect()
+    assert connected
+    runs = [await sync_to_async(_held_lab_run)() for _ in range(4)]  # within a second
+
+    stacks: list[tuple[float, str]] = []
+    while len(stacks) < 2:  # liveness beats of the worker may come in between
+        message = await socket.receive_from(timeout=5)
+        if 'id="domain-lab-stack"' in message:
+            stacks.append((time.monotonic(), message.replace("\\u002f", "/")))
+    await socket.disconnect()
+
+    (began, first), (ended, last) = stacks
+    # Four commits, two pushes: the first change at once, the rest of the burst in one
+    # trailing push about a second later, drawn from the state at that moment.
+    assert f"/loops/runs/{runs[-1].pk}/" not in first
+    assert all(f"/loops/runs/{run.pk}/" in last for run in runs)  # the latest state arrived
+    assert ended - began >= 0.5
+    stacks = [first, last]
+    assert all('hx-swap-oob="true"' in html and "csrf" not in html for html in stacks)
+
+
+def _held_lab_run() -> LoopRun:
+    """A lab-main run in its own commit, leased to another worker so that nothing steps it
+    (its frames stay as they are while the pushes are counted)."""
+    from datetime import timedelta
+
+    from django.db import transaction
+
+    from loops.declare import BLUEPRINTS
+    from loops.models import Blueprint, Domain
+
+    with transaction.atomic():
+        run = services.create_run(
+            BLUEPRINTS["lab-main"],
+            Blueprint.objects.get(name="lab-main"),
+            Domain.objects.get(slug="lab"),
+            input={"x": 2},
+            parent=None,
+        )
+        LoopRun.objects.filter(pk=run.pk).update(
+            lease_worker="elsewhere", lease_expires_at=timezone.now() + timedelta(hours=1)
+        )
+    return run
