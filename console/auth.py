@@ -17,7 +17,7 @@ from django.utils import timezone
 from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
-from console.roles import ROLES
+from console.roles import role_for
 from loops.models import Agent, ApiToken
 
 # Writing last_used_at on every request would turn each read into a write; a minute is
@@ -73,5 +73,4 @@ def require_perm(request: HttpRequest, perm: str) -> None:
     """Raise a 403 naming the role that grants perm unless the caller holds it."""
     if request.user.has_perm(perm):
         return
-    role = next((name for name, perms in ROLES.items() if perm in perms), "admin")
-    raise HttpError(403, f"This needs the {role} role.")
+    raise HttpError(403, f"This needs the {role_for(perm)} role.")

@@ -43,6 +43,11 @@ ROLES = {
 }
 
 
+def role_for(perm: str) -> str:
+    """The least role that grants perm, for a refusal that says what is needed."""
+    return next((name for name, perms in ROLES.items() if perm in perms), "admin")
+
+
 def roles_sync(**kwargs) -> None:
     for name, codenames in ROLES.items():
         group, _ = Group.objects.get_or_create(name=name)

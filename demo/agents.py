@@ -34,7 +34,8 @@ class DemoAgent:
         return self.work(task)
 
     def work(self, task: Task) -> Outcome:
-        raise NotImplementedError
+        """Each agent's own computation; every registered agent below defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does no work of its own")
 
 
 def _given(task: Task) -> dict[str, Any]:

@@ -104,6 +104,26 @@ def celery_worker(django_db_setup: None, django_db_blocker) -> Iterator[Worker]:
     worker.stop()
 
 
+def drive(run, now=None, steps: int = 40):
+    """Step every running run of the stack in this process until none is left (or steps
+    run out); returns the root run, refreshed."""
+    from loops import engine
+    from loops.models import LoopRun
+
+    for _ in range(steps):
+        live = list(
+            LoopRun.objects.filter(root_id=run.root_id, state=LoopRun.State.RUNNING).values_list(
+                "pk", flat=True
+            )
+        )
+        if not live:
+            break
+        for run_id in live:
+            engine.advance(run_id=run_id, now=now)
+    run.refresh_from_db()
+    return run
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
     """Poll until predicate() is truthy and return it; fail the test on timeout."""
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import CommandError
 
-from console.roles import ROLES
+from console.roles import role_for
 from loops.models import TransitionRejected
 from oversight.services.breakers import BreakerRejected
 from oversight.services.halts import HaltRejected
@@ -44,8 +44,7 @@ def acting_user(username: str | None, perm: str):
             f"There is no active user {username!r}; name the console user you act as with --user."
         )
     if not user.has_perm(perm):
-        role = next((name for name, perms in ROLES.items() if perm in perms), "admin")
-        raise CommandError(f"This needs the {role} role.")
+        raise CommandError(f"This needs the {role_for(perm)} role.")
     return user
 
 

@@ -83,7 +83,7 @@ def breaker_record(
         if why := _trial_failed(breaker, call):
             _open(breaker, now, why, run=run)
         else:
-            _close(breaker, now, "the trial call succeeded", actor=None, resume_now=False)
+            _close(breaker, now, "the trial call succeeded", actor=None, paused=None)
         return
     value = (call.metrics or {}).get(breaker.value_key) if breaker.value_key else None
     since = now.timestamp() - breaker.window_s
@@ -173,10 +173,16 @@ def _open(
 
 
 def _close(
-    breaker: CircuitBreaker, now: datetime, why: str, *, actor, note: str = "", resume_now=True
+    breaker: CircuitBreaker,
+    now: datetime,
+    why: str,
+    *,
+    actor,
+    paused: list[LoopRun] | None,
+    note: str = "",
 ) -> None:
-    """Close it and resume what it paused: here if the caller locked those runs first (the
-    lock order), else in a task after commit (the engine holds only its own run)."""
+    """Close it and resume what it paused: here the runs the caller locked first (`paused`,
+    the lock order), or with None in a task after commit (the engine holds only its run)."""
     before = _snapshot(breaker)
     breaker.state, breaker.forced, breaker.failures, breaker.samples = State.CLOSED, False, 0, []
     breaker.opened_at = breaker.retry_at = breaker.trial_at = None
@@ -191,8 +197,8 @@ def _close(
         before=before,
         after=_snapshot(breaker),
     )
-    if resume_now:
-        _resume_guarded(breaker)
+    if paused is not None:
+        _resume_guarded(breaker, paused)
     else:
         from oversight.tasks import breaker_resume_guarded
 
@@ -244,17 +250,16 @@ def _lock_paused(breaker_id: int) -> list[LoopRun]:
 @transaction.atomic(durable=True)
 def breaker_resume_guarded(*, breaker_id: int) -> int:
     """After the breaker closed on a successful trial: resume the runs it paused."""
-    _lock_paused(breaker_id)
+    paused = _lock_paused(breaker_id)
     breaker = CircuitBreaker.objects.get(pk=breaker_id)
     if breaker.state != State.CLOSED:
         return 0  # it opened again meanwhile: they stay paused
-    return len(_resume_guarded(breaker))
+    return len(_resume_guarded(breaker, paused))
 
 
-def _resume_guarded(breaker: CircuitBreaker) -> list[LoopRun]:
-    """Inside the caller's transaction, which locked them: resume the runs this breaker
-    paused; the running ones step again after commit."""
-    runs = _lock_paused(breaker.pk)
+def _resume_guarded(breaker: CircuitBreaker, runs: list[LoopRun]) -> list[LoopRun]:
+    """Inside the caller's transaction, which locked them (_lock_paused): resume the runs
+    this breaker paused; the running ones step again after commit."""
     for run in runs:
         run.move_to(loop_services.resume_target(run, run.prior_state))
         run.save(update_fields=["state", "prior_state", "paused_by", "started_at", "updated_at"])
@@ -333,11 +338,11 @@ def breaker_reset(*, breaker_id: int, actor, reason: str) -> CircuitBreaker:
     """An operator closes the breaker (with a reason); what it paused goes on."""
     if not reason.strip():
         raise BreakerRejected(400, "reason_required", "A reset needs a reason.")
-    _lock_paused(breaker_id)  # runs before breakers: the lock order
+    paused = _lock_paused(breaker_id)  # runs before breakers: the lock order
     breaker = CircuitBreaker.objects.select_for_update().get(pk=breaker_id)
     if breaker.state == State.CLOSED:
         raise BreakerRejected(409, "wrong_state", f"Breaker {breaker.name} is already closed.")
-    _close(breaker, timezone.now(), "reset by an operator", actor=actor, note=reason)
+    _close(breaker, timezone.now(), "reset by an operator", actor=actor, paused=paused, note=reason)
     return breaker
 
 

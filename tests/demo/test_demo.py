@@ -17,7 +17,7 @@ from django.test import override_settings
 from console.roles import roles_sync
 from demo import education, faults, healthcare, industrial
 from demo.services import MAIN_LOOPS, demo_keep_running, demo_working
-from loops import engine, services
+from loops import services
 from loops.declare import (
     BLUEPRINTS,
     DeclarationError,
@@ -31,6 +31,7 @@ from loops.models import Bid, Domain, LoopRun
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts, interrupts
 from oversight.services.breakers import breakers_sync
+from tests import conftest
 from tests.conftest import ROOT, wait_for, with_role
 
 State = LoopRun.State
@@ -50,19 +51,7 @@ def start(domain: str, **input) -> LoopRun:
 
 
 def drive(run: LoopRun, steps: int = 80) -> LoopRun:
-    """Step every running run of the stack until none is left (or steps run out)."""
-    for _ in range(steps):
-        live = list(
-            LoopRun.objects.filter(root_id=run.root_id, state=State.RUNNING).values_list(
-                "pk", flat=True
-            )
-        )
-        if not live:
-            break
-        for run_id in live:
-            engine.advance(run_id=run_id)
-    run.refresh_from_db()
-    return run
+    return conftest.drive(run, steps=steps)
 
 
 def frame(root: LoopRun, blueprint_name: str) -> LoopRun:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from loops import engine, services
 from loops.declare import sync_declarations
 from loops.models import Agent, Bid, Blueprint, Contribution, Event, Iteration, LoopRun
-from tests.conftest import wait_for
+from tests.conftest import drive, wait_for
 
 pytestmark = pytest.mark.django_db
 State = LoopRun.State
@@ -26,22 +26,6 @@ def _declared() -> None:
 
 def start(blueprint: str, domain: str = "arena", **input) -> LoopRun:
     return services.run_start(domain=domain, blueprint=blueprint, input=input)
-
-
-def drive(run: LoopRun, now=None, steps: int = 40) -> LoopRun:
-    """Step every running run of the stack until none is left (or steps run out)."""
-    for _ in range(steps):
-        live = list(
-            LoopRun.objects.filter(root_id=run.root_id, state=State.RUNNING).values_list(
-                "pk", flat=True
-            )
-        )
-        if not live:
-            break
-        for run_id in live:
-            engine.advance(run_id=run_id, now=now)
-    run.refresh_from_db()
-    return run
 
 
 def bids_of(run: LoopRun, number: int = 1) -> dict[str, Bid]:

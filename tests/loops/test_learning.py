@@ -12,10 +12,11 @@ from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
-from loops import engine, learning, services
+from loops import learning, services
 from loops.declare import BLUEPRINTS, sync_declarations
 from loops.engine.broadcast import select
 from loops.models import Agent, AgentStat, Bid, Contribution, Event, LoopRun
+from tests.conftest import drive
 
 State = LoopRun.State
 
@@ -26,17 +27,7 @@ def _declared() -> None:
 
 
 def _run_to_end(blueprint: str, domain: str = "arena", **input) -> LoopRun:
-    run = services.run_start(domain=domain, blueprint=blueprint, input=input)
-    for _ in range(40):
-        live = LoopRun.objects.filter(root_id=run.pk, state=State.RUNNING).values_list(
-            "pk", flat=True
-        )
-        if not live:
-            break
-        for pk in list(live):
-            engine.advance(run_id=pk)
-    run.refresh_from_db()
-    return run
+    return drive(services.run_start(domain=domain, blueprint=blueprint, input=input))
 
 
 def _stat(name: str, task_type: str = "arena.ask") -> AgentStat:

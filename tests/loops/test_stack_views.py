@@ -13,7 +13,7 @@ from loops import engine, services
 from loops.declare import sync_declarations
 from loops.models import Agent, Bid, Contribution, Iteration, LoopRun
 from oversight.models import AuditEvent
-from tests.conftest import with_role
+from tests.conftest import drive, with_role
 
 pytestmark = pytest.mark.django_db
 State = LoopRun.State
@@ -48,21 +48,6 @@ def step_until_micro(run: LoopRun) -> list[LoopRun]:
             if frame.state == State.RUNNING:
                 engine.advance(run_id=frame.pk)
     raise AssertionError("the stack never reached a micro loop")
-
-
-def drive(run: LoopRun, steps: int = 40) -> LoopRun:
-    for _ in range(steps):
-        live = list(
-            LoopRun.objects.filter(root_id=run.root_id, state=State.RUNNING).values_list(
-                "pk", flat=True
-            )
-        )
-        if not live:
-            break
-        for run_id in live:
-            engine.advance(run_id=run_id)
-    run.refresh_from_db()
-    return run
 
 
 def start_lab() -> LoopRun:

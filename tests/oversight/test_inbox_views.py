@@ -7,13 +7,13 @@ import pytest
 from django.test import Client
 
 from console.roles import roles_sync
-from loops import engine, services
+from loops import services
 from loops.declare import sync_declarations
 from loops.models import LoopRun
 from oversight import fragments
 from oversight.models import Interrupt
 from oversight.services import interrupts
-from tests.conftest import with_role
+from tests.conftest import drive, with_role
 
 pytestmark = pytest.mark.django_db
 State = LoopRun.State
@@ -49,17 +49,7 @@ def viewer(django_user_model) -> Client:
 @pytest.fixture
 def pending() -> Interrupt:
     """ward-dose proposes 1,600 mg, over its 1,000 mg limit: a policy interrupt."""
-    run = services.run_start(domain="ward", blueprint="ward-dose", input={})
-    for _ in range(40):
-        live = list(
-            LoopRun.objects.filter(root_id=run.root_id, state=State.RUNNING).values_list(
-                "pk", flat=True
-            )
-        )
-        if not live:
-            break
-        for run_id in live:
-            engine.advance(run_id=run_id)
+    run = drive(services.run_start(domain="ward", blueprint="ward-dose", input={}))
     return Interrupt.objects.get(run__root_id=run.root_id, status=Interrupt.Status.PENDING)
 
 

@@ -24,7 +24,7 @@ from oversight import tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
 from oversight.services.alerts import notification_deliver
 from oversight.services.interrupts import interrupts_expire_overdue
-from tests.conftest import wait_for, with_role
+from tests.conftest import drive, wait_for, with_role
 from tests.oversight.decl_interrupts import DOSE_SCHEMA
 
 pytestmark = pytest.mark.django_db
@@ -92,22 +92,6 @@ def decide(client: Client, interrupt: Interrupt, **body):
 
 def start(blueprint: str, **input) -> LoopRun:
     return services.run_start(domain="ward", blueprint=blueprint, input=input)
-
-
-def drive(run: LoopRun, steps: int = 40) -> LoopRun:
-    """Step every running run of the stack in this process until none is left."""
-    for _ in range(steps):
-        live = list(
-            LoopRun.objects.filter(root_id=run.root_id, state=State.RUNNING).values_list(
-                "pk", flat=True
-            )
-        )
-        if not live:
-            break
-        for run_id in live:
-            engine.advance(run_id=run_id)
-    run.refresh_from_db()
-    return run
 
 
 def step_until(run: LoopRun, *states: str, timeout: float = 20.0) -> LoopRun:
