@@ -10,6 +10,7 @@ from console import liveness
 
 WORKERS = "console/_workers.html"
 DOMAIN_CARD = "console/_domain_card.html"
+OVERVIEW_STATUS = "console/_overview_status.html"
 
 
 def worker_count_or_none() -> int | None:
@@ -24,10 +25,25 @@ def workers() -> str:
     return render_to_string(WORKERS, {"workers": worker_count_or_none(), "oob": True})
 
 
-def domain_cards(slugs: list[str] | None = None) -> str:
-    """The named domains' overview cards (all when None), as pushed: no request."""
-    from oversight.overview import domain_cards as cards
+def overview() -> str:
+    """Every domain's overview card and the global status bar, as pushed: no request. One
+    render for all domains keeps the totals consistent with the cards; it costs the same
+    handful of aggregate queries however much data there is (oversight.overview)."""
+    from oversight.overview import domain_cards, overview_totals
 
-    return "".join(
-        render_to_string(DOMAIN_CARD, {"card": card, "oob": True}) for card in cards(slugs)
-    )
+    cards = domain_cards()
+    return render_to_string(
+        OVERVIEW_STATUS, {"totals": overview_totals(cards), "oob": True}
+    ) + "".join(render_to_string(DOMAIN_CARD, {"card": card, "oob": True}) for card in cards)
+
+
+def overview_push(*, at_once: bool = False) -> None:
+    """Push the overview after commit. Ordinary changes (frames starting and ending,
+    interrupts, breakers) are coalesced to one push a second, the latest state last; a halt
+    or a lift is pushed at once, whatever was pushed just before."""
+    from console.push import CONSOLE_GROUP, push_coalesced_on_commit, push_on_commit
+
+    if at_once:
+        push_on_commit(CONSOLE_GROUP, overview)
+    else:
+        push_coalesced_on_commit(CONSOLE_GROUP, "overview", "console.fragments.overview")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.template.loader import render_to_string
@@ -15,9 +16,16 @@ DOMAIN_STACK = "loops/_domain_stack.html"
 
 def domain_stack_context(domain: Domain) -> dict[str, Any]:
     frames = charts.stack_frames(domain.pk)
+    counts = Counter(frame.state for frame in frames)
     return {
         "domain": domain,
         "frames": frames,
+        # The chart's key, and its states as text for those who cannot see the colours.
+        "legend": [
+            {"state": state, "count": counts[state], "colour": colour}
+            for state, colour in charts.STATE_COLOURS.items()
+            if counts[state]
+        ],
         "capped": len(frames) >= charts.STACK_CAP,
         "stack_chart": charts.stack_icicle(domain.slug, frames) if frames else "",
     }
@@ -30,7 +38,11 @@ def domain_stack(domain_id: int) -> str:
 
 
 def domain_stack_push(domain_id: int) -> None:
-    """Push the domain's stack after commit, at most once a second per domain."""
+    """Push the domain's stack after commit, at most once a second per domain, and the
+    overview, whose cards count the live frames (coalesced too)."""
+    from console.fragments import overview_push
+
     push_coalesced_on_commit(
         CONSOLE_GROUP, f"domain-stack:{domain_id}", "loops.fragments.domain_stack", domain_id
     )
+    overview_push()

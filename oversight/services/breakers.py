@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from console.fragments import overview_push
 from console.push import CONSOLE_GROUP, push_on_commit
 from loops import services as loop_services
 from loops.declare import BREAKERS
@@ -170,6 +171,7 @@ def _open(
 
         transaction.on_commit(lambda: breaker_pause_guarded.delay(breaker.pk), robust=True)
     push_on_commit(CONSOLE_GROUP, lambda: _row(breaker.pk))
+    overview_push()  # open breakers
 
 
 def _close(
@@ -204,6 +206,7 @@ def _close(
 
         transaction.on_commit(lambda: breaker_resume_guarded.delay(breaker.pk), robust=True)
     push_on_commit(CONSOLE_GROUP, lambda: _row(breaker.pk))
+    overview_push()  # open breakers
 
 
 def _snapshot(breaker: CircuitBreaker) -> dict:
@@ -329,6 +332,7 @@ def _half_open(*, breaker_id: int, now: datetime) -> int:
             data={"trial_run": trial.pk if trial else None},
         )
     push_on_commit(CONSOLE_GROUP, lambda: _row(breaker.pk))
+    overview_push()  # open breakers
     return 1
 
 

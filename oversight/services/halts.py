@@ -9,6 +9,8 @@ already in flight are stored held. Celery revoke is not used: nothing depends on
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -108,7 +110,7 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
         data={"scope": canonical, "parked": len(parked)},
     )
     push_on_commit(CONSOLE_GROUP, _halt_banner)
-    _push_cards(halt)
+    _push_views(halt)
     return halt, True
 
 
@@ -219,7 +221,7 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
         target=halt,
     )
     push_on_commit(CONSOLE_GROUP, _halt_banner)
-    _push_cards(halt)
+    _push_views(halt)
     return halt
 
 
@@ -296,15 +298,18 @@ def _halt_banner() -> str:
     return fragments.halt_banner()
 
 
-def _push_cards(halt: Halt) -> None:
-    """The overview cards of the domains the halt covers (all of them for a global one)."""
-    from console import fragments
+def _push_views(halt: Halt) -> None:
+    """At once, not coalesced: the overview, and the live stack of every domain the halt
+    covers (all of them for a global one), whose frames turn halted or come back."""
+    from console.fragments import overview_push
+    from loops.fragments import domain_stack
 
-    slugs: list[str] | None = None
+    overview_push(at_once=True)
+    domains = Domain.objects.all()
     if halt.kind != Halt.Kind.GLOBAL:
-        domain_id = halt.domain_id or (halt.run.domain_id if halt.run else 0)
-        slugs = list(Domain.objects.filter(pk=domain_id).values_list("slug", flat=True))
-    push_on_commit(CONSOLE_GROUP, lambda: fragments.domain_cards(slugs))
+        domains = domains.filter(pk=halt.domain_id or (halt.run.domain_id if halt.run else 0))
+    for domain_id in domains.values_list("pk", flat=True):
+        push_on_commit(CONSOLE_GROUP, partial(domain_stack, domain_id))
 
 
 def _name(user) -> str:

@@ -16,6 +16,7 @@ import jsonschema
 from django.db import transaction
 from django.utils import timezone
 
+from console.fragments import overview_push
 from console.push import CONSOLE_GROUP, push_on_commit
 from loops import services as loop_services
 from loops.declare import Escalate
@@ -109,6 +110,7 @@ def interrupt_raise(
         data={"run": run.pk, "severity": severity},
     )
     push_on_commit(CONSOLE_GROUP, lambda: _raised(interrupt.pk))
+    overview_push()  # pending approvals
     return interrupt
 
 
@@ -195,6 +197,7 @@ def interrupt_decide(
         data={"run": run.pk},
     )
     push_on_commit(CONSOLE_GROUP, lambda: _card(interrupt.pk))
+    overview_push()
     return interrupt
 
 
@@ -327,6 +330,7 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
         data={"run": run.pk},
     )
     push_on_commit(CONSOLE_GROUP, lambda: _card(interrupt.pk))
+    overview_push()
     return interrupt
 
 

@@ -8,10 +8,40 @@
     el.textContent = text;
   }
   document.addEventListener("htmx:wsConnecting", function () { show("connecting", "connecting…"); });
-  document.addEventListener("htmx:wsOpen", function () { show("connected", "connected"); });
+  var opened = false;
+  document.addEventListener("htmx:wsOpen", function () {
+    show("connected", "connected");
+    if (opened) resync();
+    opened = true;
+  });
   document.addEventListener("htmx:wsClose", function () { show("disconnected", "disconnected, retrying…"); });
   document.addEventListener("htmx:wsError", function () { show("disconnected", "disconnected, retrying…"); });
+
+  // Pushes sent while the socket was down are lost (the channel layer keeps nothing for a
+  // closed socket), so after a reconnect the page fetches itself once and swaps in, by id,
+  // every element that pushes keep current (marked data-live). Forms being filled are
+  // outside those elements, so nothing typed is lost.
+  function resync() {
+    var ids = Array.prototype.map.call(document.querySelectorAll("[data-live][id]"), function (el) {
+      return "#" + el.id;
+    });
+    if (!ids.length) return;
+    htmx.ajax("GET", window.location.href, { source: document.body, swap: "none", selectOOB: ids.join(",") })
+      .then(function () { document.body.dispatchEvent(new CustomEvent("console:resynced")); });
+  }
 })();
+
+// --- notices: a refused or lost action (HX-Trigger console:notice, STYLE.md B.5) ---
+// The fragment that answered already shows the current truth; this says why, for a while.
+document.addEventListener("console:notice", function (event) {
+  var box = document.getElementById("notices");
+  if (!box || !event.detail || !event.detail.text) return;
+  var note = document.createElement("p");
+  note.className = "notice";
+  note.textContent = event.detail.text;
+  box.appendChild(note);
+  setTimeout(function () { note.remove(); }, 10000);
+});
 
 // --- domain and run pages: a click on a frame of the live stack icicle opens that run ---
 window.consoleBindStack = function (id) {

@@ -68,6 +68,11 @@ def test_domain_page_shows_the_live_stack_as_an_icicle(client, viewer):
         assert f'"{frame.pk}"' in html  # ids and parents are run ids
         assert f"/loops/runs/{frame.pk}/" in html  # customdata opens the frame
     assert "consoleBindStack" in html
+    # The key under the chart says the same in words: how many frames are in each state.
+    for state in {frame.state for frame in frames}:
+        n = sum(frame.state == state for frame in frames)
+        assert f'<li data-state="{state}">' in html
+        assert f"</span>{n} {state}</li>" in html
     # plotly.js loads deferred: the figure's script must wait for it, not call it at once.
     script = html[html.index('id="domain-lab-icicle"') :]
     script = script[script.index("<script") : script.index("</script>")]
@@ -185,7 +190,7 @@ def test_run_page_queries_do_not_grow_with_iterations(client, viewer):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
-async def test_frame_changes_push_the_stack_once_then_the_latest_state_a_second_later(
+async def test_frame_changes_push_stack_and_overview_once_then_the_latest_state_a_second_later(
     celery_worker, client, django_user_model
 ):
     """A burst of frame changes: one push at once, one trailing push with the state at the
@@ -216,10 +221,13 @@ async def test_frame_changes_push_the_stack_once_then_the_latest_state_a_second_
     runs = [await sync_to_async(_held_lab_run)() for _ in range(4)]  # within a second
 
     stacks: list[tuple[float, str]] = []
-    while len(stacks) < 2:  # liveness beats of the worker may come in between
+    overviews: list[str] = []
+    while len(stacks) < 2 or len(overviews) < 2:  # worker liveness beats may come between
         message = await socket.receive_from(timeout=5)
         if 'id="domain-lab-stack"' in message:
             stacks.append((time.monotonic(), message.replace("\\u002f", "/")))
+        if 'id="overview-totals"' in message:
+            overviews.append(message)
     await socket.disconnect()
 
     (began, first), (ended, last) = stacks
@@ -228,8 +236,13 @@ async def test_frame_changes_push_the_stack_once_then_the_latest_state_a_second_
     assert f"/loops/runs/{runs[-1].pk}/" not in first
     assert all(f"/loops/runs/{run.pk}/" in last for run in runs)  # the latest state arrived
     assert ended - began >= 0.5
-    stacks = [first, last]
-    assert all('hx-swap-oob="true"' in html and "csrf" not in html for html in stacks)
+    # The overview's cards and totals follow the same way: first at once, then the latest.
+    assert len(overviews) == 2
+    assert 'id="domain-lab-card"' in overviews[0]
+    assert '<dd class="runs-live">4</dd>' in overviews[1]
+    assert "<strong>4</strong> live runs" in overviews[1]
+    pushed = [first, last, *overviews]
+    assert all('hx-swap-oob="true"' in html and "csrf" not in html for html in pushed)
 
 
 def _held_lab_run() -> LoopRun:

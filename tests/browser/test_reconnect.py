@@ -1,0 +1,96 @@
+"""A page whose websocket drops catches up when it reconnects, without a reload: what was
+pushed while it was away (a halt, a new interrupt) is on screen once the socket is back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import partial
+
+import pytest
+from channels.testing import ChannelsLiveServerTestCase
+from channels.testing.live import make_application, set_database_connection
+from django.contrib.auth import get_user_model
+from playwright.sync_api import Page, expect
+
+from loops import services
+from loops.declare import sync_declarations
+from loops.models import LoopRun
+from oversight.services import halts
+from tests.browser.conftest import as_a_worker
+from tests.conftest import wait_for, with_role
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "a long passphrase"
+
+
+class TestReconnect(ChannelsLiveServerTestCase):
+    serve_static = False  # whitenoise serves the collected files, as in production
+
+    @pytest.fixture(autouse=True)
+    def _pages(self, page: Page, celery_worker) -> None:
+        self.page = page
+
+    def _kill_daphne(self) -> None:
+        """SIGKILL the live server, as a crash would: its sockets close without a goodbye."""
+        process = type(self)._server_process
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(10)
+
+    def _start_daphne_again(self) -> None:
+        """A new Daphne on the same port, as a supervisor would restart it."""
+        cls = type(self)
+        process = cls.ProtocolServerProcess(
+            cls.host,
+            partial(make_application, static_wrapper=None),
+            setup=set_database_connection,
+            port=cls._port,
+        )
+        process.start()
+        assert process.ready.wait(30), "Daphne did not come back"
+        cls._server_process = process  # tearDownClass stops this one
+
+    def test_an_overview_that_lost_its_socket_catches_up_when_it_reconnects(self):
+        sync_declarations()
+        users = get_user_model().objects
+        admin = with_role(users.create_user("ada", password=PASSWORD), "admin")
+        run = as_a_worker(services.run_start, domain="depot", blueprint="depot-loop", input={})
+        wait_for(lambda: run.iterations.count() >= 1)
+
+        page = self.page
+        page.goto(f"{self.live_server_url}/")
+        page.get_by_label("Username").fill("ada")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#ws-status")).to_have_text("connected")
+        card = page.locator("#domain-depot-card")
+        expect(card).not_to_have_attribute("data-state", "halted")
+        page.evaluate("window.notReloaded = true")
+
+        self._kill_daphne()
+        expect(page.locator("#ws-status")).to_have_text("disconnected, retrying…")
+
+        # While the page is away, the domain is halted: the push goes to nobody.
+        halt, _ = as_a_worker(halts.halt_engage, actor=admin, scope="domain:depot", reason="away")
+        time.sleep(0.5)
+        expect(card).not_to_have_attribute("data-state", "halted")  # it really missed it
+
+        self._start_daphne_again()
+        # htmx's ws extension reconnects with backoff; the page then fetches what it missed.
+        expect(page.locator("#ws-status")).to_have_text("connected", timeout=30_000)
+        expect(card).to_have_attribute("data-state", "halted", timeout=10_000)
+        expect(page.locator("#halt-banner")).to_contain_text("HALTED: domain:depot")
+        expect(page.locator("#halt-banner")).to_contain_text("away")
+        expect(page.locator("#overview-totals")).to_contain_text("1 halted domains")
+        assert page.evaluate("window.notReloaded") is True
+
+        # And it is live again: the lift arrives as an ordinary push.
+        as_a_worker(halts.halt_lift, halt_id=halt.pk, actor=admin, reason="back")
+        expect(card).not_to_have_attribute("data-state", "halted")
+        expect(page.locator("#halt-banner")).not_to_contain_text("HALTED")
+
+        as_a_worker(services.run_cancel, run_id=run.pk)
+        wait_for(lambda: not LoopRun.objects.filter(lease_worker__gt="").exists())
+        time.sleep(1)
