@@ -41,9 +41,9 @@ def overview_push(*, at_once: bool = False) -> None:
     """Push the overview after commit. Ordinary changes (frames starting and ending,
     interrupts, breakers) are coalesced to one push a second, the latest state last; a halt
     or a lift is pushed at once, whatever was pushed just before."""
-    from console.push import CONSOLE_GROUP, push_coalesced_on_commit, push_on_commit
+    from console.push import OVERVIEW_GROUP, push_coalesced_on_commit, push_on_commit
 
     if at_once:
-        push_on_commit(CONSOLE_GROUP, overview)
+        push_on_commit(OVERVIEW_GROUP, overview)
     else:
-        push_coalesced_on_commit(CONSOLE_GROUP, "overview", "console.fragments.overview")
+        push_coalesced_on_commit(OVERVIEW_GROUP, "overview", "console.fragments.overview")

@@ -10,8 +10,20 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils.module_loading import import_string
 
-# Every signed-in console joins this group. Names: letters, digits, '.', '-', '_' only.
+# Every signed-in page joins CONSOLE_GROUP (halt banner, alerts, workers); a page also joins
+# the topics of what it shows (ws-connect="/ws/console/?topics=…", console.consumers), so a
+# busy domain's stack goes to the pages that draw it, not to every open console.
+# Group names: letters, digits, '.', '-', '_' only.
 CONSOLE_GROUP = "console"
+OVERVIEW_GROUP = "overview"  # the overview's cards and totals
+INBOX_GROUP = "inbox"  # interrupts raised, claimed, decided, expired
+BREAKERS_GROUP = "breakers"  # breaker rows
+TOPICS = {OVERVIEW_GROUP, INBOX_GROUP, BREAKERS_GROUP}
+
+
+def domain_group(domain_id: int) -> str:
+    """A domain page's topic: its live stack."""
+    return f"domain.{domain_id}"
 
 
 def push_html(group: str, html: str) -> None:

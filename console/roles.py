@@ -24,6 +24,7 @@ OPERATE = (
     "oversight.decide_interrupt",
     "oversight.reset_circuitbreaker",
     "oversight.engage_halt",
+    "oversight.acknowledge_alert",
 )
 # DESIGN.md H6: admins also halt everything, lift halts, and manage users and agents.
 ADMINISTER = (

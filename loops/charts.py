@@ -6,16 +6,17 @@ a websocket push swaps it in later."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
 
 import plotly.graph_objects as go
 import plotly.io as pio
-from django.db.models import Count
+from django.db.models import Aggregate, Count, F, FloatField, Func, Q, Sum
 from django.db.models.functions import TruncMinute
 from django.urls import reverse
 from django.utils import timezone
 
-from loops.models import Iteration, LoopRun
+from loops.models import Contribution, Iteration, LoopRun
 
 STACK_CAP = 300
 
@@ -90,23 +91,165 @@ def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
     )
 
 
-def throughput(domain_id: int, *, minutes: int = 60) -> str:
-    """Iterations closed per minute over the last hour (one aggregated query)."""
-    since = timezone.now() - timedelta(minutes=minutes)
-    rows = (
+# --- The domain's activity over the last hour: four charts from two aggregated queries ----
+
+
+class Percentile(Aggregate):
+    """PostgreSQL's interpolated percentile, computed in the database per group."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)%(filter)s"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, fraction: float, **extra: Any) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"a percentile is between 0 and 1, not {fraction!r}")
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+def _seconds(start: str, end: str) -> Func:
+    return Func(
+        F(end) - F(start),
+        template="EXTRACT(EPOCH FROM %(expressions)s)::double precision",
+        output_field=FloatField(),
+    )
+
+
+class IterationMinute(TypedDict):
+    minute: datetime
+    closed: int
+    p50: float | None  # seconds; None when every iteration of the minute was abandoned
+    p95: float | None
+
+
+class CallMinute(TypedDict):
+    minute: datetime
+    calls: int
+    failed: int
+    cost: float
+
+
+def iteration_minutes(domain_id: int, since: datetime) -> list[IterationMinute]:
+    """Per minute (by closed_at): iterations closed, and the median and 95th percentile of
+    how long they took, in seconds. Abandoned iterations (their run was cancelled or ran
+    out of time while they were open) count as closed but not towards the latency: their
+    duration says when the run ended, not how long an iteration takes."""
+    timed = ~Q(outcome=Iteration.Outcome.ABANDONED)
+    duration = _seconds("started_at", "closed_at")
+    return list(
         Iteration.objects.filter(run__domain_id=domain_id, closed_at__gte=since)
         .annotate(minute=TruncMinute("closed_at"))
         .order_by("minute")
         .values("minute")
-        .annotate(n=Count("id"))
+        .annotate(
+            closed=Count("id"),
+            p50=Percentile(duration, 0.5, filter=timed),
+            p95=Percentile(duration, 0.95, filter=timed),
+        )
     )
-    xs = [row["minute"] for row in rows]
-    ys = [row["n"] for row in rows]
-    fig = go.Figure(go.Bar(x=xs, y=ys, marker={"color": "#2563eb"}))
+
+
+def call_minutes(domain_id: int, since: datetime) -> list[CallMinute]:
+    """Per minute (by finished_at): agent calls (contributions) finished, those that
+    failed, and what they cost together."""
+    done = [Contribution.Status.COMPLETED, Contribution.Status.FAILED]
+    return list(
+        Contribution.objects.filter(
+            iteration__run__domain_id=domain_id, finished_at__gte=since, status__in=done
+        )
+        .annotate(minute=TruncMinute("finished_at"))
+        .order_by("minute")
+        .values("minute")
+        .annotate(
+            calls=Count("id"),
+            failed=Count("id", filter=Q(status=Contribution.Status.FAILED)),
+            cost=Sum("cost"),
+        )
+    )
+
+
+def domain_activity(domain_id: int, *, minutes: int = 60) -> dict[str, str]:
+    """Throughput, latency, error rate and cost per minute over the same window, as four
+    figures (two queries, however many iterations and calls there were)."""
+    now = timezone.now()
+    since = now - timedelta(minutes=minutes)
+    window = [since, now]
+    iterations = iteration_minutes(domain_id, since)
+    calls = call_minutes(domain_id, since)
+    return {
+        "throughput": throughput(domain_id, iterations, window),
+        "latency": latency(domain_id, iterations, window),
+        "errors": error_rate(domain_id, calls, window),
+        "cost": cost(domain_id, calls, window),
+    }
+
+
+def _minute_figure(traces: list[Any], window: list[datetime], y: dict[str, Any]) -> go.Figure:
+    fig = go.Figure(traces)
     fig.update_layout(
-        margin={"t": 10, "l": 40, "r": 10, "b": 30},
+        margin={"t": 10, "l": 50, "r": 10, "b": 30},
         height=220,
-        yaxis={"title": "iterations / min"},
-        xaxis={"range": [since, timezone.now()]},
+        yaxis={"rangemode": "tozero", **y},
+        xaxis={"range": window},
+        legend={"orientation": "h", "y": 1.1},
     )
+    return fig
+
+
+def throughput(domain_id: int, rows: list[IterationMinute], window: list[datetime]) -> str:
+    """Iterations closed per minute."""
+    bar = go.Bar(
+        x=[r["minute"] for r in rows], y=[r["closed"] for r in rows], marker={"color": "#2563eb"}
+    )
+    fig = _minute_figure([bar], window, {"title": "iterations / min"})
     return _html(fig, f"domain-{domain_id}-throughput")
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def latency(domain_id: int, rows: list[IterationMinute], window: list[datetime]) -> str:
+    """How long an iteration took, from its broadcast to its close: median and p95."""
+    xs = [r["minute"] for r in rows]
+    series = (
+        ("median", [r["p50"] for r in rows], "#2563eb"),
+        ("p95", [r["p95"] for r in rows], "#f59e0b"),
+    )
+    lines = [
+        go.Scatter(
+            x=xs,
+            y=[_round(v) for v in values],
+            name=name,
+            mode="lines+markers",
+            line={"color": colour},
+            hovertemplate=f"{name} %{{y}} s<extra></extra>",
+        )
+        for name, values, colour in series
+    ]
+    fig = _minute_figure(lines, window, {"title": "iteration seconds"})
+    return _html(fig, f"domain-{domain_id}-latency")
+
+
+def error_rate(domain_id: int, rows: list[CallMinute], window: list[datetime]) -> str:
+    """The share of finished agent calls that failed, per minute."""
+    bar = go.Bar(
+        x=[r["minute"] for r in rows],
+        y=[round(r["failed"] / r["calls"], 4) for r in rows],
+        customdata=[[r["failed"], r["calls"]] for r in rows],
+        hovertemplate="%{customdata[0]} of %{customdata[1]} calls failed<extra></extra>",
+        marker={"color": "#b91c1c"},
+    )
+    fig = _minute_figure([bar], window, {"title": "failed calls", "tickformat": ".0%"})
+    return _html(fig, f"domain-{domain_id}-errors")
+
+
+def cost(domain_id: int, rows: list[CallMinute], window: list[datetime]) -> str:
+    """What the domain's agent calls cost, summed per minute."""
+    bar = go.Bar(
+        x=[r["minute"] for r in rows],
+        y=[_round(r["cost"], 6) for r in rows],
+        marker={"color": "#16a34a"},
+    )
+    fig = _minute_figure([bar], window, {"title": "cost / min"})
+    return _html(fig, f"domain-{domain_id}-cost")

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from console.push import CONSOLE_GROUP, push_coalesced_on_commit
+from console.push import domain_group, push_coalesced_on_commit
 from loops import charts
 from loops.models import Domain
 
@@ -43,6 +43,9 @@ def domain_stack_push(domain_id: int) -> None:
     from console.fragments import overview_push
 
     push_coalesced_on_commit(
-        CONSOLE_GROUP, f"domain-stack:{domain_id}", "loops.fragments.domain_stack", domain_id
+        domain_group(domain_id),
+        f"domain-stack:{domain_id}",
+        "loops.fragments.domain_stack",
+        domain_id,
     )
     overview_push()

@@ -1,9 +1,11 @@
 """The oversight endpoints of DESIGN.md section 5: interrupts and decisions, breakers,
-halts and lifts, and the audit log.
+halts and lifts, and the audit log; and (added to the contract) the alert feed and its
+acknowledgement.
 
 Reads need the viewer role. Deciding, resetting and halting a domain or a run need the
-operator role; a global halt and every lift need the admin role (H6). An agent's token holds
-no role: it can raise an interrupt for a run of its own domain, and nothing else here.
+operator role, and so does acknowledging an alert; a global halt and every lift need the
+admin role (H6). An agent's token holds no role: it can raise an interrupt for a run of its
+own domain, and nothing else here.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from console.auth import require_perm
 from console.pagination import Page, PageParams, page
 from loops.api import ErrorOut
 from loops.models import Agent, LoopRun
-from oversight.models import AuditEvent, CircuitBreaker, Halt, Interrupt
+from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt
 from oversight.services import breakers, halts, interrupts
+from oversight.services.alerts import AlertRejected, alert_acknowledge
 
 router = Router(tags=["oversight"])
 
@@ -337,6 +340,59 @@ def halt_lift(request: HttpRequest, id: int, body: ReasonIn) -> Status:
     return Status(200 if not halt.is_active else 202, halt)
 
 
+# --- Alerts -------------------------------------------------------------------------------
+
+
+class AlertOut(Schema):
+    id: int
+    kind: str
+    level: str
+    audience: str
+    title: str
+    body: str
+    target_type: str
+    target_id: str
+    data: dict[str, Any]
+    created_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+
+    @staticmethod
+    def resolve_acknowledged_by(obj) -> str | None:
+        return _username(obj.acknowledged_by)
+
+
+class AcknowledgeIn(Schema):
+    note: str = Field("", max_length=TEXT)
+
+
+@router.get("/alerts", response={200: Page[AlertOut], 400: ErrorOut})
+def alert_list(request: HttpRequest, paging: Query[PageParams], acknowledged: bool = False) -> dict:
+    """The live feed: unacknowledged alerts, newest first, a page at a time
+    (acknowledged=true lists the acknowledged ones instead)."""
+    require_perm(request, "oversight.view_alert")
+    rows = Alert.objects.filter(acknowledged_at__isnull=not acknowledged)
+    rows = rows.select_related("acknowledged_by").order_by("-created_at", "-id")
+    return page(request, rows, paging)
+
+
+@router.post(
+    "/alerts/{id}/acknowledge",
+    response={200: AlertOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+)
+def alert_acknowledge_api(request: HttpRequest, id: int, body: AcknowledgeIn | None = None):
+    """Take the alert out of every console's feed (operator; an optional note is audited).
+    Exactly one acknowledgement wins; the others get 409 naming who and when."""
+    if isinstance(getattr(request, "auth", None), Agent):
+        raise HttpError(403, "An agent's token cannot acknowledge alerts; people do.")
+    require_perm(request, "oversight.acknowledge_alert")
+    note = body.note if body is not None else ""
+    try:
+        return alert_acknowledge(alert_id=id, actor=request.user, note=note)
+    except AlertRejected as exc:
+        return Status(exc.status, {"error": exc.code, "detail": exc.detail})
+
+
 # --- Audit --------------------------------------------------------------------------------
 
 
@@ -360,7 +416,7 @@ class AuditOut(Schema):
 class AuditFilters(Schema):
     verb: str | None = Field(None, description="e.g. halt.engaged, or a prefix: halt.")
     actor: str | None = Field(None, description="a username, or system")
-    target_type: str | None = Field(None, description="run, interrupt, breaker, halt, agent")
+    target_type: str | None = Field(None, description="run, interrupt, breaker, halt, agent, alert")
     target_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None

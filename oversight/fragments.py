@@ -13,7 +13,7 @@ INTERRUPT_CARD = "oversight/_interrupt_card.html"
 BREAKER_ROW = "oversight/_breaker_row.html"
 ALERT = "oversight/_alert.html"
 INBOX_ITEM = "oversight/_inbox_item.html"  # card + per-user controls, in #inbox-list
-INBOX_CONTROLS = "oversight/_inbox_controls.html"  # per user: never pushed
+INBOX_CONTROLS = "oversight/_inbox_controls.html"  # deciders' form; pushed for all, CSS-gated
 INBOX_OUTCOME = "oversight/_inbox_outcome.html"  # htmx answer once decided: no controls
 INBOX_DECIDED = "oversight/_inbox_decided.html"  # pushed to #inbox-decided once decided
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -77,8 +77,9 @@ def interrupt_update(interrupt_id: int) -> str:
 
 
 def interrupt_raised(interrupt_id: int) -> str:
-    """Pushed when an interrupt is raised: prepended to every open inbox's #inbox-list; its
-    controls are fetched per user (hx-trigger=load), since a push has no user."""
+    """Pushed when an interrupt is raised: prepended to every open inbox's #inbox-list, with
+    controls that are the same for everyone (a push has no user): CSS shows them to those
+    who may decide, and the decision view checks the permission."""
     interrupt = interrupts_with_history().get(pk=interrupt_id)
     return render_to_string(INBOX_ITEM, {"interrupt": interrupt, "oob": True})
 
@@ -98,3 +99,12 @@ def recent_alerts() -> list[Alert]:
 def alert(alert: Alert) -> str:
     """The alert as pushed: no request, the same for every viewer."""
     return render_to_string(ALERT, {"alert": alert, "oob": True})
+
+
+ALERT_GONE = "oversight/_alert_gone.html"
+
+
+def alert_gone(alert_id: int, notice: str = "") -> str:
+    """Pushed once an alert is acknowledged: it leaves every open feed. With a notice (the
+    answer to someone who acknowledged too late) the notice takes the alert's place."""
+    return render_to_string(ALERT_GONE, {"alert_id": alert_id, "notice": notice})

@@ -305,6 +305,7 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("acknowledge_alert", "Can acknowledge alerts")]
 
     def __str__(self) -> str:
         return f"{self.level} {self.kind}: {self.title}"

@@ -1,8 +1,15 @@
-"""/oversight/: the approval inbox, breakers, halts and the audit log (one module each)."""
+"""/oversight/: the approval inbox, breakers, halts, the audit log and alert acknowledgement
+(one module each)."""
 
 from __future__ import annotations
 
-from oversight.views import audit, breakers, halts, inbox
+from oversight.views import alerts, audit, breakers, halts, inbox
 
 app_name = "oversight"
-urlpatterns = [*inbox.urlpatterns, *breakers.urlpatterns, *halts.urlpatterns, *audit.urlpatterns]
+urlpatterns = [
+    *inbox.urlpatterns,
+    *breakers.urlpatterns,
+    *halts.urlpatterns,
+    *audit.urlpatterns,
+    *alerts.urlpatterns,
+]

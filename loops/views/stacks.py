@@ -1,4 +1,5 @@
-"""The domain page (live stack, throughput, main runs) and the run page with its controls."""
+"""The domain page (live stack, activity charts, main runs, pause and resume of the whole
+domain) and the run page with its controls and its iterations page by page."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Callable
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import Count, Prefetch, Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path
 from django.utils import timezone
@@ -16,9 +18,20 @@ from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from loops import charts, fragments, selectors, services
-from loops.models import Domain, LoopRun, TransitionRejected
+from loops.models import (
+    AgentStat,
+    Bid,
+    Contribution,
+    Domain,
+    Iteration,
+    LoopRun,
+    TransitionRejected,
+)
 
 RUN_CONTROLS = "loops/_run_controls.html"
+DOMAIN_CONTROLS = "loops/_domain_controls.html"
+ITERATIONS_PER_PAGE = 50
+REASON_MAX = 500
 
 
 class HtmxRequest(HttpRequest):
@@ -40,6 +53,11 @@ def _get_run_for_operator(request: HttpRequest, run_id: int) -> LoopRun:
     return get_object_or_404(LoopRun.objects.select_related("blueprint"), pk=run_id)
 
 
+def _get_domain_for_operator(request: HttpRequest, slug: str) -> Domain:
+    _require(request, "loops.operate_looprun")
+    return get_object_or_404(Domain, slug=slug)
+
+
 def _can_operate(request: HttpRequest) -> bool:
     return request.user.has_perm("loops.operate_looprun")
 
@@ -48,26 +66,115 @@ def _can_operate(request: HttpRequest) -> bool:
 @login_required
 def domain_detail(request: HttpRequest, slug: str) -> HttpResponse:
     domain = _get_domain_for_viewer(request, slug)
+    can_operate = _can_operate(request)
     ctx = {
         **fragments.domain_stack_context(domain),
-        "throughput_chart": charts.throughput(domain.pk),
+        "charts": charts.domain_activity(domain.pk),
         "main_runs": selectors.run_list(domain=slug, states=LoopRun.LIVE).filter(depth=0)[:100],
-        "can_operate": _can_operate(request),
+        "can_operate": can_operate,
+        **(_domain_controls_context(domain) if can_operate else {}),
     }
     return render(request, "loops/domain_detail.html", ctx)
+
+
+def _domain_controls_context(domain: Domain, changed: list[LoopRun] | None = None) -> dict:
+    """What the domain's pause and resume controls show: how many runs each would touch
+    (one query), and the main runs a control just changed, whose row controls on the
+    page are swapped out of band."""
+    counts = LoopRun.objects.filter(domain_id=domain.pk).aggregate(
+        pausable=Count("id", filter=Q(state__in=services.DOMAIN_PAUSABLE)),
+        resumable=Count(
+            "id",
+            filter=Q(state=LoopRun.State.PAUSED, paused_by=services.domain_paused_by(domain)),
+        ),
+    )
+    main = [run for run in changed or [] if run.depth == 0][:100]
+    return {"domain": domain, **counts, "changed_main_runs": main, "can_operate": True}
+
+
+def _domain_control(
+    request: HtmxRequest, slug: str, service: Callable[..., list[LoopRun]], verb: str
+) -> HttpResponse:
+    domain = _get_domain_for_operator(request, slug)
+    reason = request.POST.get("reason", "").strip()
+    if len(reason) > REASON_MAX:
+        return HttpResponseBadRequest(f"The reason is longer than {REASON_MAX} characters.")
+    changed = service(domain_id=domain.pk, actor=request.user, reason=reason)
+    if not request.htmx:
+        return redirect("loops:domain", domain.slug)
+    response = render(request, DOMAIN_CONTROLS, _domain_controls_context(domain, changed))
+    text = f"{len(changed)} run{'s' if len(changed) != 1 else ''} of {domain.name} {verb}."
+    return trigger_client_event(response, "console:notice", {"text": text})
+
+
+@require_POST
+@login_required
+def domain_pause(request: HtmxRequest, slug: str) -> HttpResponse:
+    return _domain_control(request, slug, services.domain_pause, "paused")
+
+
+@require_POST
+@login_required
+def domain_resume(request: HtmxRequest, slug: str) -> HttpResponse:
+    return _domain_control(request, slug, services.domain_resume, "resumed")
+
+
+def _page_number(request: HttpRequest) -> int | None:
+    """The iterations page asked for: None when it is not a whole number from 1 (a 400,
+    H7). A number past the last page is clamped to the last one by _iteration_page: the
+    run's iterations only grow, so it is a hand-made URL, and its nearest page is useful."""
+    raw = request.GET.get("page", "1")
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**9 else None
+
+
+def _iteration_page(page: selectors.RunPage, number: int) -> tuple[list[Iteration], int, int]:
+    """One page of the run's iterations, newest first, with their bids, contributions and
+    the bidders' learned success rates (four queries, whatever the page); returns the
+    iterations, the page number (clamped) and the number of pages."""
+    pages = max(1, -(-page.iterations_total // ITERATIONS_PER_PAGE))
+    number = min(number, pages)
+    start = (number - 1) * ITERATIONS_PER_PAGE
+    iterations = list(
+        Iteration.objects.filter(run_id=page.run.pk)
+        .order_by("-number")
+        .prefetch_related(
+            Prefetch("bids", queryset=Bid.objects.select_related("agent")),
+            Prefetch("contributions", queryset=Contribution.objects.select_related("agent")),
+        )[start : start + ITERATIONS_PER_PAGE]
+    )
+    agent_ids = {bid.agent_id for it in iterations for bid in it.bids.all()}
+    rates = {
+        (stat.agent_id, stat.task_type): stat.mean
+        for stat in AgentStat.objects.filter(agent_id__in=agent_ids)
+    }
+    for it in iterations:
+        task_type = (it.broadcast or {}).get("task_type", "")
+        for bid in it.bids.all():
+            bid.success_rate = rates.get((bid.agent_id, task_type))  # type: ignore[attr-defined]
+    return iterations, number, pages
 
 
 @require_GET
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     _require(request, "loops.view_looprun")
+    number = _page_number(request)
+    if number is None:
+        return HttpResponseBadRequest("The page must be a whole number from 1.")
     try:
-        page = selectors.run_get_page(run_id)
+        # Everything but the iterations, which come one page at a time below.
+        page = selectors.run_get_page(run_id, cap=0)
     except LoopRun.DoesNotExist:
         raise Http404("No such run.") from None
+    iterations, number, pages = _iteration_page(page, number)
     ctx = {
         "page": page,
         "run": page.run,
+        "iterations": iterations,
+        "iterations_page": number,
+        "iterations_pages": pages,
+        "iterations_first": (number - 1) * ITERATIONS_PER_PAGE + 1,
+        "iterations_last": (number - 1) * ITERATIONS_PER_PAGE + len(iterations),
         "now": timezone.now(),
         "context_json": json.dumps(page.run.context, indent=2, sort_keys=True, default=str),
         "can_operate": _can_operate(request),
@@ -113,6 +220,8 @@ def run_cancel(request: HtmxRequest, run_id: int) -> HttpResponse:
 
 urlpatterns: list[URLPattern] = [
     path("domains/<slug:slug>/", domain_detail, name="domain"),
+    path("domains/<slug:slug>/pause", domain_pause, name="domain-pause"),
+    path("domains/<slug:slug>/resume", domain_resume, name="domain-resume"),
     path("runs/<int:run_id>/", run_detail, name="run"),
     path("runs/<int:run_id>/pause", run_pause, name="run-pause"),
     path("runs/<int:run_id>/resume", run_resume, name="run-resume"),

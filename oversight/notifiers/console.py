@@ -10,6 +10,8 @@ from oversight.notifiers.base import NotifyError
 
 class ConsoleNotifier:
     def send(self, alert: Alert) -> None:
+        if alert.acknowledged_at is not None:
+            return  # acknowledged before this late delivery: it would reappear in every feed
         html = fragments.alert(alert)
         try:
             push_html(CONSOLE_GROUP, html)

@@ -5,6 +5,9 @@ and enqueues their delivery on commit. notification_deliver() claims one notific
 compare-and-set, sends it outside any transaction and records the outcome; transient
 failures wait with backoff for the notifications_deliver_due sweeper. So a failing or slow
 notifier never blocks an interrupt or a halt, and no notification is lost or sent twice.
+
+alert_acknowledge() is the person's side: one acknowledgement wins, is audited, and takes
+the alert out of every open console's feed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from oversight import tasks
+from console.push import CONSOLE_GROUP, push_on_commit
+from oversight import fragments, tasks
+from oversight.audit import audit_record
 from oversight.models import Alert, Notification
 from oversight.notifiers import NotifyError, notifier_for
 from oversight.notifiers.email import recipients
@@ -35,6 +40,14 @@ SWEEP_BATCH = 200
 FIRST_SEND_GRACE_SECONDS = 30
 
 Status = Notification.Status
+
+
+class AlertRejected(Exception):
+    """An acknowledgement that cannot be taken: HTTP status, contract code and a sentence."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        self.status, self.code, self.detail = status, code, detail
+        super().__init__(detail)
 
 
 def alert_raise(
@@ -180,3 +193,40 @@ def notifications_deliver_due(*, now: datetime | None = None) -> list[int]:
     for notification_id in due:
         tasks.notification_deliver.delay(notification_id)
     return due
+
+
+@transaction.atomic(durable=True)
+def alert_acknowledge(*, alert_id: int, actor, note: str = "") -> Alert:
+    """A person has seen the alert and takes it from every console's feed.
+
+    1. Lock the alert row. FOR NO KEY UPDATE: the notifications and failure patterns that
+       point at it still insert meanwhile (their foreign-key checks take only KEY SHARE).
+    2. Exactly one acknowledgement wins; the others find it taken and hear who and when.
+    3. Stamp it, audit it, and after commit push the fragment that deletes it from every open
+       feed. A failure pattern whose advisory this was counts a fresh streak from the next
+       failure (oversight/services/patterns.py reads acknowledged_at).
+    """
+    alert = Alert.objects.select_for_update(no_key=True).filter(pk=alert_id).first()
+    if alert is None:
+        raise AlertRejected(404, "not_found", f"There is no alert {alert_id}.")
+    if alert.acknowledged_at is not None:
+        raise AlertRejected(409, "already_acknowledged", already_acknowledged(alert))
+    alert.acknowledged_by, alert.acknowledged_at = actor, timezone.now()
+    alert.save(update_fields=["acknowledged_by", "acknowledged_at"])
+    audit_record(
+        actor=actor,
+        verb="alert.acknowledged",
+        target=alert,
+        note=note,
+        before={"acknowledged_at": None},
+        after={"acknowledged_at": alert.acknowledged_at, "acknowledged_by": actor.get_username()},
+        data={"kind": alert.kind, "level": alert.level, "title": alert.title},
+    )
+    push_on_commit(CONSOLE_GROUP, partial(fragments.alert_gone, alert.pk))
+    return alert
+
+
+def already_acknowledged(alert: Alert) -> str:
+    by = alert.acknowledged_by.get_username() if alert.acknowledged_by else "someone since removed"
+    at = alert.acknowledged_at.isoformat() if alert.acknowledged_at else "an unknown time"
+    return f"Alert {alert.pk} was already acknowledged by {by} at {at}."

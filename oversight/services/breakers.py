@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from console.fragments import overview_push
-from console.push import CONSOLE_GROUP, push_on_commit
+from console.push import BREAKERS_GROUP, push_on_commit
 from loops import services as loop_services
 from loops.declare import BREAKERS
 from loops.models import Agent, Blueprint, Domain, LoopRun
@@ -170,7 +170,7 @@ def _open(
         from oversight.tasks import breaker_pause_guarded
 
         transaction.on_commit(lambda: breaker_pause_guarded.delay(breaker.pk), robust=True)
-    push_on_commit(CONSOLE_GROUP, lambda: _row(breaker.pk))
+    push_on_commit(BREAKERS_GROUP, lambda: _row(breaker.pk))
     overview_push()  # open breakers
 
 
@@ -205,7 +205,7 @@ def _close(
         from oversight.tasks import breaker_resume_guarded
 
         transaction.on_commit(lambda: breaker_resume_guarded.delay(breaker.pk), robust=True)
-    push_on_commit(CONSOLE_GROUP, lambda: _row(breaker.pk))
+    push_on_commit(BREAKERS_GROUP, lambda: _row(breaker.pk))
     overview_push()  # open breakers
 
 
@@ -331,7 +331,7 @@ def _half_open(*, breaker_id: int, now: datetime) -> int:
             after=_snapshot(breaker),
             data={"trial_run": trial.pk if trial else None},
         )
-    push_on_commit(CONSOLE_GROUP, lambda: _row(breaker.pk))
+    push_on_commit(BREAKERS_GROUP, lambda: _row(breaker.pk))
     overview_push()  # open breakers
     return 1
 

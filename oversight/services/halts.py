@@ -14,7 +14,7 @@ from functools import partial
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from console.push import CONSOLE_GROUP, push_on_commit
+from console.push import CONSOLE_GROUP, domain_group, push_on_commit
 from loops import services as loop_services
 from loops.models import Domain, LoopRun
 from oversight.audit import audit_record
@@ -309,7 +309,7 @@ def _push_views(halt: Halt) -> None:
     if halt.kind != Halt.Kind.GLOBAL:
         domains = domains.filter(pk=halt.domain_id or (halt.run.domain_id if halt.run else 0))
     for domain_id in domains.values_list("pk", flat=True):
-        push_on_commit(CONSOLE_GROUP, partial(domain_stack, domain_id))
+        push_on_commit(domain_group(domain_id), partial(domain_stack, domain_id))
 
 
 def _name(user) -> str:

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from console.fragments import overview_push
-from console.push import CONSOLE_GROUP, push_on_commit
+from console.push import INBOX_GROUP, push_on_commit
 from loops import services as loop_services
 from loops.declare import Escalate
 from loops.models import Agent, Iteration, LoopRun
@@ -82,6 +82,10 @@ def interrupt_raise(
         default_action=policy.default_action,
         created_at=now,
     )
+    # Registered first, so that after commit the inbox push leaves before anything else
+    # (the alert's notifications are enqueued after it): operators wait for this one.
+    push_on_commit(INBOX_GROUP, lambda: _raised(interrupt.pk))
+    overview_push()  # pending approvals
     event = (
         run.pk,
         "interrupt.raised",
@@ -109,8 +113,6 @@ def interrupt_raise(
         target=interrupt,
         data={"run": run.pk, "severity": severity},
     )
-    push_on_commit(CONSOLE_GROUP, lambda: _raised(interrupt.pk))
-    overview_push()  # pending approvals
     return interrupt
 
 
@@ -196,7 +198,7 @@ def interrupt_decide(
         },
         data={"run": run.pk},
     )
-    push_on_commit(CONSOLE_GROUP, lambda: _card(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
     overview_push()
     return interrupt
 
@@ -289,7 +291,7 @@ def interrupt_claim(*, interrupt_id: int, actor) -> Interrupt:
     interrupt.claimed_by, interrupt.claimed_at = actor, timezone.now()
     interrupt.save(update_fields=["claimed_by", "claimed_at"])
     audit_record(actor=actor, verb="interrupt.claimed", target=interrupt)
-    push_on_commit(CONSOLE_GROUP, lambda: _card(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
     return interrupt
 
 
@@ -329,7 +331,7 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
         target=interrupt,
         data={"run": run.pk},
     )
-    push_on_commit(CONSOLE_GROUP, lambda: _card(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
     overview_push()
     return interrupt
 

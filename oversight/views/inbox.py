@@ -47,16 +47,6 @@ def inbox(request: HttpRequest) -> HttpResponse:
     return render(request, "oversight/inbox.html", {"interrupts": fragments.inbox_pending()})
 
 
-@require_GET
-@login_required
-def interrupt_controls(request: HttpRequest, pk: int) -> HttpResponse:
-    """The per-user form of a card that arrived by push (fetched with hx-trigger=load)."""
-    interrupt = _get_interrupt_for(request, pk, VIEW)
-    if interrupt is None:
-        return _forbidden(request)
-    return render(request, fragments.INBOX_CONTROLS, {"interrupt": interrupt})
-
-
 def _parse(post) -> tuple[str, object, str, str]:
     """(decision, payload, comment, error) from the form; error is '' when it parses."""
     decision, comment = post.get("decision", ""), post.get("comment", "")
@@ -126,7 +116,6 @@ def _rejected(request: HtmxHttpRequest, pk: int, exc: interrupts.DecisionRejecte
 
 urlpatterns = [
     path("inbox/", inbox, name="inbox"),
-    path("inbox/<int:pk>/controls", interrupt_controls, name="interrupt-controls"),
     path("inbox/<int:pk>/decide", interrupt_decide, name="interrupt-decide"),
     path("inbox/<int:pk>/claim", interrupt_claim, name="interrupt-claim"),
 ]

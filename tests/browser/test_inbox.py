@@ -62,7 +62,7 @@ class TestInbox(ChannelsLiveServerTestCase):
             expect(page.locator(f"{item} time.countdown")).to_have_attribute(
                 "datetime", interrupt.deadline_at.isoformat()
             )
-            # The controls come per user, fetched when the pushed card lands.
+            # The controls come with the pushed card, shown to those who may decide.
             expect(page.locator(f"{item} button[value=approve]")).to_be_visible()
 
         alice.locator(f"{item} button[value=approve]").click()

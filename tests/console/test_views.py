@@ -27,14 +27,19 @@ def test_it_shows_the_console_with_its_live_socket_to_a_signed_in_user(client, v
 
     html = client.get("/").content.decode()
 
-    assert 'ws-connect="/ws/console/"' in html
+    assert 'ws-connect="/ws/console/?topics=overview"' in html
     assert 'id="ws-status"' in html
     assert 'id="workers"' in html
 
 
 def test_it_serves_htmx_and_plotly_from_its_own_static_files(client, viewer):
+    from loops.declare import sync_declarations
+
+    sync_declarations()
     client.force_login(viewer)
-    html = client.get("/").content.decode()
+    # plotly.js only where something is charted with it: the domain page.
+    assert "plotly" not in client.get("/").content.decode()
+    html = client.get("/loops/domains/lab/").content.decode()
     scripts = re.findall(r'<script src="([^"]+)"', html)
 
     assert not [src for src in scripts if "//" in src], "no script may come from another host"

@@ -609,6 +609,8 @@ def test_it_describes_every_call_in_the_openapi_document(client):
         "/api/v1/breakers": {"get"},
         "/api/v1/breakers/{id}/reset": {"post"},
         "/api/v1/breakers/{id}/force-open": {"post"},
+        "/api/v1/alerts": {"get"},
+        "/api/v1/alerts/{id}/acknowledge": {"post"},
         "/api/v1/halts": {"get", "post"},
         "/api/v1/halts/{id}": {"get"},
         "/api/v1/halts/{id}/lift": {"post"},

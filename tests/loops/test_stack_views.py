@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from loops import engine, services
 from loops.declare import sync_declarations
-from loops.models import Agent, Bid, Contribution, Iteration, LoopRun
+from loops.models import Agent, Bid, Contribution, Domain, Iteration, LoopRun
 from oversight.models import AuditEvent
 from tests.conftest import drive, with_role
 
@@ -203,17 +203,18 @@ async def test_frame_changes_push_stack_and_overview_once_then_the_latest_state_
 
     from console.asgi import application
 
-    def signed_in_cookie() -> bytes:
+    def signed_in_cookie() -> tuple[bytes, int]:
         sync_declarations()
         user = with_role(django_user_model.objects.create_user("watcher"))
         client.force_login(user)
         name = settings.SESSION_COOKIE_NAME
-        return f"{name}={client.cookies[name].value}".encode()
+        lab = Domain.objects.get(slug="lab").pk
+        return f"{name}={client.cookies[name].value}".encode(), lab
 
-    cookie = await sync_to_async(signed_in_cookie)()
-    socket = WebsocketCommunicator(
+    cookie, lab = await sync_to_async(signed_in_cookie)()
+    socket = WebsocketCommunicator(  # as the domain page and the overview subscribe
         application,
-        "/ws/console/",
+        f"/ws/console/?topics=domain.{lab},overview",
         headers=[(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie)],
     )
     connected, _ = await socket.connect()

@@ -178,14 +178,18 @@ def test_a_claim_shows_who_is_reviewing(operator, pending):
     assert "otto is reviewing" in fragments.interrupt_card(pending.pk)
 
 
-def test_pushed_fragments_carry_no_controls(pending):
+def test_a_pushed_item_carries_the_same_controls_for_everyone(pending):
+    """No request per browser per interrupt: the controls come with the push, hidden by CSS
+    from those who may not decide (who are refused by the server regardless)."""
     raised = fragments.interrupt_raised(pending.pk)
     assert 'hx-swap-oob="afterbegin:#inbox-list"' in raised
-    assert "<form" not in raised and "csrf" not in raised
-    assert f"oversight/inbox/{pending.pk}/controls" in raised
+    assert "<form" in raised and "decide-only" in raised
+    assert "csrf" not in raised and "hx-trigger" not in raised
 
 
-def test_the_pushed_controls_are_per_user(operator, viewer, pending):
-    url = f"/oversight/inbox/{pending.pk}/controls"
-    assert "<form" in operator.get(url).content.decode()
-    assert "<form" not in viewer.get(url).content.decode()
+def test_the_page_shows_controls_to_deciders_only(operator, viewer, pending):
+    assert 'class="inbox-decide"' in operator.get("/oversight/inbox/").content.decode()
+    page = viewer.get("/oversight/inbox/").content.decode()
+    assert f'id="interrupt-{pending.pk}"' in page and 'class="inbox-decide"' not in page
+    assert "can-decide" in operator.get("/").content.decode()
+    assert "can-decide" not in viewer.get("/").content.decode()
