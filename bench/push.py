@@ -103,8 +103,8 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
             run = services.run_start(domain="bench", blueprint="bench-escalate", input={})
             return _wait_for(lambda: Interrupt.objects.filter(run=run).first())
 
-        # Playwright's event loop owns this thread, and the channel layer's sync wrapper
-        # refuses such a thread, as Django's ORM does: pushes and queries go through another.
+        # Playwright's event loop owns this thread, where Django's ORM refuses to run: the
+        # queries (and, alike, the pushes, as a worker sends them) go through another thread.
         with ThreadPoolExecutor(max_workers=1) as elsewhere:
             bare: dict[str, float] = {}
             for n in range(samples):

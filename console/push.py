@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils.module_loading import import_string
@@ -28,7 +30,33 @@ def domain_group(domain_id: int) -> str:
 
 def push_html(group: str, html: str) -> None:
     """Send an HTML fragment to every websocket in the group; htmx swaps it by its id."""
-    async_to_sync(get_channel_layer().group_send)(group, {"type": "html.push", "html": html})
+    message = {"type": "html.push", "html": html}
+    sent = asyncio.run_coroutine_threadsafe(
+        get_channel_layer().group_send(group, message), _push_loop()
+    )
+    sent.result(timeout=SEND_TIMEOUT_SECONDS)
+
+
+SEND_TIMEOUT_SECONDS = 5.0
+_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+_loop_lock = threading.Lock()
+
+
+def _push_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process, on a thread of its own, for every push from sync code.
+
+    The channel layer keeps its Redis connection per event loop. async_to_sync, called
+    outside async code, runs each call in a new loop, so every push connected anew (about
+    5 ms of the worker event → browser time); and it refuses a thread whose own loop is
+    running. Keyed by pid: a forked Celery child must not use its parent's loop, whose
+    thread did not survive the fork."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="console-push", daemon=True).start()
+            _loop = (os.getpid(), loop)
+        return _loop[1]
 
 
 def push_on_commit(group: str, render: Callable[[], str]) -> None:

@@ -100,7 +100,7 @@ class DecisionIn(Schema):
 
 
 class InterruptFilters(Schema):
-    status: Literal["pending", "decided", "expired"] | None = None
+    status: Literal["pending", "decided", "expired", "withdrawn"] | None = None
     run: int | None = None
 
 

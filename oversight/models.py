@@ -197,6 +197,7 @@ class Interrupt(models.Model):
         PENDING = "pending"
         DECIDED = "decided"
         EXPIRED = "expired"
+        WITHDRAWN = "withdrawn"  # its run ended (cancelled, timed out) before anyone decided
 
     class Decision(models.TextChoices):
         APPROVE = "approve"
@@ -234,7 +235,7 @@ class Interrupt(models.Model):
     proposal = models.JSONField(null=True, blank=True)
     proposal_schema = models.JSONField(null=True, blank=True)  # a modify payload must match
     severity = models.CharField(max_length=8, choices=Severity, default=Severity.WARNING)
-    status = models.CharField(max_length=8, choices=Status, default=Status.PENDING)
+    status = models.CharField(max_length=12, choices=Status, default=Status.PENDING)
     decision = models.CharField(max_length=8, choices=Decision, blank=True)
     payload = models.JSONField(null=True, blank=True)
     comment = models.TextField(blank=True)
@@ -259,7 +260,7 @@ class Interrupt(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(status="pending", decided_at__isnull=True)
-                | Q(status__in=["decided", "expired"], decided_at__isnull=False),
+                | Q(status__in=["decided", "expired", "withdrawn"], decided_at__isnull=False),
                 name="interrupt_decided_at",
             ),
         ]

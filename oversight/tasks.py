@@ -46,4 +46,5 @@ def breakers_half_open_due() -> None:
 def interrupts_expire_overdue() -> None:
     from oversight.services import interrupts
 
+    interrupts.interrupts_withdraw_ended()  # first: an ended run's interrupt gets no default
     interrupts.interrupts_expire_overdue()

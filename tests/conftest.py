@@ -104,6 +104,36 @@ def celery_worker(django_db_setup: None, django_db_blocker) -> Iterator[Worker]:
     worker.stop()
 
 
+@pytest.fixture(autouse=True)
+def _worker_idle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a transactional test, stop its live runs and wait until no worker holds one.
+
+    The flush that empties the tables after such a test TRUNCATEs them one at a time, while
+    the session's worker may still be stepping a run the test left behind; the two then wait
+    on each other's locks and PostgreSQL aborts the flush (a deadlock), failing the next test.
+    Requesting transactional_db here sets it up first, so this teardown runs before its flush.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if not (marker and marker.kwargs.get("transaction")) and (
+        "transactional_db" not in request.fixturenames
+    ):
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    yield
+    from django.utils import timezone
+
+    from loops.engine.lease import HOST
+    from loops.models import LoopRun
+
+    live = LoopRun.objects.exclude(state__in=LoopRun.TERMINAL)
+    live.update(state=LoopRun.State.CANCELLED)  # the engine's gate stops each at its next step
+    # A step in progress holds its lease (this host's workers; not the leases tests fake for
+    # "elsewhere"); a killed worker's lapses within the tests' LOOP_LEASE_SECONDS.
+    stepping = LoopRun.objects.filter(lease_worker__startswith=f"{HOST}:")
+    wait_for(lambda: not stepping.filter(lease_expires_at__gt=timezone.now()).exists(), 30)
+
+
 def drive(run, now=None, steps: int = 40):
     """Step every running run of the stack in this process until none is left (or steps
     run out); returns the root run, refreshed."""

@@ -176,6 +176,10 @@ def interrupt_decide(
     interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
     if not interrupt.is_pending:
         raise DecisionRejected(409, "already_decided", already_decided(interrupt))
+    if run.is_terminal:  # the withdrawal sweep has not got to it yet
+        raise DecisionRejected(
+            409, "run_ended", f"Run {run.pk} has ended ({run.state}): there is nothing to decide."
+        )
     _check_decision(interrupt, decision, payload, comment)
     interrupt.status, interrupt.decision = Interrupt.Status.DECIDED, decision
     interrupt.payload = payload if decision == Interrupt.Decision.MODIFY else None
@@ -204,6 +208,11 @@ def interrupt_decide(
 
 
 def already_decided(interrupt: Interrupt) -> str:
+    if interrupt.status == Interrupt.Status.WITHDRAWN:
+        return (
+            f"Interrupt {interrupt.pk} was withdrawn at {_iso(interrupt.decided_at)}: "
+            f"{interrupt.comment}"
+        )
     if interrupt.status == Interrupt.Status.EXPIRED:
         return (
             f"Interrupt {interrupt.pk} expired at {_iso(interrupt.decided_at)}; "
@@ -305,6 +314,8 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
     interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
     if not interrupt.is_pending or interrupt.deadline_at > now:
         return None  # decided meanwhile, or not due: another sweep got there first
+    if run.is_terminal:
+        return None  # nothing to apply a default to: interrupts_withdraw_ended takes it
     interrupt.status, interrupt.decision = Interrupt.Status.EXPIRED, interrupt.default_action
     interrupt.decided_at, interrupt.tier = now, Interrupt.Tier.ADMIN
     if interrupt.default_action == Interrupt.Decision.REJECT:
@@ -344,6 +355,46 @@ def interrupts_expire_overdue(now: datetime | None = None) -> int:
         1
         for pk in list(due.values_list("pk", flat=True)[:500])
         if interrupt_expire(interrupt_id=pk, now=now)
+    )
+
+
+@loop_services.retry_deadlocks
+@transaction.atomic(durable=True)
+def interrupt_withdraw(*, interrupt_id: int) -> Interrupt | None:
+    """Its run ended (cancelled, out of time or budget) while the interrupt waited: there is
+    nothing left to decide, so it leaves every inbox, and no default or deadline alert
+    follows. Lock order: the run, then the interrupt."""
+    run_id = Interrupt.objects.values_list("run_id", flat=True).get(pk=interrupt_id)
+    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
+    interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
+    if not interrupt.is_pending or not run.is_terminal:
+        return None  # decided meanwhile, or another sweep got there first
+    interrupt.status, interrupt.decided_at = Interrupt.Status.WITHDRAWN, timezone.now()
+    interrupt.comment = f"run {run.pk} ended ({run.state}) before a decision"
+    interrupt.save(update_fields=["status", "decided_at", "comment"])
+    audit_record(
+        actor=None,
+        verb="interrupt.withdrawn",
+        target=interrupt,
+        note=interrupt.comment,
+        before={"status": Interrupt.Status.PENDING},
+        after={"status": interrupt.status, "run_state": run.state},
+        data={"run": run.pk},
+    )
+    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
+    overview_push()
+    return interrupt
+
+
+def interrupts_withdraw_ended() -> int:
+    """The beat sweep (with the expiry): withdraw every pending interrupt whose run ended."""
+    ended = Interrupt.objects.filter(
+        status=Interrupt.Status.PENDING, run__state__in=LoopRun.TERMINAL
+    )
+    return sum(
+        1
+        for pk in list(ended.values_list("pk", flat=True)[:500])
+        if interrupt_withdraw(interrupt_id=pk) is not None
     )
 
 

@@ -26,21 +26,3 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
             "--no-first-run",
         ],
     }
-
-
-def as_a_worker(fn, *args, **kwargs):
-    """Call fn in a thread of its own, as a worker or a command would: Playwright's event loop
-    runs in the test's thread, where the pushes a service sends after commit cannot run
-    (async_to_sync refuses a thread with a running loop), so they would never reach a page."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connections
-
-    def call():
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(call).result()

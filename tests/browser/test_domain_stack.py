@@ -16,7 +16,6 @@ from loops.declare import sync_declarations
 from loops.models import LoopRun
 from oversight.models import AuditEvent, Halt
 from oversight.services import halts
-from tests.browser.conftest import as_a_worker
 from tests.conftest import wait_for, with_role
 
 pytestmark = pytest.mark.browser
@@ -77,7 +76,7 @@ class TestDomainStack(ChannelsLiveServerTestCase):
 
         # An operator halts the domain elsewhere: the frames turn halted on the viewer's
         # screen, in the chart and in its key.
-        halt, _ = as_a_worker(halts.halt_engage, actor=admin, scope="domain:depot", reason="drill")
+        halt, _ = halts.halt_engage(actor=admin, scope="domain:depot", reason="drill")
         expect(viewer.locator(f'{STACK} li[data-state="halted"]')).to_have_text("2 halted")
         expect(viewer.locator(f'{STACK} li[data-state="running"]')).to_have_count(0)
         labels = self._icicle_labels(viewer)
@@ -100,7 +99,7 @@ class TestDomainStack(ChannelsLiveServerTestCase):
         ) == {"halted"}
 
         # The lift brings the frames back to running on screen.
-        as_a_worker(halts.halt_lift, halt_id=halt.pk, actor=admin, reason="drill over")
+        halts.halt_lift(halt_id=halt.pk, actor=admin, reason="drill over")
         expect(viewer.locator(f'{STACK} li[data-state="running"]')).to_have_text("2 running")
         expect(viewer.locator(f'{STACK} li[data-state="halted"]')).to_have_count(0)
         expect(viewer.locator("#halt-banner")).not_to_contain_text("HALTED")

@@ -18,7 +18,6 @@ from loops import services
 from loops.declare import sync_declarations
 from loops.models import LoopRun
 from oversight.services import halts
-from tests.browser.conftest import as_a_worker
 from tests.conftest import wait_for, with_role
 
 pytestmark = pytest.mark.browser
@@ -56,7 +55,7 @@ class TestReconnect(ChannelsLiveServerTestCase):
         sync_declarations()
         users = get_user_model().objects
         admin = with_role(users.create_user("ada", password=PASSWORD), "admin")
-        run = as_a_worker(services.run_start, domain="depot", blueprint="depot-loop", input={})
+        run = services.run_start(domain="depot", blueprint="depot-loop", input={})
         wait_for(lambda: run.iterations.count() >= 1)
 
         page = self.page
@@ -73,7 +72,7 @@ class TestReconnect(ChannelsLiveServerTestCase):
         expect(page.locator("#ws-status")).to_have_text("disconnected, retrying…")
 
         # While the page is away, the domain is halted: the push goes to nobody.
-        halt, _ = as_a_worker(halts.halt_engage, actor=admin, scope="domain:depot", reason="away")
+        halt, _ = halts.halt_engage(actor=admin, scope="domain:depot", reason="away")
         time.sleep(0.5)
         expect(card).not_to_have_attribute("data-state", "halted")  # it really missed it
 
@@ -87,10 +86,10 @@ class TestReconnect(ChannelsLiveServerTestCase):
         assert page.evaluate("window.notReloaded") is True
 
         # And it is live again: the lift arrives as an ordinary push.
-        as_a_worker(halts.halt_lift, halt_id=halt.pk, actor=admin, reason="back")
+        halts.halt_lift(halt_id=halt.pk, actor=admin, reason="back")
         expect(card).not_to_have_attribute("data-state", "halted")
         expect(page.locator("#halt-banner")).not_to_contain_text("HALTED")
 
-        as_a_worker(services.run_cancel, run_id=run.pk)
+        services.run_cancel(run_id=run.pk)
         wait_for(lambda: not LoopRun.objects.filter(lease_worker__gt="").exists())
         time.sleep(1)

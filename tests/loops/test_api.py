@@ -102,6 +102,19 @@ def test_it_starts_a_main_loop(operator):
     assert run.created_by == operator
 
 
+def test_a_run_started_through_the_api_is_listed_and_in_the_console_tree(operator):
+    """CONCEPTS 50: the control plane and the console show the same run."""
+    client = _as(operator)
+    started = _post(client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main", "input": {}})
+    run_id = started.json()["id"]
+
+    listed = client.get("/api/v1/runs?domain=lab").json()
+    assert run_id in [item["id"] for item in listed["items"]]
+    page = client.get("/loops/domains/lab/").content.decode().replace("\\u002f", "/")
+    assert f'"{run_id}"' in page  # a frame of the live stack icicle
+    assert f'href="/loops/runs/{run_id}/"' in page  # a row of the live main runs
+
+
 def test_it_answers_404_for_an_unknown_domain(operator):
     response = _post(_as(operator), "/api/v1/domains/nowhere/runs", {"blueprint": "lab-main"})
 

@@ -20,10 +20,10 @@ from console.roles import roles_sync
 from loops import engine, services
 from loops.declare import sync_declarations
 from loops.models import Agent, Domain, Event, LoopRun
-from oversight import tasks
+from oversight import fragments, tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
 from oversight.services.alerts import notification_deliver
-from oversight.services.interrupts import interrupts_expire_overdue
+from oversight.services.interrupts import interrupts_expire_overdue, interrupts_withdraw_ended
 from tests.conftest import drive, wait_for, with_role
 from tests.oversight.decl_interrupts import DOSE_SCHEMA
 
@@ -471,6 +471,37 @@ def test_it_applies_the_default_approve_at_the_deadline(admin):
     assert Alert.objects.filter(kind="interrupt.expired", audience="admins").count() == 1
     run = drive(run)
     assert (run.state, run.result["dose_mg"]) == (State.SUCCEEDED, 1600)
+
+
+def test_a_cancelled_runs_interrupt_is_withdrawn_not_decided_nor_expired(operator, admin):
+    """Nothing is left to decide once the run has ended: the decision is refused, the
+    sweep withdraws the interrupt from every inbox, and no default or alert follows."""
+    run, interrupt = interrupted("ward-dose")
+    services.run_cancel(run_id=run.pk, actor=operator, reason="wrong patient")
+
+    late = decide(_as(operator), interrupt, decision="approve")
+    assert late.status_code == 409
+    assert late.json()["error"] == "run_ended"
+    assert f"Run {run.pk} has ended (cancelled)" in late.json()["detail"]
+    interrupt.refresh_from_db()
+    assert interrupt.status == Interrupt.Status.PENDING  # the refusal changed nothing
+
+    assert interrupts_withdraw_ended() == 1
+    assert interrupts_withdraw_ended() == 0  # a second sweep finds nothing
+    interrupt.refresh_from_db()
+    assert interrupt.status == Interrupt.Status.WITHDRAWN
+    assert interrupt.comment == f"run {run.pk} ended (cancelled) before a decision"
+    audit = AuditEvent.objects.get(verb="interrupt.withdrawn", target_id=str(interrupt.pk))
+    assert (audit.actor_name, audit.after["run_state"]) == ("system", "cancelled")
+    assert interrupt not in fragments.inbox_pending()
+    assert "Withdrawn at" in fragments.interrupt_update(interrupt.pk)
+
+    later = interrupt.deadline_at + timedelta(seconds=1)
+    assert interrupts_expire_overdue(now=later) == 0
+    assert not Alert.objects.filter(kind="interrupt.expired").exists()
+    again = decide(_as(operator), interrupt, decision="approve")
+    assert (again.status_code, again.json()["error"]) == (409, "already_decided")
+    assert "withdrawn" in again.json()["detail"]
 
 
 # --- The agent API: POST /api/v1/interrupts (CONCEPTS 37, 39) -------------------------------
