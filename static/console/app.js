@@ -19,8 +19,8 @@
 
   // Pushes sent while the socket was down are lost (the channel layer keeps nothing for a
   // closed socket), so after a reconnect the page fetches itself once and swaps in, by id,
-  // every element that pushes keep current (marked data-live). Forms being filled are
-  // outside those elements, so nothing typed is lost.
+  // every element that pushes keep current (marked data-live). What a person is typing in
+  // them is kept (hx-preserve on the inbox's fields).
   function resync() {
     var ids = Array.prototype.map.call(document.querySelectorAll("[data-live][id]"), function (el) {
       return "#" + el.id;

@@ -1,5 +1,6 @@
-"""A page whose websocket drops catches up when it reconnects, without a reload: what was
-pushed while it was away (a halt, a new interrupt) is on screen once the socket is back."""
+"""Pages whose websocket drops catch up when it reconnects, without a reload: what was pushed
+while they were away (a halt, a new interrupt) is on screen once the socket is back, and what
+a person was typing in the inbox is still there."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from playwright.sync_api import Page, expect
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import LoopRun
+from oversight.models import Interrupt
 from oversight.services import halts
 from tests.conftest import wait_for, with_role
 
@@ -51,7 +53,7 @@ class TestReconnect(ChannelsLiveServerTestCase):
         assert process.ready.wait(30), "Daphne did not come back"
         cls._server_process = process  # tearDownClass stops this one
 
-    def test_an_overview_that_lost_its_socket_catches_up_when_it_reconnects(self):
+    def test_pages_that_lost_their_socket_catch_up_when_it_reconnects(self):
         sync_declarations()
         users = get_user_model().objects
         admin = with_role(users.create_user("ada", password=PASSWORD), "admin")
@@ -67,14 +69,28 @@ class TestReconnect(ChannelsLiveServerTestCase):
         card = page.locator("#domain-depot-card")
         expect(card).not_to_have_attribute("data-state", "halted")
         page.evaluate("window.notReloaded = true")
+        # A second page: the inbox, with a comment half typed on a pending decision.
+        first = services.run_start(domain="ward", blueprint="ward-dose", input={})
+        waiting = wait_for(lambda: Interrupt.objects.filter(run=first).first(), timeout=30)
+        inbox = page.context.new_page()
+        inbox.goto(f"{self.live_server_url}/oversight/inbox/")
+        expect(inbox.locator("#ws-status")).to_have_text("connected")
+        comment = inbox.locator(f"#interrupt-{waiting.pk}-comment")
+        comment.fill("checking the chart first")
+        inbox.evaluate("window.notReloaded = true")
 
         self._kill_daphne()
-        expect(page.locator("#ws-status")).to_have_text("disconnected, retrying…")
+        for away in (page, inbox):
+            expect(away.locator("#ws-status")).to_have_text("disconnected, retrying…")
 
-        # While the page is away, the domain is halted: the push goes to nobody.
+        # While the pages are away, the domain is halted and a new decision is asked for:
+        # the pushes go to nobody.
         halt, _ = halts.halt_engage(actor=admin, scope="domain:depot", reason="away")
+        second = services.run_start(domain="ward", blueprint="ward-dose", input={})
+        missed = wait_for(lambda: Interrupt.objects.filter(run=second).first(), timeout=30)
         time.sleep(0.5)
         expect(card).not_to_have_attribute("data-state", "halted")  # it really missed it
+        expect(inbox.locator(f"#interrupt-{missed.pk}")).to_have_count(0)
 
         self._start_daphne_again()
         # htmx's ws extension reconnects with backoff; the page then fetches what it missed.
@@ -84,12 +100,17 @@ class TestReconnect(ChannelsLiveServerTestCase):
         expect(page.locator("#halt-banner")).to_contain_text("away")
         expect(page.locator("#overview-totals")).to_contain_text("1 halted domains")
         assert page.evaluate("window.notReloaded") is True
+        expect(inbox.locator("#ws-status")).to_have_text("connected", timeout=30_000)
+        expect(inbox.locator(f"#interrupt-{missed.pk}")).to_contain_text("over the limit")
+        expect(comment).to_have_value("checking the chart first")  # nothing typed is lost
+        assert inbox.evaluate("window.notReloaded") is True
 
         # And it is live again: the lift arrives as an ordinary push.
         halts.halt_lift(halt_id=halt.pk, actor=admin, reason="back")
         expect(card).not_to_have_attribute("data-state", "halted")
         expect(page.locator("#halt-banner")).not_to_contain_text("HALTED")
 
-        services.run_cancel(run_id=run.pk)
+        for live in (run, first, second):
+            services.run_cancel(run_id=live.pk)
         wait_for(lambda: not LoopRun.objects.filter(lease_worker__gt="").exists())
         time.sleep(1)
