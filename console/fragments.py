@@ -40,10 +40,10 @@ def overview() -> str:
 def overview_push(*, at_once: bool = False) -> None:
     """Push the overview after commit. Ordinary changes (frames starting and ending,
     interrupts, breakers) are coalesced to one push a second, the latest state last; a halt
-    or a lift is pushed at once, whatever was pushed just before."""
-    from console.push import OVERVIEW_GROUP, push_coalesced_on_commit, push_on_commit
+    or a lift is pushed at once (rendered by a worker), whatever was pushed just before."""
+    from console.push import OVERVIEW_GROUP, push_coalesced_on_commit, push_soon_on_commit
 
     if at_once:
-        push_on_commit(OVERVIEW_GROUP, overview)
+        push_soon_on_commit(OVERVIEW_GROUP, "console.fragments.overview")
     else:
         push_coalesced_on_commit(OVERVIEW_GROUP, "overview", "console.fragments.overview")

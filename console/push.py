@@ -65,6 +65,17 @@ def push_on_commit(group: str, render: Callable[[], str]) -> None:
     transaction.on_commit(lambda: push_html(group, render()), robust=True)
 
 
+def push_soon_on_commit(group: str, render: str, *args: Any) -> None:
+    """Push after commit, rendered at once by a worker (the urgent queue) rather than here:
+    for a fragment that is slow to render (a stack of a thousand frames, every domain's
+    card), so that the caller, a halt say, answers without waiting for it."""
+    from console.tasks import push_fragment
+
+    transaction.on_commit(
+        lambda: push_fragment.apply_async((group, render, *args), queue="urgent"), robust=True
+    )
+
+
 def push_coalesced_on_commit(
     group: str, key: str, render: str, *args: Any, seconds: int = 1
 ) -> None:

@@ -9,12 +9,10 @@ already in flight are stored held. Celery revoke is not used: nothing depends on
 
 from __future__ import annotations
 
-from functools import partial
-
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from console.push import CONSOLE_GROUP, domain_group, push_on_commit
+from console.push import CONSOLE_GROUP, domain_group, push_on_commit, push_soon_on_commit
 from loops import services as loop_services
 from loops.models import Domain, LoopRun
 from oversight.audit import audit_record
@@ -300,16 +298,17 @@ def _halt_banner() -> str:
 
 def _push_views(halt: Halt) -> None:
     """At once, not coalesced: the overview, and the live stack of every domain the halt
-    covers (all of them for a global one), whose frames turn halted or come back."""
+    covers (all of them for a global one), whose frames turn halted or come back. A worker
+    renders them (a stack of a thousand frames takes a while), so the halt answers at once;
+    the banner, small, is pushed from here."""
     from console.fragments import overview_push
-    from loops.fragments import domain_stack
 
     overview_push(at_once=True)
     domains = Domain.objects.all()
     if halt.kind != Halt.Kind.GLOBAL:
         domains = domains.filter(pk=halt.domain_id or (halt.run.domain_id if halt.run else 0))
     for domain_id in domains.values_list("pk", flat=True):
-        push_on_commit(domain_group(domain_id), partial(domain_stack, domain_id))
+        push_soon_on_commit(domain_group(domain_id), "loops.fragments.domain_stack", domain_id)
 
 
 def _name(user) -> str:
