@@ -69,6 +69,36 @@ class BrowserSession(SessionAuth):
 API_AUTH = [BearerToken(), BrowserSession()]
 
 
+class Needs:
+    """An operation's auth: the API's schemes, then perm, before the request's body or query
+    is read, so a caller without the role hears 403 whatever it sent (H6). ninja answers 401
+    when no scheme knows the caller, and turns the HttpError into the 403."""
+
+    def __init__(self, perm: str | None, *, agents: bool = False, people_refused: str = "") -> None:
+        self.perm = perm  # None: no person may (people_refused says why)
+        self.agents = agents  # an agent's token may too (the operation checks which agent)
+        self.people_refused = people_refused
+
+    def __call__(self, request: HttpRequest) -> Any:
+        for scheme in API_AUTH:
+            caller = scheme(request)
+            if caller:
+                break
+        else:
+            return None
+        if isinstance(caller, Agent) and self.agents:
+            return caller
+        if self.perm is None:
+            raise HttpError(403, self.people_refused)
+        if isinstance(caller, Agent):
+            raise HttpError(
+                403, f"An agent's token holds no role; this needs the {role_for(self.perm)} role."
+            )
+        if not request.user.has_perm(self.perm):
+            raise HttpError(403, f"This needs the {role_for(self.perm)} role.")
+        return caller
+
+
 def require_perm(request: HttpRequest, perm: str) -> None:
     """Raise a 403 naming the role that grants perm unless the caller holds it."""
     if request.user.has_perm(perm):

@@ -21,7 +21,7 @@ from ninja.errors import HttpError
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 
-from console.auth import require_perm
+from console.auth import Needs
 from console.pagination import Page, PageParams, page, whole
 from loops import selectors, services
 from loops.models import Agent, LoopRun
@@ -286,23 +286,20 @@ class HeartbeatOut(Schema):
 # --- Reads --------------------------------------------------------------------------------
 
 
-@router.get("/domains", response=Page[DomainOut])
+@router.get("/domains", response=Page[DomainOut], auth=Needs(VIEW))
 def domain_list(request: HttpRequest) -> dict:
     """Domains with their derived state (processing / active / standby) and run counts."""
-    require_perm(request, VIEW)
     return whole(selectors.domain_list_with_counts())
 
 
-@router.get("/blueprints", response=Page[BlueprintOut])
+@router.get("/blueprints", response=Page[BlueprintOut], auth=Needs(VIEW))
 def blueprint_list(request: HttpRequest, domain: str | None = None) -> dict:
-    require_perm(request, VIEW)
     return whole(list(selectors.blueprint_list(domain=domain)))
 
 
-@router.get("/runs", response={200: Page[RunSummary], 400: ErrorOut})
+@router.get("/runs", response={200: Page[RunSummary], 400: ErrorOut}, auth=Needs(VIEW))
 def run_list(request: HttpRequest, filters: Query[RunFilters], paging: Query[PageParams]) -> dict:
     """Runs, newest first; filter by domain slug, state, parent or root run."""
-    require_perm(request, VIEW)
     runs = selectors.run_list(
         domain=filters.domain,
         states=[filters.state] if filters.state else None,
@@ -312,33 +309,31 @@ def run_list(request: HttpRequest, filters: Query[RunFilters], paging: Query[Pag
     return page(request, runs, paging)
 
 
-@router.get("/runs/{id}", response={200: RunOut, 404: ErrorOut})
+@router.get("/runs/{id}", response={200: RunOut, 404: ErrorOut}, auth=Needs(VIEW))
 def run_detail(request: HttpRequest, id: int) -> LoopRun:
     """A run with its place in the stack: parent, root, children, depth."""
-    require_perm(request, VIEW)
     with _or_404(LoopRun, id):
         return selectors.run_get_with_stack(id)
 
 
-@router.get("/runs/{id}/iterations", response={200: Page[IterationOut], 404: ErrorOut})
+@router.get(
+    "/runs/{id}/iterations", response={200: Page[IterationOut], 404: ErrorOut}, auth=Needs(VIEW)
+)
 def run_iterations(request: HttpRequest, id: int, paging: Query[PageParams]) -> dict:
     """Iterations with their bids, contributions, validation and rationale."""
-    require_perm(request, VIEW)
     with _or_404(LoopRun, id):
         return page(request, selectors.iteration_list_for_run(id), paging)
 
 
-@router.get("/runs/{id}/events", response={200: Page[EventOut], 404: ErrorOut})
+@router.get("/runs/{id}/events", response={200: Page[EventOut], 404: ErrorOut}, auth=Needs(VIEW))
 def run_events(request: HttpRequest, id: int, paging: Query[PageParams], after: int = 0) -> dict:
     """The ordered trace of the run's whole stack; `after` skips the seqs already seen."""
-    require_perm(request, VIEW)
     with _or_404(LoopRun, id):
         return page(request, selectors.event_list_for_run(id, after=after), paging)
 
 
-@router.get("/agents", response=Page[AgentOut])
+@router.get("/agents", response=Page[AgentOut], auth=Needs(VIEW))
 def agent_list(request: HttpRequest, domain: str | None = None) -> dict:
-    require_perm(request, VIEW)
     return whole(list(selectors.agent_list(domain=domain)))
 
 
@@ -346,11 +341,12 @@ def agent_list(request: HttpRequest, domain: str | None = None) -> dict:
 
 
 @router.post(
-    "/domains/{slug}/runs", response={201: RunCreated, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+    "/domains/{slug}/runs",
+    response={201: RunCreated, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    auth=Needs(OPERATE),
 )
 def run_start(request: HttpRequest, slug: str, body: RunStart) -> Status:
     """Start a main loop of the domain; the worker takes it from there."""
-    require_perm(request, OPERATE)
     run = services.run_start(
         domain=slug, blueprint=body.blueprint, input=body.input, actor=request.user
     )
@@ -360,41 +356,41 @@ def run_start(request: HttpRequest, slug: str, body: RunStart) -> Status:
 _CONTROL_RESPONSES = {200: RunOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
 
 
-@router.post("/runs/{id}/pause", response=_CONTROL_RESPONSES)
+@router.post("/runs/{id}/pause", response=_CONTROL_RESPONSES, auth=Needs(OPERATE))
 def run_pause(request: HttpRequest, id: int) -> LoopRun:
-    require_perm(request, OPERATE)
     with _or_404(LoopRun, id):
         return services.run_pause(run_id=id, actor=request.user)
 
 
-@router.post("/runs/{id}/resume", response=_CONTROL_RESPONSES)
+@router.post("/runs/{id}/resume", response=_CONTROL_RESPONSES, auth=Needs(OPERATE))
 def run_resume(request: HttpRequest, id: int) -> LoopRun:
-    require_perm(request, OPERATE)
     with _or_404(LoopRun, id):
         return services.run_resume(run_id=id, actor=request.user)
 
 
-@router.post("/runs/{id}/cancel", response=_CONTROL_RESPONSES)
+@router.post("/runs/{id}/cancel", response=_CONTROL_RESPONSES, auth=Needs(OPERATE))
 def run_cancel(request: HttpRequest, id: int, body: RunCancel | None = None) -> LoopRun:
     """Cancel the run and every live run below it."""
-    require_perm(request, OPERATE)
     reason = body.reason if body else ""
     with _or_404(LoopRun, id):
         return services.run_cancel(run_id=id, actor=request.user, reason=reason)
 
 
-@router.post("/agents/{id}/heartbeat", response={200: HeartbeatOut, 403: ErrorOut, 404: ErrorOut})
+@router.post(
+    "/agents/{id}/heartbeat",
+    response={200: HeartbeatOut, 403: ErrorOut, 404: ErrorOut},
+    auth=Needs(OPERATE, agents=True),
+)
 def agent_heartbeat(request: HttpRequest, id: int) -> Agent:
     """An agent reports that it is alive (with its own token), or an operator for it."""
-    _require_agent_or_operator(request, id)
+    _require_own_agent(request, id)
     with _or_404(Agent, id):
         return services.agent_heartbeat(agent_id=id)
 
 
-def _require_agent_or_operator(request: HttpRequest, agent_id: int) -> None:
+def _require_own_agent(request: HttpRequest, agent_id: int) -> None:
+    """An agent's token reports its own heartbeat only (a person's role was checked by the
+    operation's auth, Needs)."""
     caller = getattr(request, "auth", None)  # set by console.auth for token callers
-    if isinstance(caller, Agent):
-        if caller.pk != agent_id:
-            raise HttpError(403, "An agent's token can only report that agent's heartbeat.")
-        return
-    require_perm(request, OPERATE)
+    if isinstance(caller, Agent) and caller.pk != agent_id:
+        raise HttpError(403, "An agent's token can only report that agent's heartbeat.")

@@ -16,12 +16,11 @@ from typing import Any, Literal
 from django.db.models import Q
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
-from ninja.errors import HttpError
 
-from console.auth import require_perm
+from console.auth import Needs, require_perm
 from console.pagination import Page, PageParams, page
 from loops.api import ErrorOut
-from loops.models import Agent, LoopRun
+from loops.models import LoopRun
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt
 from oversight.services import breakers, halts, interrupts
 from oversight.services.alerts import AlertRejected, alert_acknowledge
@@ -104,12 +103,15 @@ class InterruptFilters(Schema):
     run: int | None = None
 
 
-@router.get("/interrupts", response={200: Page[InterruptOut], 400: ErrorOut})
+@router.get(
+    "/interrupts",
+    response={200: Page[InterruptOut], 400: ErrorOut},
+    auth=Needs("oversight.view_interrupt"),
+)
 def interrupt_list(
     request: HttpRequest, filters: Query[InterruptFilters], paging: Query[PageParams]
 ) -> dict:
     """The approval queue (status=pending), soonest deadline first."""
-    require_perm(request, "oversight.view_interrupt")
     rows = Interrupt.objects.select_related("agent__domain", "decided_by", "claimed_by")
     if filters.status:
         rows = rows.filter(status=filters.status)
@@ -118,20 +120,26 @@ def interrupt_list(
     return page(request, rows.order_by("deadline_at", "id"), paging)
 
 
-@router.get("/interrupts/{id}", response={200: InterruptOut, 404: ErrorOut})
+@router.get(
+    "/interrupts/{id}",
+    response={200: InterruptOut, 404: ErrorOut},
+    auth=Needs("oversight.view_interrupt"),
+)
 def interrupt_detail(request: HttpRequest, id: int) -> Interrupt:
-    require_perm(request, "oversight.view_interrupt")
     return _get(Interrupt.objects.select_related("agent__domain"), id, "interrupt")
 
 
+AGENTS_RAISE = "Only an agent's token raises an interrupt; people decide them."
+
+
 @router.post(
-    "/interrupts", response={201: InterruptOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+    "/interrupts",
+    response={201: InterruptOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=Needs(None, agents=True, people_refused=AGENTS_RAISE),
 )
 def interrupt_raise(request: HttpRequest, body: InterruptIn) -> Status:
     """An agent escalates a decision about a run of its domain (with its own token)."""
-    agent = getattr(request, "auth", None)
-    if not isinstance(agent, Agent):
-        raise HttpError(403, "Only an agent's token raises an interrupt; people decide them.")
+    agent = request.auth  # type: ignore[attr-defined]  # an Agent: Needs lets no one else in
     if not LoopRun.objects.filter(pk=body.run).exists():
         raise Http404(f"There is no run {body.run}.")
     interrupt = interrupts.interrupt_raise_by_agent(
@@ -148,11 +156,11 @@ def interrupt_raise(request: HttpRequest, body: InterruptIn) -> Status:
 @router.post(
     "/interrupts/{id}/decision",
     response={200: InterruptOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=Needs("oversight.decide_interrupt"),
 )
 def interrupt_decide(request: HttpRequest, id: int, body: DecisionIn) -> Interrupt:
     """Approve, reject (comment required: the loop is told why) or modify (payload checked
     against the proposal's schema). Exactly one decision wins; the others get 409."""
-    require_perm(request, "oversight.decide_interrupt")
     _get(Interrupt.objects, id, "interrupt")
     return interrupts.interrupt_decide(
         interrupt_id=id,
@@ -166,10 +174,10 @@ def interrupt_decide(request: HttpRequest, id: int, body: DecisionIn) -> Interru
 @router.post(
     "/interrupts/{id}/claim",
     response={200: InterruptOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=Needs("oversight.decide_interrupt"),
 )
 def interrupt_claim(request: HttpRequest, id: int) -> Interrupt:
     """Show the others that you are reviewing it ("X is reviewing")."""
-    require_perm(request, "oversight.decide_interrupt")
     _get(Interrupt.objects, id, "interrupt")
     return interrupts.interrupt_claim(interrupt_id=id, actor=request.user)
 
@@ -204,9 +212,8 @@ class ReasonIn(Schema):
     reason: str = Field(min_length=1, max_length=TEXT)
 
 
-@router.get("/breakers", response=Page[BreakerOut])
+@router.get("/breakers", response=Page[BreakerOut], auth=Needs("oversight.view_circuitbreaker"))
 def breaker_list(request: HttpRequest, paging: Query[PageParams], state: str | None = None) -> dict:
-    require_perm(request, "oversight.view_circuitbreaker")
     rows = CircuitBreaker.objects.select_related("agent__domain", "blueprint", "domain")
     if state:
         rows = rows.filter(state=state)
@@ -216,10 +223,10 @@ def breaker_list(request: HttpRequest, paging: Query[PageParams], state: str | N
 @router.post(
     "/breakers/{id}/reset",
     response={200: BreakerOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=Needs("oversight.reset_circuitbreaker"),
 )
 def breaker_reset(request: HttpRequest, id: int, body: ReasonIn) -> CircuitBreaker:
     """Close the breaker (a reason is required); the runs it paused go on."""
-    require_perm(request, "oversight.reset_circuitbreaker")
     _get(CircuitBreaker.objects, id, "breaker")
     return breakers.breaker_reset(breaker_id=id, actor=request.user, reason=body.reason)
 
@@ -227,10 +234,10 @@ def breaker_reset(request: HttpRequest, id: int, body: ReasonIn) -> CircuitBreak
 @router.post(
     "/breakers/{id}/force-open",
     response={200: BreakerOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=Needs("oversight.reset_circuitbreaker"),
 )
 def breaker_force_open(request: HttpRequest, id: int, body: ReasonIn) -> CircuitBreaker:
     """The manual kill switch: open until reset, with no half-open trial."""
-    require_perm(request, "oversight.reset_circuitbreaker")
     _get(CircuitBreaker.objects, id, "breaker")
     return breakers.breaker_force_open(breaker_id=id, actor=request.user, reason=body.reason)
 
@@ -293,30 +300,32 @@ _HALT_USERS = ("created_by", "lift_requested_by", "lifted_by", "confirmed_by")
 
 
 @router.post(
-    "/halts", response={200: HaltOut, 201: HaltOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+    "/halts",
+    response={200: HaltOut, 201: HaltOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    auth=Needs("oversight.engage_halt"),
 )
 def halt_engage(request: HttpRequest, body: HaltIn) -> Status:
     """Halt a scope now: 201 with the commit time as created_at; 200 with the halt that was
     already active for that scope. A global halt needs the admin role."""
-    is_global = body.scope.strip() == Halt.Kind.GLOBAL
-    require_perm(request, "oversight.engage_global_halt" if is_global else "oversight.engage_halt")
+    if body.scope.strip() == Halt.Kind.GLOBAL:
+        require_perm(request, "oversight.engage_global_halt")
     halt, created = halts.halt_engage(actor=request.user, scope=body.scope, reason=body.reason)
     return Status(201 if created else 200, halt)
 
 
-@router.get("/halts", response=Page[HaltOut])
+@router.get("/halts", response=Page[HaltOut], auth=Needs("oversight.view_halt"))
 def halt_list(request: HttpRequest, paging: Query[PageParams], active: bool | None = None) -> dict:
-    require_perm(request, "oversight.view_halt")
     rows = Halt.objects.select_related(*_HALT_USERS)
     if active is not None:
         rows = rows.filter(lifted_at__isnull=active)
     return page(request, rows.order_by("-created_at", "-id"), paging)
 
 
-@router.get("/halts/{id}", response={200: HaltDetail, 404: ErrorOut})
+@router.get(
+    "/halts/{id}", response={200: HaltDetail, 404: ErrorOut}, auth=Needs("oversight.view_halt")
+)
 def halt_detail(request: HttpRequest, id: int) -> Halt:
     """A halt, with the agent calls in its scope that are still in flight."""
-    require_perm(request, "oversight.view_halt")
     return _get(Halt.objects.select_related(*_HALT_USERS), id, "halt")
 
 
@@ -330,11 +339,11 @@ def halt_detail(request: HttpRequest, id: int) -> Halt:
         404: ErrorOut,
         409: ErrorOut,
     },
+    auth=Needs("oversight.lift_halt"),
 )
 def halt_lift(request: HttpRequest, id: int, body: ReasonIn) -> Status:
     """Lift a halt (admin, with a reason): 200 once lifted. A global halt answers 202 to the
     first admin, and is lifted when a different admin confirms."""
-    require_perm(request, "oversight.lift_halt")
     _get(Halt.objects, id, "halt")
     halt = halts.halt_lift(halt_id=id, actor=request.user, reason=body.reason)
     return Status(200 if not halt.is_active else 202, halt)
@@ -366,11 +375,12 @@ class AcknowledgeIn(Schema):
     note: str = Field("", max_length=TEXT)
 
 
-@router.get("/alerts", response={200: Page[AlertOut], 400: ErrorOut})
+@router.get(
+    "/alerts", response={200: Page[AlertOut], 400: ErrorOut}, auth=Needs("oversight.view_alert")
+)
 def alert_list(request: HttpRequest, paging: Query[PageParams], acknowledged: bool = False) -> dict:
     """The live feed: unacknowledged alerts, newest first, a page at a time
     (acknowledged=true lists the acknowledged ones instead)."""
-    require_perm(request, "oversight.view_alert")
     rows = Alert.objects.filter(acknowledged_at__isnull=not acknowledged)
     rows = rows.select_related("acknowledged_by").order_by("-created_at", "-id")
     return page(request, rows, paging)
@@ -379,13 +389,11 @@ def alert_list(request: HttpRequest, paging: Query[PageParams], acknowledged: bo
 @router.post(
     "/alerts/{id}/acknowledge",
     response={200: AlertOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=Needs("oversight.acknowledge_alert"),
 )
 def alert_acknowledge_api(request: HttpRequest, id: int, body: AcknowledgeIn | None = None):
     """Take the alert out of every console's feed (operator; an optional note is audited).
     Exactly one acknowledgement wins; the others get 409 naming who and when."""
-    if isinstance(getattr(request, "auth", None), Agent):
-        raise HttpError(403, "An agent's token cannot acknowledge alerts; people do.")
-    require_perm(request, "oversight.acknowledge_alert")
     note = body.note if body is not None else ""
     try:
         return alert_acknowledge(alert_id=id, actor=request.user, note=note)
@@ -422,12 +430,13 @@ class AuditFilters(Schema):
     until: datetime | None = None
 
 
-@router.get("/audit", response={200: Page[AuditOut], 400: ErrorOut})
+@router.get(
+    "/audit", response={200: Page[AuditOut], 400: ErrorOut}, auth=Needs("oversight.view_auditevent")
+)
 def audit_list(
     request: HttpRequest, filters: Query[AuditFilters], paging: Query[PageParams]
 ) -> dict:
     """The append-only audit log, newest first, filterable."""
-    require_perm(request, "oversight.view_auditevent")
     rows = AuditEvent.objects.all()
     if filters.verb:
         verb = filters.verb
