@@ -12,6 +12,7 @@ proposes the safe alternative instead of asking again.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from demo import education, faults, healthcare, industrial
 from loops.declare import Bid, Decline, Escalation, Outcome, Task, python_agent
 
 
-class DemoAgent:
+class DemoAgent(ABC):
     confidence = 0.8
     system = ""  # the external system this agent calls, if any
     cost = 0.0  # what one call costs (an external lookup is billed)
@@ -33,9 +34,9 @@ class DemoAgent:
             faults.external_call(self.system)
         return self.work(task)
 
+    @abstractmethod
     def work(self, task: Task) -> Outcome:
-        """Each agent's own computation; every registered agent below defines it."""
-        raise NotImplementedError(f"{type(self).__name__} does no work of its own")
+        """Each agent's own computation: a demo agent without one cannot be made."""
 
 
 def _given(task: Task) -> dict[str, Any]:

@@ -124,14 +124,23 @@ class RunPage:
     run: LoopRun
     path: list[LoopRun]  # root → … → run
     children: list[LoopRun]
-    iterations: list[Iteration]  # newest first, capped
+    iterations: list[Iteration]  # one page of them, newest first
     iterations_total: int
     max_iterations: int | None
     success_rates: dict[tuple[int, str], float] = field(default_factory=dict)
+    page: int = 1  # the page of iterations shown (1: the newest), clamped to the last
+    pages: int = 1
+    first: int = 0  # the page's place in the newest-first list, from 1 (0 when empty)
+    last: int = 0
 
 
-def run_get_page(run_id: int, *, cap: int = 50) -> RunPage:
-    """Everything the run page shows (raises LoopRun.DoesNotExist)."""
+ITERATIONS_PER_PAGE = 50
+
+
+def run_get_page(run_id: int, *, page: int = 1, per_page: int = ITERATIONS_PER_PAGE) -> RunPage:
+    """Everything the run page shows, with one page of its iterations (raises
+    LoopRun.DoesNotExist). A page past the last is the last: iterations only grow, so such a
+    number comes from a hand-made URL, and its nearest page is the useful answer."""
     from loops.declare import BLUEPRINTS
     from loops.models import AgentStat
 
@@ -148,13 +157,17 @@ def run_get_page(run_id: int, *, cap: int = 50) -> RunPage:
     children = list(
         LoopRun.objects.filter(parent_id=run.pk).select_related("blueprint").order_by("id")
     )
+    total = run.iterations.count()
+    pages = max(1, -(-total // per_page))
+    page = min(page, pages)
+    start = (page - 1) * per_page
     iterations = list(
         Iteration.objects.filter(run_id=run.pk)
         .order_by("-number")
         .prefetch_related(
             Prefetch("bids", queryset=Bid.objects.select_related("agent")),
             Prefetch("contributions", queryset=Contribution.objects.select_related("agent")),
-        )[:cap]
+        )[start : start + per_page]
     )
     agent_ids = {bid.agent_id for it in iterations for bid in it.bids.all()}
     rates = {
@@ -171,7 +184,11 @@ def run_get_page(run_id: int, *, cap: int = 50) -> RunPage:
         path=path,
         children=children,
         iterations=iterations,
-        iterations_total=run.iterations.count(),
+        iterations_total=total,
         max_iterations=spec.policy.exits.max_iterations if spec else None,
         success_rates=rates,
+        page=page,
+        pages=pages,
+        first=start + 1 if iterations else 0,
+        last=start + len(iterations),
     )

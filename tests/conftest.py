@@ -171,3 +171,30 @@ def with_role(user, role: str = "viewer"):
 
     user.groups.add(Group.objects.get(name=role))
     return user
+
+
+# --- Clients: signed in, or calling the API with a token -----------------------------------
+
+
+def signed_in(user):
+    """A test client with the user signed in (a browser session)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def bearer(token: str):
+    """A test client calling the API with a token (Authorization: Bearer)."""
+    from django.test import Client
+
+    return Client(headers={"Authorization": f"Bearer {token}"})
+
+
+def post_json(client, path: str, body=None):
+    """POST body as JSON (no body at all when None)."""
+    import json
+
+    data = "" if body is None else json.dumps(body)
+    return client.post(path, data, content_type="application/json")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path
@@ -19,18 +19,13 @@ from django_htmx.middleware import HtmxDetails
 
 from loops import charts, fragments, selectors, services
 from loops.models import (
-    AgentStat,
-    Bid,
-    Contribution,
     Domain,
-    Iteration,
     LoopRun,
     TransitionRejected,
 )
 
 RUN_CONTROLS = "loops/_run_controls.html"
 DOMAIN_CONTROLS = "loops/_domain_controls.html"
-ITERATIONS_PER_PAGE = 50
 REASON_MAX = 500
 
 
@@ -121,37 +116,9 @@ def domain_resume(request: HtmxRequest, slug: str) -> HttpResponse:
 
 def _page_number(request: HttpRequest) -> int | None:
     """The iterations page asked for: None when it is not a whole number from 1 (a 400,
-    H7). A number past the last page is clamped to the last one by _iteration_page: the
-    run's iterations only grow, so it is a hand-made URL, and its nearest page is useful."""
+    H7). A number past the last page is clamped by the selector (run_get_page)."""
     raw = request.GET.get("page", "1")
     return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**9 else None
-
-
-def _iteration_page(page: selectors.RunPage, number: int) -> tuple[list[Iteration], int, int]:
-    """One page of the run's iterations, newest first, with their bids, contributions and
-    the bidders' learned success rates (four queries, whatever the page); returns the
-    iterations, the page number (clamped) and the number of pages."""
-    pages = max(1, -(-page.iterations_total // ITERATIONS_PER_PAGE))
-    number = min(number, pages)
-    start = (number - 1) * ITERATIONS_PER_PAGE
-    iterations = list(
-        Iteration.objects.filter(run_id=page.run.pk)
-        .order_by("-number")
-        .prefetch_related(
-            Prefetch("bids", queryset=Bid.objects.select_related("agent")),
-            Prefetch("contributions", queryset=Contribution.objects.select_related("agent")),
-        )[start : start + ITERATIONS_PER_PAGE]
-    )
-    agent_ids = {bid.agent_id for it in iterations for bid in it.bids.all()}
-    rates = {
-        (stat.agent_id, stat.task_type): stat.mean
-        for stat in AgentStat.objects.filter(agent_id__in=agent_ids)
-    }
-    for it in iterations:
-        task_type = (it.broadcast or {}).get("task_type", "")
-        for bid in it.bids.all():
-            bid.success_rate = rates.get((bid.agent_id, task_type))  # type: ignore[attr-defined]
-    return iterations, number, pages
 
 
 @require_GET
@@ -162,19 +129,17 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     if number is None:
         return HttpResponseBadRequest("The page must be a whole number from 1.")
     try:
-        # Everything but the iterations, which come one page at a time below.
-        page = selectors.run_get_page(run_id, cap=0)
+        page = selectors.run_get_page(run_id, page=number)
     except LoopRun.DoesNotExist:
         raise Http404("No such run.") from None
-    iterations, number, pages = _iteration_page(page, number)
     ctx = {
         "page": page,
         "run": page.run,
-        "iterations": iterations,
-        "iterations_page": number,
-        "iterations_pages": pages,
-        "iterations_first": (number - 1) * ITERATIONS_PER_PAGE + 1,
-        "iterations_last": (number - 1) * ITERATIONS_PER_PAGE + len(iterations),
+        "iterations": page.iterations,
+        "iterations_page": page.page,
+        "iterations_pages": page.pages,
+        "iterations_first": page.first,
+        "iterations_last": page.last,
         "now": timezone.now(),
         "context_json": json.dumps(page.run.context, indent=2, sort_keys=True, default=str),
         "can_operate": _can_operate(request),

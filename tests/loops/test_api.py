@@ -16,7 +16,7 @@ from console.auth import token_create
 from console.roles import roles_sync
 from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken, Blueprint, Domain, Event, EventCounter, LoopRun
-from tests.conftest import wait_for
+from tests.conftest import bearer, post_json, signed_in, wait_for
 
 State = LoopRun.State
 MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(\+00:00|Z)$")
@@ -54,21 +54,6 @@ def outsider(django_user_model):
     return _member(django_user_model, "olga", None)
 
 
-def _as(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _bearer(token: str) -> Client:
-    return Client(headers={"Authorization": f"Bearer {token}"})
-
-
-def _post(client: Client, path: str, body=None):
-    data = "" if body is None else json.dumps(body)
-    return client.post(path, data, content_type="application/json")
-
-
 def _run(blueprint: str = "lab-main", *, parent: LoopRun | None = None, **fields) -> LoopRun:
     bp = Blueprint.objects.get(name=blueprint)
     run = LoopRun.objects.create(
@@ -90,8 +75,10 @@ def _run(blueprint: str = "lab-main", *, parent: LoopRun | None = None, **fields
 
 
 def test_it_starts_a_main_loop(operator):
-    response = _post(
-        _as(operator), "/api/v1/domains/lab/runs", {"blueprint": "lab-main", "input": {"x": 4}}
+    response = post_json(
+        signed_in(operator),
+        "/api/v1/domains/lab/runs",
+        {"blueprint": "lab-main", "input": {"x": 4}},
     )
 
     assert response.status_code == 201
@@ -104,8 +91,8 @@ def test_it_starts_a_main_loop(operator):
 
 def test_a_run_started_through_the_api_is_listed_and_in_the_console_tree(operator):
     """CONCEPTS 50: the control plane and the console show the same run."""
-    client = _as(operator)
-    started = _post(client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main", "input": {}})
+    client = signed_in(operator)
+    started = post_json(client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main", "input": {}})
     run_id = started.json()["id"]
 
     listed = client.get("/api/v1/runs?domain=lab").json()
@@ -116,7 +103,9 @@ def test_a_run_started_through_the_api_is_listed_and_in_the_console_tree(operato
 
 
 def test_it_answers_404_for_an_unknown_domain(operator):
-    response = _post(_as(operator), "/api/v1/domains/nowhere/runs", {"blueprint": "lab-main"})
+    response = post_json(
+        signed_in(operator), "/api/v1/domains/nowhere/runs", {"blueprint": "lab-main"}
+    )
 
     assert response.status_code == 404
     assert response.json() == {"error": "unknown_domain", "detail": "There is no domain 'nowhere'."}
@@ -126,7 +115,7 @@ def test_it_answers_404_for_an_unknown_domain(operator):
     ("blueprint", "code"), [("no-such-loop", "unknown_blueprint"), ("lab-sub", "not_a_main_loop")]
 )
 def test_it_answers_400_for_a_blueprint_it_cannot_start(operator, blueprint, code):
-    response = _post(_as(operator), "/api/v1/domains/lab/runs", {"blueprint": blueprint})
+    response = post_json(signed_in(operator), "/api/v1/domains/lab/runs", {"blueprint": blueprint})
 
     assert response.status_code == 400
     assert response.json()["error"] == code
@@ -135,7 +124,7 @@ def test_it_answers_400_for_a_blueprint_it_cannot_start(operator, blueprint, cod
 
 
 def test_it_answers_400_for_malformed_json(operator):
-    response = _as(operator).post(
+    response = signed_in(operator).post(
         "/api/v1/domains/lab/runs", '{"blueprint": ', content_type="application/json"
     )
 
@@ -147,7 +136,7 @@ def test_it_answers_400_for_malformed_json(operator):
 
 
 def test_it_answers_400_naming_a_missing_field(operator):
-    response = _post(_as(operator), "/api/v1/domains/lab/runs", {"input": {}})
+    response = post_json(signed_in(operator), "/api/v1/domains/lab/runs", {"input": {}})
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
@@ -155,7 +144,7 @@ def test_it_answers_400_naming_a_missing_field(operator):
 
 
 def test_it_requires_the_operator_role_to_start(viewer):
-    response = _post(_as(viewer), "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
+    response = post_json(signed_in(viewer), "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
 
     assert response.status_code == 403
     assert response.json() == {"error": "forbidden", "detail": "This needs the operator role."}
@@ -193,7 +182,7 @@ def test_it_answers_401_to_anonymous_callers(client, method, path):
 
 
 def test_it_hides_runs_from_outsiders(outsider):
-    response = _as(outsider).get("/api/v1/runs")
+    response = signed_in(outsider).get("/api/v1/runs")
 
     assert response.status_code == 403
     assert response.json() == {"error": "forbidden", "detail": "This needs the viewer role."}
@@ -202,7 +191,7 @@ def test_it_hides_runs_from_outsiders(outsider):
 def test_it_accepts_a_users_bearer_token(operator):
     token = token_create(user=operator)
 
-    response = _post(_bearer(token), "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
+    response = post_json(bearer(token), "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
 
     assert response.status_code == 201
     assert LoopRun.objects.get(pk=response.json()["id"]).created_by == operator
@@ -215,19 +204,19 @@ def test_it_rejects_a_revoked_token(viewer):
     token = token_create(user=viewer)
     ApiToken.objects.update(revoked_at=timezone.now())
 
-    response = _bearer(token).get("/api/v1/runs")
+    response = bearer(token).get("/api/v1/runs")
 
     assert response.status_code == 401
     assert response.json()["error"] == "unauthenticated"
 
 
 def test_it_rejects_an_unknown_token(viewer):
-    assert _bearer("not-a-token").get("/api/v1/runs").status_code == 401
+    assert bearer("not-a-token").get("/api/v1/runs").status_code == 401
 
 
 def test_it_records_token_use_at_most_once_a_minute(viewer):
     token = token_create(user=viewer)
-    client = _bearer(token)
+    client = bearer(token)
     client.get("/api/v1/runs")
     first = ApiToken.objects.get().last_used_at
 
@@ -246,8 +235,8 @@ def test_it_checks_csrf_for_a_session_but_not_for_a_token(operator):
         enforce_csrf_checks=True, headers={"Authorization": f"Bearer {token_create(user=operator)}"}
     )
 
-    forged = _post(browser, "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
-    scripted = _post(token_client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
+    forged = post_json(browser, "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
+    scripted = post_json(token_client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main"})
 
     assert forged.status_code == 403
     assert forged.json()["error"] == "csrf_failed"
@@ -258,7 +247,7 @@ def test_it_checks_csrf_for_a_session_but_not_for_a_token(operator):
 def test_it_gives_an_agent_token_no_role(viewer):
     agent = Agent.objects.get(name="squarer")
 
-    response = _bearer(token_create(agent=agent)).get("/api/v1/runs")
+    response = bearer(token_create(agent=agent)).get("/api/v1/runs")
 
     assert response.status_code == 403
 
@@ -267,7 +256,7 @@ def test_it_gives_an_agent_token_no_role(viewer):
 
 
 def _lab(viewer) -> dict:
-    items = _as(viewer).get("/api/v1/domains").json()["items"]
+    items = signed_in(viewer).get("/api/v1/domains").json()["items"]
     return next(item for item in items if item["slug"] == "lab")
 
 
@@ -293,7 +282,7 @@ def test_it_counts_runs_by_state_as_the_database_does(viewer):
     _run(state=State.SUCCEEDED)
     _run(state=State.SUCCEEDED)
 
-    response = _as(viewer).get("/api/v1/domains")
+    response = signed_in(viewer).get("/api/v1/domains")
     lab = _lab(viewer)
 
     assert response.status_code == 200
@@ -306,7 +295,7 @@ def test_it_counts_runs_by_state_as_the_database_does(viewer):
 
 
 def test_it_lists_blueprints_with_kind_phases_children_and_policy(viewer):
-    response = _as(viewer).get("/api/v1/blueprints?domain=lab")
+    response = signed_in(viewer).get("/api/v1/blueprints?domain=lab")
 
     items = {item["name"]: item for item in response.json()["items"]}
     assert response.status_code == 200
@@ -320,7 +309,7 @@ def test_it_lists_blueprints_with_kind_phases_children_and_policy(viewer):
 
 
 def test_it_filters_blueprints_by_domain(viewer):
-    assert _as(viewer).get("/api/v1/blueprints?domain=elsewhere").json() == {
+    assert signed_in(viewer).get("/api/v1/blueprints?domain=elsewhere").json() == {
         "items": [],
         "count": 0,
         "next": None,
@@ -339,7 +328,7 @@ def test_it_filters_runs_by_state_parent_and_root(viewer):
     sub = _run("lab-sub", parent=main, state=State.RUNNING)
     micro = _run("lab-micro", parent=sub, state=State.SUCCEEDED)
     other = _run(state=State.SUCCEEDED)
-    client = _as(viewer)
+    client = signed_in(viewer)
 
     assert _ids(client.get("/api/v1/runs")) == {main.pk, sub.pk, micro.pk, other.pk}
     assert _ids(client.get("/api/v1/runs?state=succeeded")) == {micro.pk, other.pk}
@@ -350,7 +339,7 @@ def test_it_filters_runs_by_state_parent_and_root(viewer):
 
 
 def test_it_answers_400_naming_an_unknown_state(viewer):
-    response = _as(viewer).get("/api/v1/runs?state=bogus")
+    response = signed_in(viewer).get("/api/v1/runs?state=bogus")
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
@@ -359,7 +348,7 @@ def test_it_answers_400_naming_an_unknown_state(viewer):
 
 def test_it_pages_through_runs_with_next(viewer):
     runs = [_run(state=State.SUCCEEDED) for _ in range(3)]
-    client = _as(viewer)
+    client = signed_in(viewer)
 
     first = client.get("/api/v1/runs?state=succeeded&limit=2").json()
     second = client.get(first["next"]).json()
@@ -374,7 +363,7 @@ def test_it_pages_through_runs_with_next(viewer):
 
 
 def test_it_caps_the_page_size(viewer):
-    response = _as(viewer).get("/api/v1/runs?limit=501")
+    response = signed_in(viewer).get("/api/v1/runs?limit=501")
 
     assert response.status_code == 400
     assert "limit" in response.json()["detail"]
@@ -387,7 +376,7 @@ def test_it_lists_runs_in_queries_independent_of_their_number(
     mains = [_run(state=State.RUNNING) for _ in range(rows // 2)]
     for main in mains:
         _run("lab-sub", parent=main, state=State.RUNNING)
-    client = _as(viewer)
+    client = signed_in(viewer)
 
     # session, user, permissions, count, page: the same five for 10 rows as for 30
     with django_assert_max_num_queries(6):
@@ -405,7 +394,7 @@ def test_it_shows_a_run_with_its_stack(viewer):
         state=State.RUNNING,
         created_at=datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
     )
-    client = _as(viewer)
+    client = signed_in(viewer)
 
     top = client.get(f"/api/v1/runs/{main.pk}").json()
     bottom = client.get(f"/api/v1/runs/{micro.pk}").json()
@@ -423,15 +412,15 @@ def test_it_shows_a_run_with_its_stack(viewer):
 
 def test_it_answers_404_for_an_unknown_run(viewer):
     for path in ("/api/v1/runs/999999", "/api/v1/runs/999999/iterations"):
-        response = _as(viewer).get(path)
+        response = signed_in(viewer).get(path)
 
         assert response.status_code == 404
         assert response.json() == {"error": "not_found", "detail": "There is no loop run 999999."}
 
 
 def test_it_shows_the_trace_of_the_stack(operator):
-    client = _as(operator)
-    run_id = _post(client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main"}).json()["id"]
+    client = signed_in(operator)
+    run_id = post_json(client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main"}).json()["id"]
     Event.objects.create(root_id=run_id, run_id=run_id, seq=2, type="probe", payload={"n": 2})
 
     trace = client.get(f"/api/v1/runs/{run_id}/events").json()
@@ -450,10 +439,10 @@ def test_it_shows_the_trace_of_the_stack(operator):
 
 def test_it_pauses_and_resumes_a_run(operator):
     run = _run(state=State.RUNNING)
-    client = _as(operator)
+    client = signed_in(operator)
 
-    paused = _post(client, f"/api/v1/runs/{run.pk}/pause")
-    resumed = _post(client, f"/api/v1/runs/{run.pk}/resume")
+    paused = post_json(client, f"/api/v1/runs/{run.pk}/pause")
+    resumed = post_json(client, f"/api/v1/runs/{run.pk}/resume")
 
     assert paused.status_code == 200
     assert (paused.json()["state"], paused.json()["prior_state"]) == ("paused", "running")
@@ -467,7 +456,9 @@ def test_it_cancels_a_stack_with_a_reason(operator):
     main = _run(state=State.WAITING)
     sub = _run("lab-sub", parent=main, state=State.RUNNING)
 
-    response = _post(_as(operator), f"/api/v1/runs/{main.pk}/cancel", {"reason": "wrong input"})
+    response = post_json(
+        signed_in(operator), f"/api/v1/runs/{main.pk}/cancel", {"reason": "wrong input"}
+    )
 
     assert response.status_code == 200
     assert (response.json()["state"], response.json()["exit_detail"]) == (
@@ -482,7 +473,7 @@ def test_it_cancels_a_stack_with_a_reason(operator):
 def test_it_cancels_without_a_body(operator):
     run = _run(state=State.RUNNING)
 
-    response = _as(operator).post(f"/api/v1/runs/{run.pk}/cancel", "", "application/json")
+    response = signed_in(operator).post(f"/api/v1/runs/{run.pk}/cancel", "", "application/json")
 
     assert response.status_code == 200
     assert response.json()["state"] == "cancelled"
@@ -493,7 +484,7 @@ def test_it_answers_409_for_a_run_in_the_wrong_state(operator, action):
     run = _run(state=State.SUCCEEDED)
     to = {"pause": "paused", "cancel": "cancelled"}[action]
 
-    response = _post(_as(operator), f"/api/v1/runs/{run.pk}/{action}")
+    response = post_json(signed_in(operator), f"/api/v1/runs/{run.pk}/{action}")
 
     assert response.status_code == 409
     assert response.json() == {
@@ -505,7 +496,7 @@ def test_it_answers_409_for_a_run_in_the_wrong_state(operator, action):
 def test_it_answers_409_when_resuming_a_finished_run(operator):
     run = _run(state=State.FAILED)
 
-    response = _post(_as(operator), f"/api/v1/runs/{run.pk}/resume")
+    response = post_json(signed_in(operator), f"/api/v1/runs/{run.pk}/resume")
 
     assert response.status_code == 409
     assert response.json()["error"] == "wrong_state"
@@ -513,7 +504,7 @@ def test_it_answers_409_when_resuming_a_finished_run(operator):
 
 @pytest.mark.parametrize("action", ["pause", "resume", "cancel"])
 def test_it_answers_404_when_controlling_an_unknown_run(operator, action):
-    response = _post(_as(operator), f"/api/v1/runs/999999/{action}")
+    response = post_json(signed_in(operator), f"/api/v1/runs/999999/{action}")
 
     assert response.status_code == 404
     assert response.json() == {"error": "not_found", "detail": "There is no loop run 999999."}
@@ -523,7 +514,7 @@ def test_it_answers_404_when_controlling_an_unknown_run(operator, action):
 def test_it_requires_the_operator_role_to_control(viewer, action):
     run = _run(state=State.RUNNING)
 
-    response = _post(_as(viewer), f"/api/v1/runs/{run.pk}/{action}")
+    response = post_json(signed_in(viewer), f"/api/v1/runs/{run.pk}/{action}")
 
     assert response.status_code == 403
     assert response.json()["detail"] == "This needs the operator role."
@@ -534,14 +525,14 @@ def test_it_requires_the_operator_role_to_control(viewer, action):
 def test_it_rejects_get_on_a_control(operator):
     run = _run(state=State.RUNNING)
 
-    assert _as(operator).get(f"/api/v1/runs/{run.pk}/pause").status_code == 405
+    assert signed_in(operator).get(f"/api/v1/runs/{run.pk}/pause").status_code == 405
 
 
 # --- Agents -----------------------------------------------------------------------------
 
 
 def test_it_lists_agents_of_a_domain(viewer):
-    response = _as(viewer).get("/api/v1/agents?domain=lab")
+    response = signed_in(viewer).get("/api/v1/agents?domain=lab")
 
     names = {item["name"] for item in response.json()["items"]}
     assert response.status_code == 200
@@ -554,7 +545,7 @@ def test_it_takes_an_agents_heartbeat_with_its_own_token():
     agent = Agent.objects.get(name="squarer")
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.OFFLINE)
 
-    response = _post(_bearer(token_create(agent=agent)), f"/api/v1/agents/{agent.pk}/heartbeat")
+    response = post_json(bearer(token_create(agent=agent)), f"/api/v1/agents/{agent.pk}/heartbeat")
 
     agent.refresh_from_db()
     assert response.status_code == 200
@@ -568,7 +559,9 @@ def test_it_takes_an_agents_heartbeat_with_its_own_token():
 def test_it_refuses_a_heartbeat_for_another_agent():
     squarer, planner = Agent.objects.get(name="squarer"), Agent.objects.get(name="planner")
 
-    response = _post(_bearer(token_create(agent=squarer)), f"/api/v1/agents/{planner.pk}/heartbeat")
+    response = post_json(
+        bearer(token_create(agent=squarer)), f"/api/v1/agents/{planner.pk}/heartbeat"
+    )
 
     assert response.status_code == 403
     planner.refresh_from_db()
@@ -578,9 +571,9 @@ def test_it_refuses_a_heartbeat_for_another_agent():
 def test_it_lets_an_operator_beat_for_an_agent_but_not_a_viewer(operator, viewer):
     agent = Agent.objects.get(name="planner")
 
-    assert _post(_as(viewer), f"/api/v1/agents/{agent.pk}/heartbeat").status_code == 403
-    assert _post(_as(operator), f"/api/v1/agents/{agent.pk}/heartbeat").status_code == 200
-    assert _post(_as(operator), "/api/v1/agents/999999/heartbeat").json() == {
+    assert post_json(signed_in(viewer), f"/api/v1/agents/{agent.pk}/heartbeat").status_code == 403
+    assert post_json(signed_in(operator), f"/api/v1/agents/{agent.pk}/heartbeat").status_code == 200
+    assert post_json(signed_in(operator), "/api/v1/agents/999999/heartbeat").json() == {
         "error": "not_found",
         "detail": "There is no agent 999999.",
     }
@@ -590,7 +583,7 @@ def test_it_keeps_a_quarantined_agent_quarantined(operator):
     agent = Agent.objects.get(name="planner")
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.QUARANTINED)
 
-    response = _post(_as(operator), f"/api/v1/agents/{agent.pk}/heartbeat")
+    response = post_json(signed_in(operator), f"/api/v1/agents/{agent.pk}/heartbeat")
 
     assert response.json()["status"] == "quarantined"
 
@@ -638,8 +631,8 @@ def test_it_describes_every_call_in_the_openapi_document(client):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_shows_bids_and_contributions_of_a_stack_the_worker_ran(operator, celery_worker):
-    client = _bearer(token_create(user=operator))
-    response = _post(
+    client = bearer(token_create(user=operator))
+    response = post_json(
         client, "/api/v1/domains/lab/runs", {"blueprint": "lab-main", "input": {"x": 4}}
     )
     assert response.status_code == 201

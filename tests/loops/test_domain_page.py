@@ -30,20 +30,6 @@ def _declared() -> None:
     sync_declarations()
 
 
-@pytest.fixture
-def viewer(client, django_user_model):
-    user = with_role(django_user_model.objects.create_user("vera", password="x"), "viewer")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def operator(client, django_user_model):
-    user = with_role(django_user_model.objects.create_user("otto", password="x"), "operator")
-    client.force_login(user)
-    return user
-
-
 def start(domain: str = "lab", blueprint: str = "lab-main") -> LoopRun:
     return services.run_start(domain=domain, blueprint=blueprint, input={"x": 3})
 

@@ -24,20 +24,6 @@ def _declared() -> None:
     sync_declarations()
 
 
-@pytest.fixture
-def viewer(client, django_user_model):
-    user = with_role(django_user_model.objects.create_user("vera", password="x"), "viewer")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def operator(client, django_user_model):
-    user = with_role(django_user_model.objects.create_user("otto", password="x"), "operator")
-    client.force_login(user)
-    return user
-
-
 def step_until_micro(run: LoopRun) -> list[LoopRun]:
     """Step lab-main until its stack is main → sub → micro (the micro still live)."""
     for _ in range(20):

@@ -6,7 +6,6 @@ after an acknowledgement (oversight/services/patterns.py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 
 import pytest
@@ -14,7 +13,6 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection, transaction
-from django.test import Client
 from django.utils import timezone
 
 from console.asgi import application
@@ -27,7 +25,7 @@ from oversight.models import Alert, AuditEvent
 from oversight.services.alerts import AlertRejected, alert_acknowledge
 from oversight.services.breakers import breakers_sync
 from oversight.services.patterns import failures_record
-from tests.conftest import with_role
+from tests.conftest import bearer, post_json, signed_in, with_role
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -46,21 +44,6 @@ def _user(django_user_model, username: str, role: str):
     return with_role(
         django_user_model.objects.create_user(username, password="a long passphrase"), role
     )
-
-
-def _signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _bearer(token: str) -> Client:
-    return Client(headers={"Authorization": f"Bearer {token}"})
-
-
-def _post_json(client: Client, path: str, body=None):
-    data = "" if body is None else json.dumps(body)
-    return client.post(path, data, content_type="application/json")
 
 
 def _alert(title: str = "Breaker plant-flaky opened", **fields) -> Alert:
@@ -88,7 +71,7 @@ def vera(django_user_model):
 def test_it_acknowledges_from_the_feed(otto):
     alert = _alert()
 
-    answer = _signed_in(otto).post(_url(alert.pk), headers=HTMX)
+    answer = signed_in(otto).post(_url(alert.pk), headers=HTMX)
 
     assert answer.status_code == 200
     html = answer.content.decode()
@@ -107,7 +90,7 @@ def test_a_second_acknowledgement_names_the_first(django_user_model, otto):
     alert = _alert()
     first = alert_acknowledge(alert_id=alert.pk, actor=wanda)
 
-    answer = _signed_in(otto).post(_url(alert.pk), headers=HTMX)
+    answer = signed_in(otto).post(_url(alert.pk), headers=HTMX)
 
     assert answer.status_code == 200  # htmx 2 would not swap a 409
     html = answer.content.decode()
@@ -124,7 +107,7 @@ def test_a_late_acknowledgement_without_htmx_hears_409(django_user_model, otto):
     alert = _alert()
     alert_acknowledge(alert_id=alert.pk, actor=_user(django_user_model, "wanda", "operator"))
 
-    answer = _signed_in(otto).post(_url(alert.pk))
+    answer = signed_in(otto).post(_url(alert.pk))
 
     assert answer.status_code == 409
     assert "already acknowledged by wanda" in answer.content.decode()
@@ -133,7 +116,7 @@ def test_a_late_acknowledgement_without_htmx_hears_409(django_user_model, otto):
 def test_it_redirects_without_htmx(otto):
     alert = _alert()
 
-    answer = _signed_in(otto).post(_url(alert.pk))
+    answer = signed_in(otto).post(_url(alert.pk))
 
     assert answer.status_code == 302
     assert Alert.objects.get(pk=alert.pk).acknowledged_by == otto
@@ -142,7 +125,7 @@ def test_it_redirects_without_htmx(otto):
 def test_it_requires_the_acknowledge_permission(vera):
     alert = _alert()
 
-    answer = _signed_in(vera).post(_url(alert.pk), headers=HTMX)
+    answer = signed_in(vera).post(_url(alert.pk), headers=HTMX)
 
     assert answer.status_code == 403
     alert.refresh_from_db()
@@ -152,13 +135,13 @@ def test_it_requires_the_acknowledge_permission(vera):
 
 
 def test_it_answers_404_for_an_unknown_alert(otto):
-    assert _signed_in(otto).post(_url(987654), headers=HTMX).status_code == 404
+    assert signed_in(otto).post(_url(987654), headers=HTMX).status_code == 404
 
 
 def test_it_rejects_get(otto):
     alert = _alert()
 
-    assert _signed_in(otto).get(_url(alert.pk)).status_code == 405
+    assert signed_in(otto).get(_url(alert.pk)).status_code == 405
     assert Alert.objects.get(pk=alert.pk).acknowledged_at is None
 
 
@@ -173,8 +156,8 @@ def test_the_pushed_alert_carries_the_button_but_no_token_or_user():
 def test_the_page_shows_the_button_only_to_those_allowed(otto, vera):
     _alert()
 
-    operator_page = _signed_in(otto).get("/").content.decode()
-    viewer_page = _signed_in(vera).get("/").content.decode()
+    operator_page = signed_in(otto).get("/").content.decode()
+    viewer_page = signed_in(vera).get("/").content.decode()
 
     assert "can-ack" in operator_page and 'class="alert-ack"' in operator_page
     assert "can-ack" not in viewer_page  # the button is there, hidden by CSS; the view refuses
@@ -190,19 +173,19 @@ def test_the_api_lists_unacknowledged_alerts_newest_first(otto, vera):
     older, newer, gone = _alert("older"), _alert("newer"), _alert("gone")
     alert_acknowledge(alert_id=gone.pk, actor=otto)
 
-    body = _signed_in(vera).get("/api/v1/alerts").json()
+    body = signed_in(vera).get("/api/v1/alerts").json()
 
     assert [item["id"] for item in body["items"]] == [newer.pk, older.pk]
     assert body["count"] == 2 and body["next"] is None
     assert body["items"][0]["acknowledged_by"] is None
-    done = _signed_in(vera).get("/api/v1/alerts?acknowledged=true").json()
+    done = signed_in(vera).get("/api/v1/alerts?acknowledged=true").json()
     assert [(i["id"], i["acknowledged_by"]) for i in done["items"]] == [(gone.pk, "otto")]
 
 
 def test_the_api_list_is_paged(vera):
     alerts = [_alert(f"alert {n}") for n in range(3)]
 
-    body = _signed_in(vera).get("/api/v1/alerts?limit=2").json()
+    body = signed_in(vera).get("/api/v1/alerts?limit=2").json()
 
     assert [item["id"] for item in body["items"]] == [alerts[2].pk, alerts[1].pk]
     assert body["count"] == 3 and "offset=2" in body["next"]
@@ -211,7 +194,7 @@ def test_the_api_list_is_paged(vera):
 def test_the_api_acknowledges_and_a_second_one_gets_409(django_user_model, otto):
     alert = _alert()
 
-    first = _post_json(_bearer(token_create(user=otto)), _api_url(alert.pk), {"note": "seen"})
+    first = post_json(bearer(token_create(user=otto)), _api_url(alert.pk), {"note": "seen"})
 
     assert first.status_code == 200
     assert first.json()["id"] == alert.pk and first.json()["acknowledged_by"] == "otto"
@@ -220,7 +203,7 @@ def test_the_api_acknowledges_and_a_second_one_gets_409(django_user_model, otto)
     assert alert not in fragments.recent_alerts()
 
     wanda = _user(django_user_model, "wanda", "operator")
-    second = _post_json(_signed_in(wanda), _api_url(alert.pk))
+    second = post_json(signed_in(wanda), _api_url(alert.pk))
 
     assert second.status_code == 409
     assert second.json()["error"] == "already_acknowledged"
@@ -231,7 +214,7 @@ def test_the_api_acknowledges_and_a_second_one_gets_409(django_user_model, otto)
 def test_the_api_refuses_a_viewer_and_changes_nothing(vera):
     alert = _alert()
 
-    response = _post_json(_signed_in(vera), _api_url(alert.pk))
+    response = post_json(signed_in(vera), _api_url(alert.pk))
 
     assert response.status_code == 403
     assert response.json() == {"error": "forbidden", "detail": "This needs the operator role."}
@@ -244,7 +227,7 @@ def test_the_api_refuses_an_agent_token():
     alert = _alert()
     agent = Agent.objects.get(name="squarer")
 
-    response = _post_json(_bearer(token_create(agent=agent)), _api_url(alert.pk))
+    response = post_json(bearer(token_create(agent=agent)), _api_url(alert.pk))
 
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
@@ -252,7 +235,7 @@ def test_the_api_refuses_an_agent_token():
 
 
 def test_the_api_answers_404_for_an_unknown_alert(otto):
-    response = _post_json(_signed_in(otto), _api_url(987654))
+    response = post_json(signed_in(otto), _api_url(987654))
 
     assert response.status_code == 404
     assert response.json() == {"error": "not_found", "detail": "There is no alert 987654."}
@@ -261,7 +244,7 @@ def test_the_api_answers_404_for_an_unknown_alert(otto):
 def test_the_api_rejects_an_oversize_note(otto):
     alert = _alert()
 
-    response = _post_json(_signed_in(otto), _api_url(alert.pk), {"note": "x" * 2001})
+    response = post_json(signed_in(otto), _api_url(alert.pk), {"note": "x" * 2001})
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
@@ -357,7 +340,7 @@ def test_the_failure_advisory_comes_back_only_after_an_acknowledgement(otto):
         return list(Alert.objects.filter(kind="failure.repeated").order_by("id"))
 
     [advisory] = fail(threshold + 2)  # one advisory, however often it repeats
-    _signed_in(otto).post(_url(advisory.pk), headers=HTMX)
+    signed_in(otto).post(_url(advisory.pk), headers=HTMX)
 
     assert fail(threshold - 1) == [advisory]  # a fresh streak, below the threshold
     first, second = fail(1)  # the streak reaches it: a new advisory

@@ -6,7 +6,6 @@ session's real Celery worker."""
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import timedelta
 
@@ -24,7 +23,7 @@ from oversight import fragments, tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
 from oversight.services.alerts import notification_deliver
 from oversight.services.interrupts import interrupts_expire_overdue, interrupts_withdraw_ended
-from tests.conftest import drive, wait_for, with_role
+from tests.conftest import bearer, drive, post_json, signed_in, wait_for, with_role
 from tests.oversight.decl_interrupts import DOSE_SCHEMA
 
 pytestmark = pytest.mark.django_db
@@ -71,23 +70,8 @@ def doser_token() -> str:
     return token_create(agent=Agent.objects.get(domain__slug="ward", name="doser"))
 
 
-def _as(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _bearer(token: str) -> Client:
-    return Client(headers={"Authorization": f"Bearer {token}"})
-
-
-def _post(client: Client, path: str, body=None):
-    data = "" if body is None else json.dumps(body)
-    return client.post(path, data, content_type="application/json")
-
-
 def decide(client: Client, interrupt: Interrupt, **body):
-    return _post(client, f"/api/v1/interrupts/{interrupt.pk}/decision", body)
+    return post_json(client, f"/api/v1/interrupts/{interrupt.pk}/decision", body)
 
 
 def start(blueprint: str, **input) -> LoopRun:
@@ -167,7 +151,7 @@ def test_it_lets_exactly_one_of_eight_concurrent_decisions_win(django_user_model
     bodies = [BODIES[i % 3] for i in range(8)]
 
     answers = race(
-        interrupt, [(_as(user), body) for user, body in zip(deciders, bodies, strict=True)]
+        interrupt, [(signed_in(user), body) for user, body in zip(deciders, bodies, strict=True)]
     )
 
     assert sorted(answer.status_code for answer in answers) == [200] + [409] * 7
@@ -197,7 +181,7 @@ def test_it_answers_two_concurrent_decisions_with_one_200_and_one_409(django_use
     otto = _person(django_user_model, "otto", "operator")
     olga = _person(django_user_model, "olga", "operator")
 
-    answers = race(interrupt, [(_as(otto), BODIES[0]), (_as(olga), BODIES[1])])
+    answers = race(interrupt, [(signed_in(otto), BODIES[0]), (signed_in(olga), BODIES[1])])
 
     assert sorted(answer.status_code for answer in answers) == [200, 409]
     lost = next(answer for answer in answers if answer.status_code == 409).json()
@@ -211,9 +195,11 @@ def test_it_answers_two_concurrent_decisions_with_one_200_and_one_409(django_use
 
 def test_it_tells_a_late_decider_who_decided_and_when(operator, django_user_model):
     _, interrupt = interrupted("ward-dose")
-    assert decide(_as(operator), interrupt, decision="approve").status_code == 200
+    assert decide(signed_in(operator), interrupt, decision="approve").status_code == 200
 
-    late = decide(_as(_person(django_user_model, "olga", "operator")), interrupt, decision="modify")
+    late = decide(
+        signed_in(_person(django_user_model, "olga", "operator")), interrupt, decision="modify"
+    )
 
     interrupt.refresh_from_db()
     assert late.status_code == 409
@@ -231,7 +217,9 @@ def test_it_makes_an_approved_proposal_the_phase_result(operator):
     run, interrupt = interrupted("ward-dose", weight_kg=80, mg_per_kg=20)
     assert interrupt.proposal["dose_mg"] == 1600
 
-    answer = decide(_as(operator), interrupt, decision="approve", comment="checked, it is right")
+    answer = decide(
+        signed_in(operator), interrupt, decision="approve", comment="checked, it is right"
+    )
 
     assert answer.status_code == 200
     assert (answer.json()["status"], answer.json()["decision"]) == ("decided", "approve")
@@ -249,7 +237,7 @@ def test_it_needs_a_reason_to_reject_and_changes_nothing_without_one(operator):
     run, interrupt = interrupted("ward-dose")
 
     for body in ({"decision": "reject"}, {"decision": "reject", "comment": "   "}):
-        answer = decide(_as(operator), interrupt, **body)
+        answer = decide(signed_in(operator), interrupt, **body)
         assert answer.status_code == 400
         assert answer.json()["error"] == "reason_required"
 
@@ -265,7 +253,7 @@ def test_it_feeds_a_rejections_reason_back_to_the_next_iteration(operator):
     run, interrupt = interrupted("ward-dose")
     why = "1,600 mg is too much for her kidneys"
 
-    answer = decide(_as(operator), interrupt, decision="reject", comment=why)
+    answer = decide(signed_in(operator), interrupt, decision="reject", comment=why)
 
     assert answer.status_code == 200
     run = drive(run)
@@ -283,7 +271,7 @@ def test_it_feeds_a_rejections_reason_back_to_the_next_iteration(operator):
 def test_it_refuses_a_modification_that_does_not_match_the_schema_and_changes_nothing(operator):
     run, interrupt = interrupted("ward-validate")
     assert interrupt.proposal_schema == DOSE_SCHEMA
-    client = _as(operator)
+    client = signed_in(operator)
 
     wrong_type = decide(client, interrupt, decision="modify", payload={"dose_mg": "a lot"})
     missing = decide(client, interrupt, decision="modify", payload={"amount": 5})
@@ -308,7 +296,11 @@ def test_it_puts_a_modified_payload_into_the_run_and_the_next_phase_uses_it(oper
     run, interrupt = interrupted("ward-validate")
 
     answer = decide(
-        _as(operator), interrupt, decision="modify", payload={"dose_mg": 750}, comment="750 mg"
+        signed_in(operator),
+        interrupt,
+        decision="modify",
+        payload={"dose_mg": 750},
+        comment="750 mg",
     )
 
     assert answer.status_code == 200
@@ -336,7 +328,9 @@ def test_it_puts_a_modified_payload_into_the_run_and_the_next_phase_uses_it(oper
 def test_it_modifies_the_result_of_the_last_phase(operator):
     run, interrupt = interrupted("ward-dose")
 
-    decide(_as(operator), interrupt, decision="modify", payload={"dose_mg": 950}, comment="cap")
+    decide(
+        signed_in(operator), interrupt, decision="modify", payload={"dose_mg": 950}, comment="cap"
+    )
 
     run = drive(run)
     assert run.state == State.SUCCEEDED
@@ -366,12 +360,12 @@ def test_it_interrupts_a_run_whose_agent_escalates_with_its_stack_address(operat
         "iteration": 1,
     }
     assert interrupt.deadline_at == interrupt.created_at + timedelta(seconds=3600)
-    queue = _as(operator).get("/api/v1/interrupts?status=pending").json()
+    queue = signed_in(operator).get("/api/v1/interrupts?status=pending").json()
     assert [(i["id"], i["agent"], i["iteration"]) for i in queue["items"]] == [
         (interrupt.pk, "ward/interactor", 1)
     ]
 
-    assert decide(_as(operator), interrupt, decision="approve").status_code == 200
+    assert decide(signed_in(operator), interrupt, decision="approve").status_code == 200
     root = drive(root)
     child.refresh_from_db()
     assert (child.state, root.state) == (State.SUCCEEDED, State.SUCCEEDED)
@@ -450,7 +444,7 @@ def test_it_applies_the_default_reject_at_the_deadline_and_tells_the_admins(
     assert "Nobody decided in time" in mail.subject
     assert interrupts_expire_overdue(now=later) == 0  # a second sweep finds nothing
 
-    late = decide(_as(operator), interrupt, decision="approve")
+    late = decide(signed_in(operator), interrupt, decision="approve")
     assert late.status_code == 409
     assert late.json()["error"] == "already_decided"
     assert f"expired at {later.isoformat()}" in late.json()["detail"]
@@ -479,7 +473,7 @@ def test_a_cancelled_runs_interrupt_is_withdrawn_not_decided_nor_expired(operato
     run, interrupt = interrupted("ward-dose")
     services.run_cancel(run_id=run.pk, actor=operator, reason="wrong patient")
 
-    late = decide(_as(operator), interrupt, decision="approve")
+    late = decide(signed_in(operator), interrupt, decision="approve")
     assert late.status_code == 409
     assert late.json()["error"] == "run_ended"
     assert f"Run {run.pk} has ended (cancelled)" in late.json()["detail"]
@@ -499,7 +493,7 @@ def test_a_cancelled_runs_interrupt_is_withdrawn_not_decided_nor_expired(operato
     later = interrupt.deadline_at + timedelta(seconds=1)
     assert interrupts_expire_overdue(now=later) == 0
     assert not Alert.objects.filter(kind="interrupt.expired").exists()
-    again = decide(_as(operator), interrupt, decision="approve")
+    again = decide(signed_in(operator), interrupt, decision="approve")
     assert (again.status_code, again.json()["error"]) == (409, "already_decided")
     assert "withdrawn" in again.json()["detail"]
 
@@ -510,8 +504,8 @@ def test_a_cancelled_runs_interrupt_is_withdrawn_not_decided_nor_expired(operato
 def test_it_lets_an_agent_interrupt_a_run_of_its_domain(doser_token):
     run = start("ward-dose")
 
-    answer = _post(
-        _bearer(doser_token),
+    answer = post_json(
+        bearer(doser_token),
         "/api/v1/interrupts",
         {
             "run": run.pk,
@@ -545,10 +539,10 @@ def test_it_lets_an_agent_interrupt_a_run_of_its_domain(doser_token):
 def test_it_goes_on_with_an_agents_interrupt_once_a_person_decides(doser_token, operator):
     run = start("ward-dose-lenient", weight_kg=10)
     body = {"run": run.pk, "reason": "is 10 kg right?", "proposal": {"weight_kg": 10}}
-    interrupt_id = _post(_bearer(doser_token), "/api/v1/interrupts", body).json()["id"]
+    interrupt_id = post_json(bearer(doser_token), "/api/v1/interrupts", body).json()["id"]
     interrupt = Interrupt.objects.get(pk=interrupt_id)
 
-    assert decide(_as(operator), interrupt, decision="approve").status_code == 200
+    assert decide(signed_in(operator), interrupt, decision="approve").status_code == 200
 
     run = drive(run)
     assert run.state == State.SUCCEEDED
@@ -558,7 +552,9 @@ def test_it_goes_on_with_an_agents_interrupt_once_a_person_decides(doser_token, 
 def test_it_refuses_an_agents_interrupt_for_a_run_of_another_domain(doser_token):
     lab_run = services.run_start(domain="lab", blueprint="lab-main", input={})
 
-    answer = _post(_bearer(doser_token), "/api/v1/interrupts", {"run": lab_run.pk, "reason": "x"})
+    answer = post_json(
+        bearer(doser_token), "/api/v1/interrupts", {"run": lab_run.pk, "reason": "x"}
+    )
 
     assert answer.status_code == 403
     assert answer.json()["error"] == "forbidden"
@@ -571,7 +567,7 @@ def test_it_refuses_an_agents_interrupt_for_a_finished_run(doser_token):
     run = drive(start("ward-dose", weight_kg=10))
     assert run.state == State.SUCCEEDED
 
-    answer = _post(_bearer(doser_token), "/api/v1/interrupts", {"run": run.pk, "reason": "x"})
+    answer = post_json(bearer(doser_token), "/api/v1/interrupts", {"run": run.pk, "reason": "x"})
 
     assert answer.status_code == 409
     assert answer.json()["error"] == "wrong_state"
@@ -580,7 +576,7 @@ def test_it_refuses_an_agents_interrupt_for_a_finished_run(doser_token):
 
 
 def test_it_answers_404_for_an_agents_interrupt_of_an_unknown_run(doser_token):
-    answer = _post(_bearer(doser_token), "/api/v1/interrupts", {"run": 987654321, "reason": "x"})
+    answer = post_json(bearer(doser_token), "/api/v1/interrupts", {"run": 987654321, "reason": "x"})
 
     assert answer.status_code == 404
     assert answer.json() == {"error": "not_found", "detail": "There is no run 987654321."}
@@ -590,8 +586,8 @@ def test_it_lets_no_person_raise_an_interrupt(operator):
     run = start("ward-dose")
     body = {"run": run.pk, "reason": "I want to look at it"}
 
-    for client in (_as(operator), _bearer(token_create(user=operator))):
-        answer = _post(client, "/api/v1/interrupts", body)
+    for client in (signed_in(operator), bearer(token_create(user=operator))):
+        answer = post_json(client, "/api/v1/interrupts", body)
         assert answer.status_code == 403
         assert answer.json()["error"] == "forbidden"
 
@@ -614,7 +610,7 @@ def test_it_names_the_field_of_a_malformed_interrupt(doser_token, body, field):
     run = start("ward-dose")
     body = {key: run.pk if value is RUN else value for key, value in body.items()}
 
-    answer = _post(_bearer(doser_token), "/api/v1/interrupts", body)
+    answer = post_json(bearer(doser_token), "/api/v1/interrupts", body)
 
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_request"
@@ -625,7 +621,7 @@ def test_it_names_the_field_of_a_malformed_interrupt(doser_token, body, field):
 
 
 def test_it_answers_400_for_an_interrupt_that_is_not_json(doser_token):
-    answer = _bearer(doser_token).post(
+    answer = bearer(doser_token).post(
         "/api/v1/interrupts", "{not json", content_type="application/json"
     )
 
@@ -664,7 +660,7 @@ def test_it_lets_no_agent_decide_reset_halt_lift_or_control_a_run(doser_token):
     ]
 
     for path, body in calls:
-        answer = _post(_bearer(doser_token), path, body)
+        answer = post_json(bearer(doser_token), path, body)
         assert (answer.status_code, answer.json()["error"]) == (403, "forbidden"), path
 
     interrupt.refresh_from_db()
@@ -679,14 +675,14 @@ def test_it_lets_no_agent_decide_reset_halt_lift_or_control_a_run(doser_token):
 
 def test_it_lets_a_viewer_see_but_not_decide(viewer):
     _, interrupt = interrupted("ward-dose")
-    client = _as(viewer)
+    client = signed_in(viewer)
 
     assert client.get("/api/v1/interrupts?status=pending").json()["count"] == 1
     for path, body in (
         (f"/api/v1/interrupts/{interrupt.pk}/decision", {"decision": "approve"}),
         (f"/api/v1/interrupts/{interrupt.pk}/claim", None),
     ):
-        answer = _post(client, path, body)
+        answer = post_json(client, path, body)
         assert answer.status_code == 403
         assert answer.json() == {"error": "forbidden", "detail": "This needs the operator role."}
 
@@ -696,11 +692,11 @@ def test_it_lets_a_viewer_see_but_not_decide(viewer):
 
 def test_it_shows_who_is_reviewing_and_lets_an_operator_decide(operator):
     _, interrupt = interrupted("ward-dose")
-    client = _as(operator)
+    client = signed_in(operator)
 
-    claimed = _post(client, f"/api/v1/interrupts/{interrupt.pk}/claim")
+    claimed = post_json(client, f"/api/v1/interrupts/{interrupt.pk}/claim")
     decided = decide(client, interrupt, decision="approve")
-    again = _post(client, f"/api/v1/interrupts/{interrupt.pk}/claim")
+    again = post_json(client, f"/api/v1/interrupts/{interrupt.pk}/claim")
 
     assert (claimed.status_code, claimed.json()["claimed_by"]) == (200, "otto")
     assert (decided.status_code, decided.json()["decided_by"]) == (200, "otto")
@@ -709,9 +705,9 @@ def test_it_shows_who_is_reviewing_and_lets_an_operator_decide(operator):
 
 def test_it_answers_clearly_for_an_unknown_interrupt_or_decision(operator):
     _, interrupt = interrupted("ward-dose")
-    client = _as(operator)
+    client = signed_in(operator)
 
-    unknown = _post(client, "/api/v1/interrupts/987654321/decision", {"decision": "approve"})
+    unknown = post_json(client, "/api/v1/interrupts/987654321/decision", {"decision": "approve"})
     maybe = decide(client, interrupt, decision="maybe")
 
     assert unknown.status_code == 404
@@ -727,8 +723,8 @@ def test_it_answers_clearly_for_an_unknown_interrupt_or_decision(operator):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_takes_an_approved_run_to_the_end_on_the_worker(operator, celery_worker):
-    client = _bearer(token_create(user=operator))
-    started = _post(
+    client = bearer(token_create(user=operator))
+    started = post_json(
         client,
         "/api/v1/domains/ward/runs",
         {"blueprint": "ward-dose", "input": {"weight_kg": 70, "mg_per_kg": 20}},
@@ -744,7 +740,7 @@ def test_it_takes_an_approved_run_to_the_end_on_the_worker(operator, celery_work
     assert (interrupt["source"], interrupt["proposal"]["dose_mg"]) == ("policy", 1400)
     assert LoopRun.objects.get(pk=run_id).state == State.INTERRUPTED
 
-    answer = _post(
+    answer = post_json(
         client, f"/api/v1/interrupts/{interrupt['id']}/decision", {"decision": "approve"}
     )
     assert answer.status_code == 200, answer.json()
@@ -764,11 +760,11 @@ def test_it_keeps_a_parent_waiting_for_its_children_after_a_decision(doser_token
     child = root.children.get()
     assert (root.state, child.state) == (State.WAITING, State.RUNNING)
     body = {"run": root.pk, "reason": "is this round needed?"}
-    raised = _post(_bearer(doser_token), "/api/v1/interrupts", body)
+    raised = post_json(bearer(doser_token), "/api/v1/interrupts", body)
     assert raised.status_code == 201, raised.json()
 
     decided = decide(
-        _as(operator), Interrupt.objects.get(pk=raised.json()["id"]), decision="approve"
+        signed_in(operator), Interrupt.objects.get(pk=raised.json()["id"]), decision="approve"
     )
 
     assert decided.status_code == 200
@@ -778,7 +774,7 @@ def test_it_keeps_a_parent_waiting_for_its_children_after_a_decision(doser_token
     assert root.context["human"]["decision"] == "approve"
     drive(root)  # the child's agent escalates in turn
     child_interrupt = child.interrupts.get(status=Interrupt.Status.PENDING)
-    assert decide(_as(operator), child_interrupt, decision="approve").status_code == 200
+    assert decide(signed_in(operator), child_interrupt, decision="approve").status_code == 200
     root = drive(root)
     assert root.state == State.SUCCEEDED, root.exit_detail
     assert root.result == {"ward-check": child_interrupt.proposal}
@@ -786,9 +782,9 @@ def test_it_keeps_a_parent_waiting_for_its_children_after_a_decision(doser_token
 
 @pytest.mark.django_db(transaction=True)
 def test_it_expires_an_interrupt_on_the_worker_and_the_run_goes_on(operator, celery_worker):
-    client = _bearer(token_create(user=operator))
+    client = bearer(token_create(user=operator))
     body = {"blueprint": "ward-dose-hasty", "input": {"weight_kg": 60, "mg_per_kg": 20}}
-    run_id = _post(client, "/api/v1/domains/ward/runs", body).json()["id"]
+    run_id = post_json(client, "/api/v1/domains/ward/runs", body).json()["id"]
     interrupt = wait_for(lambda: Interrupt.objects.filter(run_id=run_id).first(), timeout=60)
     wait_for(lambda: timezone.now() > interrupt.deadline_at, timeout=5)
 

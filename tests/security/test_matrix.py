@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
@@ -23,7 +24,7 @@ from loops.models import Agent
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts
 from oversight.services.alerts import alert_raise
-from tests.conftest import drive, with_role
+from tests.conftest import bearer, drive, signed_in, with_role
 
 pytestmark = pytest.mark.django_db
 
@@ -170,8 +171,6 @@ def world(django_user_model) -> dict:
     run = drive(services.run_start(domain="ward", blueprint="ward-dose", input={}))
     interrupt = Interrupt.objects.get(run__root_id=run.root_id, status=Interrupt.Status.PENDING)
     halt, _ = halts.halt_engage(actor=people["admin"], scope=f"run:{run.pk}", reason="matrix")
-    from django.db import transaction
-
     with transaction.atomic():
         alert = alert_raise(kind="matrix", title="a matrix alert")
     return {
@@ -215,11 +214,8 @@ def _url(route: str, world: dict) -> str:
 
 def _client(role: str, world: dict) -> Client:
     if role == "agent":
-        return Client(headers={"Authorization": f"Bearer {world['token']}"})
-    client = Client()
-    if role != "anonymous":
-        client.force_login(world["people"][role])
-    return client
+        return bearer(world["token"])
+    return Client() if role == "anonymous" else signed_in(world["people"][role])
 
 
 @pytest.mark.parametrize(("method", "route"), sorted(RULES))
