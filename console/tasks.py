@@ -13,8 +13,13 @@ def sessions_clear() -> None:
 @shared_task(ignore_result=True)
 def push_fragment(group: str, render: str, *args) -> None:
     """The trailing push of a coalesced burst (console.push): render now, send."""
+    from django.core.exceptions import ObjectDoesNotExist
     from django.utils.module_loading import import_string
 
     from console.push import push_html
 
-    push_html(group, import_string(render)(*args))
+    try:
+        html = import_string(render)(*args)
+    except ObjectDoesNotExist:
+        return  # deleted since the push was asked for: no page can be showing it any more
+    push_html(group, html)

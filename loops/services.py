@@ -67,14 +67,17 @@ def is_deadlock(exc: OperationalError) -> bool:
 
 # One statement: take n seqs from the root's counter and insert the events with them. The
 # engine writes a trace batch twice per iteration, and this replaced an UPDATE plus an ORM
-# bulk_create whose Python cost dominated (docs/BENCHMARKS.md).
+# bulk_create whose Python cost dominated (docs/BENCHMARKS.md). The timestamp is read by
+# the database once the counter is locked, not by Python before: two writers racing for
+# the counter would otherwise stamp seqs out of order.
 _TRACE_INSERT = """
 WITH counter AS (
     UPDATE loops_eventcounter SET last_seq = last_seq + %(n)s
     WHERE root_id = %(root)s RETURNING last_seq
 )
 INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
-SELECT %(root)s, e.run_id, counter.last_seq - %(n)s + e.ord, e.type, e.payload, %(ts)s
+SELECT %(root)s, e.run_id, counter.last_seq - %(n)s + e.ord, e.type, e.payload,
+       clock_timestamp()
 FROM counter,
      unnest(%(runs)s::bigint[], %(types)s::text[], %(payloads)s::jsonb[])
          WITH ORDINALITY AS e(run_id, type, payload, ord)
@@ -102,7 +105,6 @@ def events_write(root_id: int | None, events: Iterable[tuple[int, str, dict[str,
             {
                 "n": len(events),
                 "root": root_id,
-                "ts": timezone.now(),
                 "runs": [run_id for run_id, _, _ in events],
                 "types": [kind for _, kind, _ in events],
                 "payloads": [encoder.encode(payload) for _, _, payload in events],
@@ -129,7 +131,8 @@ counter AS (
     RETURNING c.root_id, c.last_seq, t.n
 )
 INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
-SELECT b.root_id, b.run_id, counter.last_seq - counter.n + b.ord, b.type, b.payload, %(ts)s
+SELECT b.root_id, b.run_id, counter.last_seq - counter.n + b.ord, b.type, b.payload,
+       clock_timestamp()
 FROM batch b JOIN counter ON counter.root_id = b.root_id
 """
 
@@ -148,7 +151,6 @@ def events_write_many(events: list[tuple[int | None, int, str, dict[str, Any]]])
                 "runs": [run for _, run, _, _ in events],
                 "types": [kind for _, _, kind, _ in events],
                 "payloads": [encoder.encode(payload) for _, _, _, payload in events],
-                "ts": timezone.now(),
             },
         )
 
