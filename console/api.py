@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 import redis
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema, Status
@@ -42,7 +44,37 @@ class _Renderer(JSONRenderer):
     encoder_class = _Encoder
 
 
-api = NinjaAPI(
+class _API(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        """Document the errors every operation can answer, so that a client (and the fuzz test,
+        tests/security/test_fuzz.py) finds each status it may hear in the document: 400 for a
+        bad parameter or body, 401 and 403 from the operation's auth, 413 for an oversize
+        body. They come from the exception handlers below, not from the operations."""
+        schema = super().get_openapi_schema(**kwargs)
+        error = {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+        }
+        for path in schema["paths"].values():
+            for operation in path.values():
+                responses = operation["responses"]
+                statuses = ["400"]
+                if operation.get("security"):
+                    statuses += ["401", "403"]
+                if "requestBody" in operation:
+                    statuses += ["413"]
+                for status in statuses:
+                    responses.setdefault(status, {"description": _DESCRIPTIONS[status], **error})
+        return schema
+
+
+_DESCRIPTIONS = {
+    "400": "Bad Request: a parameter or the body is wrong; the detail names it",
+    "401": "Unauthorized: no session, or an unknown or revoked token",
+    "403": "Forbidden: the caller lacks the role, or the CSRF token is missing",
+    "413": "Content Too Large: the body is over the stated limit",
+}
+
+api = _API(
     title="Loop Stack Console",
     version="1",
     urls_namespace="api",
@@ -87,6 +119,14 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     code, detail = _NINJA_ERRORS.get(message.split(" (")[0], (None, message))
     return error_response(
         request, exc.status_code, code or _CODES.get(exc.status_code, "http_error"), detail
+    )
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(
+        request, 413, "too_large", f"The request body is over the limit of {limit:,} bytes."
     )
 
 

@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
@@ -26,6 +26,7 @@ from loops.models import (
 
 RUN_CONTROLS = "loops/_run_controls.html"
 DOMAIN_CONTROLS = "loops/_domain_controls.html"
+REFUSED = "console/rejected.html"
 REASON_MAX = 500
 
 
@@ -155,10 +156,11 @@ def _control(
         run = service(run_id=run.pk, actor=request.user)
     except TransitionRejected:
         run.refresh_from_db()
-        if not request.htmx:
-            return redirect("loops:run", run.pk)
-        response = render(request, RUN_CONTROLS, {"run": run, "can_operate": True})
         text = f"Run {run.pk} is {run.state}: it cannot {notice}."
+        if not request.htmx:  # a form posted without JavaScript: a 409 page that says why
+            back = reverse("loops:run", args=[run.pk])
+            return render(request, REFUSED, {"detail": text, "back": back}, status=409)
+        response = render(request, RUN_CONTROLS, {"run": run, "can_operate": True})
         return trigger_client_event(response, "console:notice", {"text": text})
     if request.htmx:
         return render(request, RUN_CONTROLS, {"run": run, "can_operate": True})

@@ -12,7 +12,7 @@ import json
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path
+from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
@@ -22,6 +22,7 @@ from oversight.models import Interrupt
 from oversight.services import interrupts
 
 VIEW, DECIDE = "oversight.view_interrupt", "oversight.decide_interrupt"
+REFUSED = "console/rejected.html"
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -67,6 +68,8 @@ def interrupt_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if interrupt is None:
         return _forbidden(request)
     decision, payload, comment, error = _parse(request.POST)
+    if error and not request.htmx:
+        return _refused(request, error, status=400)
     if not error:
         try:
             interrupt = interrupts.interrupt_decide(
@@ -108,8 +111,16 @@ def _answer(
     return render(request, template, ctx)
 
 
+def _refused(request: HttpRequest, detail: str, *, status: int) -> HttpResponse:
+    """A form posted without htmx: the refusal's status and sentence on a page of their own."""
+    back = reverse("oversight:inbox")
+    return render(request, REFUSED, {"detail": detail, "back": back}, status=status)
+
+
 def _rejected(request: HtmxHttpRequest, pk: int, exc: interrupts.DecisionRejected) -> HttpResponse:
     """200 with the current truth and a notice: htmx 2 does not swap 4xx (STYLE.md B.5)."""
+    if not request.htmx:
+        return _refused(request, exc.detail, status=exc.status)
     response = _answer(request, pk, error=exc.detail, notice=exc.detail)
     return trigger_client_event(response, "console:notice", {"text": exc.detail, "code": exc.code})
 
