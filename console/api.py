@@ -51,27 +51,33 @@ class _API(NinjaAPI):
         bad parameter or body, 401 and 403 from the operation's auth, 413 for an oversize
         body. They come from the exception handlers below, not from the operations."""
         schema = super().get_openapi_schema(**kwargs)
+        schemes = schema["components"].get("securitySchemes", {})
+        if "Needs" in schemes:  # ninja names a scheme after its class (console.auth.Needs)
+            schemes["bearer"] = schemes.pop("Needs")
         error = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
         }
         for path in schema["paths"].values():
             for operation in path.values():
                 responses = operation["responses"]
-                statuses = ["400"]
+                for requirement in operation.get("security", []):
+                    if "Needs" in requirement:
+                        requirement["bearer"] = requirement.pop("Needs")
+                statuses = [400]  # ninja keys responses by int
                 if operation.get("security"):
-                    statuses += ["401", "403"]
+                    statuses += [401, 403]
                 if "requestBody" in operation:
-                    statuses += ["413"]
+                    statuses += [413]
                 for status in statuses:
                     responses.setdefault(status, {"description": _DESCRIPTIONS[status], **error})
         return schema
 
 
 _DESCRIPTIONS = {
-    "400": "Bad Request: a parameter or the body is wrong; the detail names it",
-    "401": "Unauthorized: no session, or an unknown or revoked token",
-    "403": "Forbidden: the caller lacks the role, or the CSRF token is missing",
-    "413": "Content Too Large: the body is over the stated limit",
+    400: "Bad Request: a parameter or the body is wrong; the detail names it",
+    401: "Unauthorized: no session; an unknown or revoked token; an agent's bad signature",
+    403: "Forbidden: the caller lacks the role, or the CSRF token is missing",
+    413: "Content Too Large: the body is over the stated limit (MAX_REQUEST_BYTES)",
 }
 
 api = _API(
@@ -117,9 +123,9 @@ _NINJA_ERRORS = {
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     message = str(exc)
     code, detail = _NINJA_ERRORS.get(message.split(" (")[0], (None, message))
-    return error_response(
-        request, exc.status_code, code or _CODES.get(exc.status_code, "http_error"), detail
-    )
+    # An HttpError of ours may carry its own code (console.auth.SignatureRefused).
+    code = code or getattr(exc, "code", None) or _CODES.get(exc.status_code, "http_error")
+    return error_response(request, exc.status_code, code, detail)
 
 
 @api.exception_handler(RequestDataTooBig)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.utils.csp import CSP
 from kombu import Queue
 
 from console.env import (
@@ -53,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # login throttling (Auth below)
     "django_htmx",
     "console",
     "loops",
@@ -62,7 +65,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "console.middleware.RefuseNulMiddleware",  # before anything reads the request's input
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,7 +75,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last (axes' documentation): turns a login refused for too many failures into the
+    # lockout page, after every other middleware has seen the request.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# The largest request body read (the API answers 413 above it, naming it): runs' inputs,
+# proposals and reasons are small JSON, far under this.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
 
 ROOT_URLCONF = "console.urls"
 ASGI_APPLICATION = "console.asgi.application"
@@ -216,6 +228,66 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:dashboard"
 LOGOUT_REDIRECT_URL = "login"
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused, even with the right password, until
+# AXES_COOLOFF_MINUTES have passed since its last attempt (each attempt meanwhile restarts
+# the wait). Counting the pair, not the address or the username alone, means an attacker
+# cannot lock everyone out of a shared proxy nor lock one person out from everywhere. It
+# covers every password login (the sign-in page and /admin/); API bearer tokens never go
+# through authenticate() and are not counted. Attempts are kept in PostgreSQL (axes' tables).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a successful sign-in forgets the earlier failures
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"  # status 429 (AXES_HTTP_RESPONSE_CODE)
+
+# --- HTTP security: cookies, HTTPS, headers and the Content Security Policy -------------------
+# SECURE_HTTPS=true wherever browsers reach the console over HTTPS (production): cookies are
+# then sent only over HTTPS, plain HTTP is redirected and HSTS is sent. Off by default, so
+# that the local console on http://127.0.0.1 keeps working.
+SECURE_HTTPS = env_bool("SECURE_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_HTTPS
+SESSION_COOKIE_HTTPONLY = True
+# The CSRF token travels in the page's hx-headers and forms, never read from the cookie.
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+# An operator signs in once per shift, not once per fortnight (Django's default).
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_HOURS", 12, minimum=1, maximum=24 * 90) * 3600
+SECURE_SSL_REDIRECT = SECURE_HTTPS
+# A load balancer probing plain HTTP inside the network gets the health, not a redirect.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if SECURE_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", SECURE_HTTPS)
+# Behind a TLS proxy, the header it sets to "https" (e.g. X-Forwarded-Proto): only if the
+# proxy always sets it, overwriting what the client sent.
+if _proxy_header := env_str("SECURE_PROXY_SSL_HEADER", ""):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Nothing inline: no <script> or style="" in any page, htmx's eval off (base.html), plotly
+# figures drawn by static/console/app.js from data attributes, plotly's own CSS served as a
+# file (static/console/plotly.css). Pushed fragments therefore need no nonce. 'self' in
+# connect-src also allows the same host's ws: and wss: (CSP Level 3), the console's websocket.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],  # data: for the blank favicon
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "upgrade-insecure-requests": SECURE_HTTPS,
+}
 
 # --- Email (alerts and notifications): Django 6.1's MAILERS ------------------------------
 _smtp = {

@@ -1,11 +1,12 @@
-"""Plotly figure builders: each returns an HTML fragment (STYLE.md B.7). plotly.js itself is
-loaded once, deferred, by base.html; the inline script of a figure therefore waits for
-DOMContentLoaded when it runs before plotly.js (a full page), and runs at once when htmx or
-a websocket push swaps it in later."""
+"""Plotly figure builders: each returns an HTML fragment (STYLE.md B.7), a <div> carrying
+the figure as JSON in its data-figure attribute. static/console/app.js draws every such div
+with plotly.js when the page loads and whenever htmx or a websocket push swaps one in, so a
+figure needs no inline script, and the strict Content Security Policy (settings.SECURE_CSP)
+holds on full pages, htmx responses and pushes alike."""
 
 from __future__ import annotations
 
-import re
+import json
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
@@ -15,6 +16,8 @@ from django.db.models import Aggregate, Count, F, FloatField, Func, Q, Sum
 from django.db.models.functions import TruncMinute
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from loops.models import Contribution, Iteration, LoopRun
 
@@ -34,28 +37,19 @@ STATE_COLOURS = {
 }
 
 
-def _html(fig: go.Figure, div_id: str, post_script: str | None = None) -> str:
-    html = pio.to_html(
-        fig,
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        post_script=post_script,
-        config={"displaylogo": False, "responsive": True},
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def _html(fig: go.Figure, div_id: str, *, open_on_click: bool = False) -> SafeString:
+    """The figure as a div for app.js to draw: {"data", "layout", "config"} as JSON, escaped
+    for the attribute. open_on_click: a click on a point opens the URL in its customdata."""
+    figure = {**json.loads(pio.to_json(fig, validate=False)), "config": CONFIG}
+    return format_html(
+        '<div class="plotly-figure" id="{}" data-figure="{}"{}></div>',
+        div_id,
+        json.dumps(figure, separators=(",", ":")),
+        SafeString(" data-open-on-click") if open_on_click else "",
     )
-    # Defer the inline newPlot call until plotly.js (a deferred script) has run. plotly.py
-    # writes "<script>" or '<script type="text/javascript">' depending on its version.
-    found = re.search(r"<script[^>]*>", html)
-    if found is None:
-        raise ValueError("plotly.io.to_html wrote no script")
-    opening = found.group(0)
-    head, rest = html[: found.start()], html[found.end() :]
-    body, _, tail = rest.rpartition("</script>")
-    wrapped = (
-        "(function(run){if(window.Plotly){run();}else{"
-        'document.addEventListener("DOMContentLoaded",run);}})(function(){' + body + "});"
-    )
-    return head + opening + wrapped + "</script>" + tail
 
 
 def stack_frames(domain_id: int, *, cap: int = STACK_CAP) -> list[LoopRun]:
@@ -70,7 +64,7 @@ def stack_frames(domain_id: int, *, cap: int = STACK_CAP) -> list[LoopRun]:
 
 def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
     """The live stack as an icicle: one sector per frame, coloured by its state; a click
-    opens the frame (static/console/app.js, consoleBindStack)."""
+    opens the frame (static/console/app.js)."""
     ids = {f.pk for f in frames}
     fig = go.Figure(
         go.Icicle(
@@ -84,11 +78,7 @@ def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
         )
     )
     fig.update_layout(margin={"t": 10, "l": 10, "r": 10, "b": 10}, height=360)
-    return _html(
-        fig,
-        f"domain-{slug}-icicle",
-        post_script="window.consoleBindStack && window.consoleBindStack('{plot_id}');",
-    )
+    return _html(fig, f"domain-{slug}-icicle", open_on_click=True)
 
 
 # --- The domain's activity over the last hour: four charts from two aggregated queries ----

@@ -277,8 +277,14 @@ def agent(
     implementation: str,
     capabilities: tuple[str, ...] = (),
     task_types: tuple[str, ...] = (),
+    secret_env: str = "",
 ) -> AgentSpec:
-    spec = AgentSpec(domain, name, implementation, tuple(capabilities), tuple(task_types))
+    """Declare an agent run in the worker. secret_env names the environment variable holding
+    its shared secret, needed only if it also calls the API with a token (console.signing)."""
+    config = {"secret_env": secret_env} if secret_env else {}
+    spec = AgentSpec(
+        domain, name, implementation, tuple(capabilities), tuple(task_types), config=config
+    )
     AGENTS[(domain, name)] = spec
     return spec
 
@@ -466,7 +472,7 @@ def sync_declarations() -> None:
             name=a.name,
             defaults={
                 "adapter": a.adapter,
-                "config": {"implementation": a.implementation} if python else a.config,
+                "config": {"implementation": a.implementation, **a.config} if python else a.config,
                 "capabilities": list(a.capabilities),
                 "task_types": list(a.task_types),
             },

@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
 from console.auth import Needs, require_perm
-from console.pagination import Page, PageParams, page
+from console.pagination import Moment, Page, PageParams, page
 from loops.api import ErrorOut
 from loops.models import LoopRun
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt
@@ -426,8 +426,8 @@ class AuditFilters(Schema):
     actor: str | None = Field(None, description="a username, or system")
     target_type: str | None = Field(None, description="run, interrupt, breaker, halt, agent, alert")
     target_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 @router.get(

@@ -192,6 +192,46 @@ def bearer(token: str):
     return Client(headers={"Authorization": f"Bearer {token}"})
 
 
+# Every test agent that calls the API signs with this secret (declared as secret_env).
+AGENT_SECRET_ENV = "TEST_AGENT_SECRET"
+os.environ.setdefault(AGENT_SECRET_ENV, "test-agent-shared-secret")
+
+
+# (secret, body) → the timestamp signed_bearer last signed them with, across its clients.
+_last_signed: dict[tuple[str, bytes], int] = {}
+
+
+def signed_bearer(token: str, secret: str):
+    """A test client calling the API with an agent's token, each request signed over the
+    exact bytes it sends (console.signing). A body sent before under the same secret gets a
+    later second than the last time, so that it is not a replay of it (the signature covers
+    the timestamp and body only), as an agent sending the same body twice must do."""
+    from django.test import Client
+    from django.utils.encoding import force_bytes
+
+    from console.signing import signed_headers
+
+    class SignedClient(Client):
+        def generic(self, method, path, data="", *args, headers=None, **kwargs):
+            body = force_bytes(data)
+            now = max(int(time.time()), _last_signed.get((secret, body), 0) + 1)
+            _last_signed[(secret, body)] = now
+            signed = signed_headers(secret, body, now=now)
+            return super().generic(
+                method, path, data, *args, headers={**(headers or {}), **signed}, **kwargs
+            )
+
+    return SignedClient(headers={"Authorization": f"Bearer {token}"})
+
+
+def agent_bearer(agent):
+    """signed_bearer with a new token of the agent and its own secret (its config)."""
+    from console.auth import token_create
+    from console.signing import shared_secret
+
+    return signed_bearer(token_create(agent=agent), shared_secret(agent.config))
+
+
 def post_json(client, path: str, body=None):
     """POST body as JSON (no body at all when None)."""
     import json

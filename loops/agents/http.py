@@ -18,7 +18,6 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from console.signing import signed_headers
+from console.signing import shared_secret, signed_headers
 from loops.agents.base import AgentError
 from loops.declare import Bid, Decline, Escalation, Outcome, Spawn, Task
 
@@ -249,7 +248,7 @@ def from_agent(agent: Agent) -> HttpAdapter | None:
     return HttpAdapter(
         name=agent.name,
         url=str(config["url"]).rstrip("/"),
-        secret=str(config.get("secret") or (os.environ.get(secret_env, "") if secret_env else "")),
+        secret=shared_secret(config),
         secret_env=secret_env,
         timeout_s=float(config.get("timeout_s", 10.0)),
         bid_timeout_s=float(config.get("bid_timeout_s", 2.0)),

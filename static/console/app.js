@@ -43,15 +43,36 @@ document.addEventListener("console:notice", function (event) {
   setTimeout(function () { note.remove(); }, 10000);
 });
 
-// --- domain and run pages: a click on a frame of the live stack icicle opens that run ---
-window.consoleBindStack = function (id) {
-  var el = document.getElementById(id);
-  if (!el || !el.on) return;
-  el.on("plotly_click", function (data) {
-    var point = data && data.points && data.points[0];
-    if (point && point.customdata) window.location.href = point.customdata;
+// --- plotly figures (loops/charts.py) ---
+// A figure arrives as <div class="plotly-figure" data-figure='{"data", "layout", "config"}'>,
+// in the page, an htmx response or a websocket push alike: no inline script, so the strict
+// Content Security Policy holds. htmx fires htmx:load once for the body when it starts and
+// again for every element it swaps in (out-of-band and websocket swaps included).
+(function () {
+  function draw(el) {
+    var figure = JSON.parse(el.getAttribute("data-figure"));
+    window.Plotly.react(el, figure.data, figure.layout, figure.config).then(function () {
+      // The live stack's icicle: a click on a frame opens that run (its customdata).
+      if (!el.hasAttribute("data-open-on-click") || el.dataset.clickBound) return;
+      el.dataset.clickBound = "true";
+      el.on("plotly_click", function (data) {
+        var point = data && data.points && data.points[0];
+        if (point && point.customdata) window.location.href = point.customdata;
+      });
+    });
+  }
+  document.addEventListener("htmx:load", function (event) {
+    if (!window.Plotly) return; // plotly.js is loaded only by the pages that chart
+    var root = event.target;
+    if (root.matches && root.matches(".plotly-figure")) draw(root);
+    if (root.querySelectorAll) root.querySelectorAll(".plotly-figure").forEach(draw);
   });
-};
+  // A figure swapped out: release what plotly holds for it (its window resize listener).
+  document.addEventListener("htmx:beforeCleanupElement", function (event) {
+    var el = event.target;
+    if (window.Plotly && el.classList && el.classList.contains("plotly-figure")) window.Plotly.purge(el);
+  });
+})();
 
 // --- inbox: countdowns ---
 // Every <time class="countdown" datetime="…"> (oversight/_interrupt_card.html) shows the

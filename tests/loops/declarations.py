@@ -69,8 +69,21 @@ class Slow:
         return Outcome(output={"done": True})
 
 
-agent("lab", "planner", implementation="tests.planner", capabilities=("plan",))
-agent("lab", "squarer", implementation="tests.squarer", capabilities=("arithmetic",))
+# planner and squarer also call the API in tests, signing with $TEST_AGENT_SECRET.
+agent(
+    "lab",
+    "planner",
+    implementation="tests.planner",
+    capabilities=("plan",),
+    secret_env="TEST_AGENT_SECRET",
+)
+agent(
+    "lab",
+    "squarer",
+    implementation="tests.squarer",
+    capabilities=("arithmetic",),
+    secret_env="TEST_AGENT_SECRET",
+)
 agent("lab", "summariser", implementation="tests.summariser", capabilities=("writing",))
 agent("lab", "slowpoke", implementation="tests.slow", capabilities=("patience",))
 

@@ -16,7 +16,7 @@ from console.auth import token_create
 from console.roles import roles_sync
 from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken, Blueprint, Domain, Event, EventCounter, LoopRun
-from tests.conftest import bearer, post_json, signed_in, wait_for
+from tests.conftest import agent_bearer, bearer, post_json, signed_in, wait_for
 
 State = LoopRun.State
 MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(\+00:00|Z)$")
@@ -98,7 +98,7 @@ def test_a_run_started_through_the_api_is_listed_and_in_the_console_tree(operato
     listed = client.get("/api/v1/runs?domain=lab").json()
     assert run_id in [item["id"] for item in listed["items"]]
     page = client.get("/loops/domains/lab/").content.decode().replace("\\u002f", "/")
-    assert f'"{run_id}"' in page  # a frame of the live stack icicle
+    assert f"&quot;{run_id}&quot;" in page  # a frame of the live stack icicle (its data-figure)
     assert f'href="/loops/runs/{run_id}/"' in page  # a row of the live main runs
 
 
@@ -247,7 +247,7 @@ def test_it_checks_csrf_for_a_session_but_not_for_a_token(operator):
 def test_it_gives_an_agent_token_no_role(viewer):
     agent = Agent.objects.get(name="squarer")
 
-    response = bearer(token_create(agent=agent)).get("/api/v1/runs")
+    response = agent_bearer(agent).get("/api/v1/runs")
 
     assert response.status_code == 403
 
@@ -545,7 +545,7 @@ def test_it_takes_an_agents_heartbeat_with_its_own_token():
     agent = Agent.objects.get(name="squarer")
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.OFFLINE)
 
-    response = post_json(bearer(token_create(agent=agent)), f"/api/v1/agents/{agent.pk}/heartbeat")
+    response = post_json(agent_bearer(agent), f"/api/v1/agents/{agent.pk}/heartbeat")
 
     agent.refresh_from_db()
     assert response.status_code == 200
@@ -559,9 +559,7 @@ def test_it_takes_an_agents_heartbeat_with_its_own_token():
 def test_it_refuses_a_heartbeat_for_another_agent():
     squarer, planner = Agent.objects.get(name="squarer"), Agent.objects.get(name="planner")
 
-    response = post_json(
-        bearer(token_create(agent=squarer)), f"/api/v1/agents/{planner.pk}/heartbeat"
-    )
+    response = post_json(agent_bearer(squarer), f"/api/v1/agents/{planner.pk}/heartbeat")
 
     assert response.status_code == 403
     planner.refresh_from_db()

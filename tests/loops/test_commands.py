@@ -10,8 +10,10 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from console.roles import roles_sync
+from console.signing import shared_secret
 from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken, Blueprint, LoopRun
+from tests.conftest import signed_bearer
 
 pytestmark = pytest.mark.django_db
 State = LoopRun.State
@@ -51,9 +53,8 @@ def test_it_prints_a_token_for_an_agent_that_beats():
     agent = Agent.objects.get(name="squarer")
     token = _token("--agent", str(agent.pk))
 
-    response = Client(headers={"Authorization": f"Bearer {token}"}).post(
-        f"/api/v1/agents/{agent.pk}/heartbeat"
-    )
+    signed = signed_bearer(token, shared_secret(agent.config))
+    response = signed.post(f"/api/v1/agents/{agent.pk}/heartbeat")
 
     assert response.status_code == 200
     assert ApiToken.objects.get().agent == agent

@@ -4,8 +4,10 @@ run page's iterations page by page (issue 6)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timedelta
+from html import unescape
 
 import pytest
 from django.db import connection
@@ -73,12 +75,11 @@ def call(it: Iteration, agent: Agent, finished_at: datetime | None, status: str,
 
 
 def figure_data(html: str, div_id: str) -> list[dict]:
-    """The traces plotly draws in div_id, read back from the page's newPlot call."""
-    call_at = html.index("Plotly.newPlot(", html.index(f'id="{div_id}"'))
-    marker = f'"{div_id}",'
-    start = html.index(marker, call_at) + len(marker)
-    data, _ = json.JSONDecoder().raw_decode(html[start:].lstrip())
-    return data
+    """The traces plotly draws in div_id, read back from the figure's data-figure attribute
+    (static/console/app.js draws it; no inline script, for the CSP)."""
+    found = re.search(rf'<div class="plotly-figure" id="{div_id}" data-figure="([^"]*)"', html)
+    assert found is not None, f"no figure {div_id}"
+    return json.loads(unescape(found.group(1)))["data"]
 
 
 def make_activity() -> tuple[Domain, datetime, datetime]:

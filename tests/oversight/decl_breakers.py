@@ -85,7 +85,13 @@ class Thermometer:
         return Outcome(output={"temperature": celsius}, metrics={"temperature": celsius})
 
 
-agent("plant", "flaky", implementation="plant.flaky", capabilities=("work",))
+agent(
+    "plant",
+    "flaky",
+    implementation="plant.flaky",
+    capabilities=("work",),
+    secret_env="TEST_AGENT_SECRET",  # it calls the API in tests
+)
 agent("plant", "steady", implementation="plant.steady", capabilities=("work",))
 agent("plant", "sputter", implementation="plant.flaky", capabilities=("sputter",))
 agent("plant", "slow", implementation="plant.slow", capabilities=("grind",))

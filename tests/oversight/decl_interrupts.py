@@ -94,7 +94,14 @@ class Nurse:
         return Outcome(output={"administered": task.context["phases"]["compute"]})
 
 
-agent("ward", "doser", implementation="ward.doser", capabilities=("dosing",))
+# doser also raises interrupts through the API in tests, signing with $TEST_AGENT_SECRET.
+agent(
+    "ward",
+    "doser",
+    implementation="ward.doser",
+    capabilities=("dosing",),
+    secret_env="TEST_AGENT_SECRET",
+)
 agent("ward", "interactor", implementation="ward.interactor", capabilities=("interactions",))
 agent("ward", "unsure", implementation="ward.unsure", capabilities=("triage",))
 agent("ward", "sloppy", implementation="ward.sloppy", capabilities=("sloppy-dosing",))

@@ -25,7 +25,7 @@ from oversight.models import Alert, AuditEvent
 from oversight.services.alerts import AlertRejected, alert_acknowledge
 from oversight.services.breakers import breakers_sync
 from oversight.services.patterns import failures_record
-from tests.conftest import bearer, post_json, signed_in, with_role
+from tests.conftest import agent_bearer, bearer, post_json, signed_in, with_role
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -227,7 +227,7 @@ def test_the_api_refuses_an_agent_token():
     alert = _alert()
     agent = Agent.objects.get(name="squarer")
 
-    response = post_json(bearer(token_create(agent=agent)), _api_url(alert.pk))
+    response = post_json(agent_bearer(agent), _api_url(alert.pk))
 
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"

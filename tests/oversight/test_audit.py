@@ -7,7 +7,6 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
 
-from console.auth import token_create
 from console.roles import ROLES
 from loops import services
 from loops.declare import sync_declarations
@@ -101,7 +100,9 @@ def test_it_lists_the_log_filtered_for_viewers_and_no_one_else():
     services.run_pause(run_id=run.pk, actor=operator)
     client = Client()
     client.force_login(viewer)
-    agent_token = token_create(agent=Agent.objects.get(name="planner"))
+    from tests.conftest import agent_bearer
+
+    as_agent = agent_bearer(Agent.objects.get(name="planner"))
 
     paused = client.get("/api/v1/audit?verb=run.paused").json()
     by_otto = client.get("/api/v1/audit?actor=otto&target_type=run").json()
@@ -114,9 +115,7 @@ def test_it_lists_the_log_filtered_for_viewers_and_no_one_else():
     assert by_otto["count"] == 2
     assert {i["verb"] for i in prefix["items"]} == {"run.started", "run.paused"}
     assert nobody.get("/api/v1/audit").status_code == 403
-    assert (
-        Client().get("/api/v1/audit", HTTP_AUTHORIZATION=f"Bearer {agent_token}").status_code == 403
-    )
+    assert as_agent.get("/api/v1/audit").status_code == 403
     assert client.get("/api/v1/audit?since=yesterday").status_code == 400
 
 

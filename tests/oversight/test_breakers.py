@@ -18,7 +18,6 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from console.auth import token_create
 from console.roles import roles_sync
 from loops import engine, services
 from loops.declare import sync_declarations
@@ -35,7 +34,7 @@ from oversight.services.breakers import (
     breakers_record_calls,
     breakers_sync,
 )
-from tests.conftest import wait_for, with_role
+from tests.conftest import agent_bearer, wait_for, with_role
 from tests.oversight.decl_breakers import FLAKY
 
 pytestmark = pytest.mark.django_db
@@ -628,8 +627,7 @@ def test_it_requires_the_operator_role(viewer, action):
 @pytest.mark.parametrize("action", ["reset", "force-open"])
 def test_it_refuses_an_agent_token(action):
     row = _open()
-    token = token_create(agent=Agent.objects.get(pk=agent_id("flaky")))
-    client = Client(headers={"Authorization": f"Bearer {token}"})
+    client = agent_bearer(Agent.objects.get(pk=agent_id("flaky")))
 
     response = _post(client, f"/api/v1/breakers/{row.pk}/{action}", {"reason": "let me out"})
 

@@ -23,7 +23,15 @@ from oversight import fragments, tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
 from oversight.services.alerts import notification_deliver
 from oversight.services.interrupts import interrupts_expire_overdue, interrupts_withdraw_ended
-from tests.conftest import bearer, drive, post_json, signed_in, wait_for, with_role
+from tests.conftest import (
+    agent_bearer,
+    bearer,
+    drive,
+    post_json,
+    signed_in,
+    wait_for,
+    with_role,
+)
 from tests.oversight.decl_interrupts import DOSE_SCHEMA
 
 pytestmark = pytest.mark.django_db
@@ -66,8 +74,9 @@ def admin(django_user_model):
 
 
 @pytest.fixture
-def doser_token() -> str:
-    return token_create(agent=Agent.objects.get(domain__slug="ward", name="doser"))
+def doser_client() -> Client:
+    """The doser agent calling the API with its token, each request signed."""
+    return agent_bearer(Agent.objects.get(domain__slug="ward", name="doser"))
 
 
 def decide(client: Client, interrupt: Interrupt, **body):
@@ -501,11 +510,11 @@ def test_a_cancelled_runs_interrupt_is_withdrawn_not_decided_nor_expired(operato
 # --- The agent API: POST /api/v1/interrupts (CONCEPTS 37, 39) -------------------------------
 
 
-def test_it_lets_an_agent_interrupt_a_run_of_its_domain(doser_token):
+def test_it_lets_an_agent_interrupt_a_run_of_its_domain(doser_client):
     run = start("ward-dose")
 
     answer = post_json(
-        bearer(doser_token),
+        doser_client,
         "/api/v1/interrupts",
         {
             "run": run.pk,
@@ -536,10 +545,10 @@ def test_it_lets_an_agent_interrupt_a_run_of_its_domain(doser_token):
     assert interrupt.rationale == "80 kg for a child of four"
 
 
-def test_it_goes_on_with_an_agents_interrupt_once_a_person_decides(doser_token, operator):
+def test_it_goes_on_with_an_agents_interrupt_once_a_person_decides(doser_client, operator):
     run = start("ward-dose-lenient", weight_kg=10)
     body = {"run": run.pk, "reason": "is 10 kg right?", "proposal": {"weight_kg": 10}}
-    interrupt_id = post_json(bearer(doser_token), "/api/v1/interrupts", body).json()["id"]
+    interrupt_id = post_json(doser_client, "/api/v1/interrupts", body).json()["id"]
     interrupt = Interrupt.objects.get(pk=interrupt_id)
 
     assert decide(signed_in(operator), interrupt, decision="approve").status_code == 200
@@ -549,12 +558,10 @@ def test_it_goes_on_with_an_agents_interrupt_once_a_person_decides(doser_token, 
     assert run.result["dose_mg"] == 200
 
 
-def test_it_refuses_an_agents_interrupt_for_a_run_of_another_domain(doser_token):
+def test_it_refuses_an_agents_interrupt_for_a_run_of_another_domain(doser_client):
     lab_run = services.run_start(domain="lab", blueprint="lab-main", input={})
 
-    answer = post_json(
-        bearer(doser_token), "/api/v1/interrupts", {"run": lab_run.pk, "reason": "x"}
-    )
+    answer = post_json(doser_client, "/api/v1/interrupts", {"run": lab_run.pk, "reason": "x"})
 
     assert answer.status_code == 403
     assert answer.json()["error"] == "forbidden"
@@ -563,11 +570,11 @@ def test_it_refuses_an_agents_interrupt_for_a_run_of_another_domain(doser_token)
     assert not Interrupt.objects.exists()
 
 
-def test_it_refuses_an_agents_interrupt_for_a_finished_run(doser_token):
+def test_it_refuses_an_agents_interrupt_for_a_finished_run(doser_client):
     run = drive(start("ward-dose", weight_kg=10))
     assert run.state == State.SUCCEEDED
 
-    answer = post_json(bearer(doser_token), "/api/v1/interrupts", {"run": run.pk, "reason": "x"})
+    answer = post_json(doser_client, "/api/v1/interrupts", {"run": run.pk, "reason": "x"})
 
     assert answer.status_code == 409
     assert answer.json()["error"] == "wrong_state"
@@ -575,8 +582,8 @@ def test_it_refuses_an_agents_interrupt_for_a_finished_run(doser_token):
     assert not Interrupt.objects.exists()
 
 
-def test_it_answers_404_for_an_agents_interrupt_of_an_unknown_run(doser_token):
-    answer = post_json(bearer(doser_token), "/api/v1/interrupts", {"run": 987654321, "reason": "x"})
+def test_it_answers_404_for_an_agents_interrupt_of_an_unknown_run(doser_client):
+    answer = post_json(doser_client, "/api/v1/interrupts", {"run": 987654321, "reason": "x"})
 
     assert answer.status_code == 404
     assert answer.json() == {"error": "not_found", "detail": "There is no run 987654321."}
@@ -606,11 +613,11 @@ def test_it_lets_no_person_raise_an_interrupt(operator):
         ({"run": RUN, "reason": "x", "severity": "dire"}, "severity"),
     ],
 )
-def test_it_names_the_field_of_a_malformed_interrupt(doser_token, body, field):
+def test_it_names_the_field_of_a_malformed_interrupt(doser_client, body, field):
     run = start("ward-dose")
     body = {key: run.pk if value is RUN else value for key, value in body.items()}
 
-    answer = post_json(bearer(doser_token), "/api/v1/interrupts", body)
+    answer = post_json(doser_client, "/api/v1/interrupts", body)
 
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_request"
@@ -620,10 +627,8 @@ def test_it_names_the_field_of_a_malformed_interrupt(doser_token, body, field):
     assert not Interrupt.objects.exists()
 
 
-def test_it_answers_400_for_an_interrupt_that_is_not_json(doser_token):
-    answer = bearer(doser_token).post(
-        "/api/v1/interrupts", "{not json", content_type="application/json"
-    )
+def test_it_answers_400_for_an_interrupt_that_is_not_json(doser_client):
+    answer = doser_client.post("/api/v1/interrupts", "{not json", content_type="application/json")
 
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_json"
@@ -632,7 +637,7 @@ def test_it_answers_400_for_an_interrupt_that_is_not_json(doser_token):
 # --- Roles: people decide, agents only escalate (CONCEPTS 39, H6) ---------------------------
 
 
-def test_it_lets_no_agent_decide_reset_halt_lift_or_control_a_run(doser_token):
+def test_it_lets_no_agent_decide_reset_halt_lift_or_control_a_run(doser_client):
     run, interrupt = interrupted("ward-dose")
     other = start("ward-dose")
     ward = Domain.objects.get(slug="ward")
@@ -660,7 +665,7 @@ def test_it_lets_no_agent_decide_reset_halt_lift_or_control_a_run(doser_token):
     ]
 
     for path, body in calls:
-        answer = post_json(bearer(doser_token), path, body)
+        answer = post_json(doser_client, path, body)
         assert (answer.status_code, answer.json()["error"]) == (403, "forbidden"), path
 
     interrupt.refresh_from_db()
@@ -753,14 +758,14 @@ def test_it_takes_an_approved_run_to_the_end_on_the_worker(operator, celery_work
     assert Event.objects.filter(run_id=run_id, type="decision.applied").count() == 1
 
 
-def test_it_keeps_a_parent_waiting_for_its_children_after_a_decision(doser_token, operator):
+def test_it_keeps_a_parent_waiting_for_its_children_after_a_decision(doser_client, operator):
     root = start("ward-round")
     engine.advance(run_id=root.pk)  # spawns ward-check, and waits for it
     root.refresh_from_db()
     child = root.children.get()
     assert (root.state, child.state) == (State.WAITING, State.RUNNING)
     body = {"run": root.pk, "reason": "is this round needed?"}
-    raised = post_json(bearer(doser_token), "/api/v1/interrupts", body)
+    raised = post_json(doser_client, "/api/v1/interrupts", body)
     assert raised.status_code == 201, raised.json()
 
     decided = decide(

@@ -241,6 +241,13 @@ API_CASES: dict[str, tuple[str, Any, int, str, str]] = {
     "halt: no reason": ("/halts", {"scope": "domain:lab"}, 400, "invalid_request", "reason"),
     "halt: malformed JSON": ("/halts", MALFORMED, 400, "invalid_json", "JSON"),
     "halt: oversize": ("/halts", too_big, 413, "too_large", "limit"),
+    "halt: a NUL in the reason": (
+        "/halts",
+        {"scope": "domain:lab", "reason": "drill\u0000"},
+        400,
+        "invalid_request",
+        "NUL",
+    ),
     "lift: lifted already": (
         "/halts/{lifted}/lift",
         {"reason": "again"},
@@ -313,6 +320,38 @@ def test_the_stated_limit_is_in_the_error_and_a_body_at_the_limit_is_read(world,
     assert f"{limit:,} bytes" in too_large.json()["detail"]
 
 
+# Reads with bad filters: a 400 naming the parameter, never a 500 from the database.
+QUERY_CASES = {
+    "a NUL in a filter": ("/audit?actor=a%00b", "NUL"),
+    "an offset past PostgreSQL's bigint": ("/runs?offset=83626446635266698446775517184", "offset"),
+    "a time before year 1 in UTC": ("/audit?since=0001-01-01T00:00:00%2B05:00", "since"),
+    "a time that is not one": ("/audit?until=yesterday", "until"),
+    "a limit over the maximum": ("/runs?limit=100000", "limit"),
+    "a run id that is not a number": ("/runs/abc", "id"),
+    "a path no call has": ("/runs/1/nothing", "No API call matches"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUERY_CASES))
+def test_bad_filters_are_a_400_naming_them(case, admin):
+    path, words = QUERY_CASES[case]
+
+    response = bearer(token_create(user=admin)).get("/api/v1" + path)
+
+    assert 400 <= response.status_code < 500
+    assert words in response.json()["detail"]
+
+
+def test_a_time_with_a_far_offset_is_read_in_utc(admin):
+    """PostgreSQL refuses offsets past ±15:59; Python and ISO 8601 allow up to 23:59."""
+    response = bearer(token_create(user=admin)).get(
+        "/api/v1/audit?until=0611-09-27T18:40:24%2B22:28"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 0
+
+
 # The browser's forms: the same services behind them, the same rule. (path, form, status,
 # words the answer must contain.)
 FORM_CASES: dict[str, tuple[str, dict[str, str], int, str]] = {
@@ -347,6 +386,12 @@ FORM_CASES: dict[str, tuple[str, dict[str, str], int, str]] = {
     "pause: unknown run": ("/loops/runs/999999/pause", {}, 404, ""),
     "acknowledge: twice": ("/oversight/alerts/{acknowledged}/acknowledge", {}, 409, "ada"),
     "domain pause: unknown domain": ("/loops/domains/atlantis/pause", {}, 404, ""),
+    "domain pause: a NUL in the reason": (
+        "/loops/domains/lab/pause",
+        {"reason": "drill\x00"},
+        400,
+        "NUL",
+    ),
 }
 
 

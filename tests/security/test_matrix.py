@@ -24,7 +24,7 @@ from loops.models import Agent
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts
 from oversight.services.alerts import alert_raise
-from tests.conftest import bearer, drive, signed_in, with_role
+from tests.conftest import agent_bearer, drive, signed_in, with_role
 
 pytestmark = pytest.mark.django_db
 
@@ -175,7 +175,8 @@ def world(django_user_model) -> dict:
         alert = alert_raise(kind="matrix", title="a matrix alert")
     return {
         "people": people,
-        "token": token_create(agent=agent),
+        # Signed like a real agent's requests, so that the matrix checks roles, not signatures.
+        "agent": agent_bearer(agent),
         "ids": {
             "slug": "ward",
             "run_id": run.pk,
@@ -214,7 +215,7 @@ def _url(route: str, world: dict) -> str:
 
 def _client(role: str, world: dict) -> Client:
     if role == "agent":
-        return bearer(world["token"])
+        return world["agent"]
     return Client() if role == "anonymous" else signed_in(world["people"][role])
 
 
