@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -55,11 +56,17 @@ class TestFuzz(ChannelsLiveServerTestCase):
         kwargs = case.as_transport_kwargs(base_url=self.live_server_url, headers=headers)
         if not secret:
             return case.call(base_url=self.live_server_url, headers=headers, timeout=30)
-        body = b"" if "json" not in kwargs else json.dumps(kwargs.pop("json")).encode()
-        kwargs["headers"] = {**kwargs.get("headers", {}), **signed_headers(secret, body)}
-        if body:
-            kwargs["headers"]["Content-Type"] = "application/json"
-        return requests.request(data=body, timeout=30, **kwargs)
+        headers = {**kwargs.pop("headers", {})}
+        if "json" in kwargs:
+            body = json.dumps(kwargs.pop("json")).encode()
+            headers["Content-Type"] = "application/json"
+        else:  # no body, or a body of another media type (an invalid example)
+            raw = kwargs.pop("data", None) or b""
+            if isinstance(raw, dict):
+                raw = urlencode(raw, doseq=True)
+            body = raw.encode() if isinstance(raw, str) else bytes(raw)
+        headers.update(signed_headers(secret, body))
+        return requests.request(data=body, headers=headers, timeout=30, **kwargs)
 
     def _fuzz(
         self, operation, mode: GenerationMode, headers: dict[str, str], secret: str = ""
