@@ -78,23 +78,12 @@ def token_issue(
     rotated: list[ApiToken] = []
     if grace is not None:
         ends = now + grace
-        owned = ApiToken.objects.filter(user=user, agent=agent)
-        for old in owned.select_for_update().filter(
+        owned = ApiToken.objects.select_related("user", "agent").filter(user=user, agent=agent)
+        for old in owned.select_for_update(of=("self",)).filter(
             Q(revoked_at__isnull=True) | Q(revoked_at__gt=ends)
         ):
-            before = old.revoked_at
-            old.revoked_at = ends
-            old.save(update_fields=["revoked_at"])
-            audit_record(
-                actor=actor,
-                verb="token.rotated",
-                target=old,
-                note=f"rotated out; works until {ends.isoformat()}",
-                before={"revoked_at": before},
-                after={"revoked_at": ends},
-                data={"owner": token_owner(old)},
-            )
-            rotated.append(old)
+            note = f"rotated out; works until {ends.isoformat()}"
+            rotated.append(_token_end(old, ends, actor=actor, verb="token.rotated", note=note))
     row, token = _token_new(user=user, agent=agent)
     audit_record(
         actor=actor,
@@ -116,22 +105,26 @@ def tokens_revoke(*, actor, tokens: Iterable[int], note: str = "") -> list[ApiTo
     those revoked. A token that has already stopped working is left as it is."""
     now = timezone.now()
     rows = ApiToken.objects.select_related("user", "agent").select_for_update(of=("self",))
-    revoked = []
-    for row in rows.filter(tokens_working(now), pk__in=list(tokens)).order_by("pk"):
-        before = row.revoked_at
-        row.revoked_at = now
-        row.save(update_fields=["revoked_at"])
-        audit_record(
-            actor=actor,
-            verb="token.revoked",
-            target=row,
-            note=note,
-            before={"revoked_at": before},
-            after={"revoked_at": now},
-            data={"owner": token_owner(row)},
-        )
-        revoked.append(row)
-    return revoked
+    return [
+        _token_end(row, now, actor=actor, verb="token.revoked", note=note)
+        for row in rows.filter(tokens_working(now), pk__in=list(tokens)).order_by("pk")
+    ]
+
+
+def _token_end(row: ApiToken, at: datetime, *, actor, verb: str, note: str) -> ApiToken:
+    """Make a locked token stop working at `at` (now, or a rotation's grace end), audited."""
+    before, row.revoked_at = row.revoked_at, at
+    row.save(update_fields=["revoked_at"])
+    audit_record(
+        actor=actor,
+        verb=verb,
+        target=row,
+        note=note,
+        before={"revoked_at": before},
+        after={"revoked_at": at},
+        data={"owner": token_owner(row)},
+    )
+    return row
 
 
 class SignatureRefused(HttpError):

@@ -284,9 +284,12 @@ def _send(client: Client, path: str, body: Any):
     return client.post(path, data, content_type="application/json")
 
 
+def _ids(world: World) -> dict[str, int]:
+    return {name: getattr(value, "pk", value) for name, value in vars(world).items()}
+
+
 def _fill(path: str, world: World) -> str:
-    ids = {name: getattr(value, "pk", value) for name, value in vars(world).items()}
-    return "/api/v1" + path.format(**ids)
+    return "/api/v1" + path.format(**_ids(world))
 
 
 @pytest.mark.parametrize("case", sorted(API_CASES))
@@ -399,10 +402,9 @@ FORM_CASES: dict[str, tuple[str, dict[str, str], int, str]] = {
 def test_the_forms_name_what_is_wrong_and_change_nothing(case, world, admin):
     path, form, status, words = FORM_CASES[case]
     client = signed_in(admin)
-    ids = {name: getattr(value, "pk", value) for name, value in vars(world).items()}
     before = fingerprint()
 
-    response = client.post(path.format(**ids), form)
+    response = client.post(path.format(**_ids(world)), form)
 
     assert response.status_code == status, response.content[:300]
     assert words.lower() in response.content.decode().lower()
