@@ -48,12 +48,17 @@ def interrupt_card(interrupt_id: int) -> str:
 def interrupts_with_history(queryset: QuerySet[Interrupt] | None = None) -> QuerySet[Interrupt]:
     """What a card shows: the run, who decided or claims it, and the run's earlier
     decisions (its relevant history) as `interrupt.run.history`."""
-    earlier = Interrupt.objects.exclude(status=Interrupt.Status.PENDING).select_related(
-        "decided_by"
-    )
     queryset = Interrupt.objects.all() if queryset is None else queryset
     return queryset.select_related("run", "decided_by", "claimed_by").prefetch_related(
-        Prefetch("run__interrupts", queryset=earlier.order_by("-decided_at"), to_attr="history")
+        Prefetch("run__interrupts", queryset=_decided(), to_attr="history")
+    )
+
+
+def _decided() -> QuerySet[Interrupt]:
+    return (
+        Interrupt.objects.exclude(status=Interrupt.Status.PENDING)
+        .select_related("decided_by")
+        .order_by("-decided_at")
     )
 
 
@@ -76,11 +81,14 @@ def interrupt_update(interrupt_id: int) -> str:
     return gone + card + render_to_string(INBOX_DECIDED, {"interrupt": interrupt, "oob": True})
 
 
-def interrupt_raised(interrupt_id: int) -> str:
+def interrupt_raised(interrupt: Interrupt) -> str:
     """Pushed when an interrupt is raised: prepended to every open inbox's #inbox-list, with
     controls that are the same for everyone (a push has no user): CSS shows them to those
-    who may decide, and the decision view checks the permission."""
-    interrupt = interrupts_with_history().get(pk=interrupt_id)
+    who may decide, and the decision view checks the permission.
+
+    Rendered from the raising step's own objects, right after its commit, with one query
+    for the run's earlier decisions: operators wait for this push (DESIGN.md section 6)."""
+    interrupt.run.history = list(_decided().filter(run_id=interrupt.run_id))  # type: ignore[attr-defined]
     return render_to_string(INBOX_ITEM, {"interrupt": interrupt, "oob": True})
 
 

@@ -61,6 +61,9 @@ def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteratio
     task = task_for(run, spec, number, run.phase, feedback)
     answers = ask_bids(audience, task, spec.bid_window_ms / 1000)
     answered_at = timezone.now()
+    # Everyone answered: the selection follows in this transaction (early close, CONCEPTS
+    # 24), so the iteration is written as executing at once rather than updated to it.
+    early = not phase.call and all(answers[agent.pk] is not None for agent in audience)
     with transaction.atomic():
         run = locked(run.pk)
         if run.iteration + 1 != number:
@@ -70,7 +73,7 @@ def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteratio
             number=number,
             phase=run.phase,
             phase_name=phase.name,
-            status=Iteration.Status.EXECUTING if phase.call else Iteration.Status.BIDDING,
+            status=Iteration.Status.EXECUTING if phase.call or early else Iteration.Status.BIDDING,
             broadcast={
                 "task_type": phase.task_type,
                 "payload": phase.payload,
@@ -95,7 +98,7 @@ def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteratio
         events += [
             (run.pk, "bid.received", {"agent": b.agent_id, "decision": b.decision}) for b in bids
         ]
-        if len(bids) == len(audience) and not phase.call:  # early close (CONCEPTS 24)
+        if early:
             select_and_claim(run, spec, iteration, bids, events)
         Bid.objects.bulk_create(bids)  # with their selection, when it was made just now
         services.events_write(run.root_id, events)
@@ -297,8 +300,9 @@ def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: E
         events.append((run.pk, kind, {"agent": bid.agent_id, "layer": "retry"}))
     # The iteration was still bidding, so none of these rows can exist yet.
     iteration.claimed = Contribution.objects.bulk_create(rows)  # kept for execute()
-    iteration.status = Iteration.Status.EXECUTING
-    iteration.save(update_fields=["status"])
+    if iteration.status != Iteration.Status.EXECUTING:  # else written so (open_iteration)
+        iteration.status = Iteration.Status.EXECUTING
+        iteration.save(update_fields=["status"])
 
 
 def no_quorum(run, spec, iteration, selected: int, events: Events) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
 from django.utils import timezone
 
 from loops import services
@@ -33,27 +35,49 @@ class Result:
     failures: list[AgentError] = field(default_factory=list)
 
 
-WRITTEN = [
-    "status",
-    "output",
-    "cost",
-    "tokens",
-    "attempts",
-    "finished_at",
-    "held",
-    "late",
-    "latency_ms",
-    "error_class",
-    "error",
-]
+# Every call's result in one statement: the ORM's per-row UPDATEs cost about 1 ms of Python
+# each, and its bulk_update builds a CASE per field, slower still (docs/BENCHMARKS.md).
+_RESULTS_WRITE = """
+UPDATE loops_contribution AS c
+SET status = r.status, output = r.output, cost = r.cost, tokens = r.tokens,
+    attempts = r.attempts, finished_at = r.finished_at, held = r.held, late = r.late,
+    latency_ms = r.latency_ms, error_class = r.error_class, error = r.error
+FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(outputs)s::jsonb[], %(costs)s::float8[],
+            %(tokens)s::int[], %(attempts)s::jsonb[], %(finished)s::timestamptz[],
+            %(held)s::bool[], %(late)s::bool[], %(latencies)s::float8[],
+            %(error_classes)s::text[], %(errors)s::text[])
+     AS r(id, status, output, cost, tokens, attempts, finished_at, held, late, latency_ms,
+          error_class, error)
+WHERE c.id = r.id
+"""
+
+
+def _results_write(rows: list[Contribution]) -> None:
+    if not rows:
+        return
+    encoder = DjangoJSONEncoder()  # as the model's JSONFields; None stays SQL NULL
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RESULTS_WRITE,
+            {
+                "ids": [c.pk for c in rows],
+                "statuses": [c.status for c in rows],
+                "outputs": [None if c.output is None else encoder.encode(c.output) for c in rows],
+                "costs": [c.cost for c in rows],
+                "tokens": [c.tokens for c in rows],
+                "attempts": [encoder.encode(c.attempts) for c in rows],
+                "finished": [c.finished_at for c in rows],
+                "held": [c.held for c in rows],
+                "late": [c.late for c in rows],
+                "latencies": [c.latency_ms for c in rows],
+                "error_classes": [c.error_class for c in rows],
+                "errors": [c.error for c in rows],
+            },
+        )
 
 
 def apply_results(run: LoopRun, results: list[Result], held: bool, events: Events) -> None:
-    """Inside the transaction holding the run: write the calls' results, settle their cost.
-
-    One UPDATE per row: Django's bulk_update builds a CASE per field, which cost several
-    times more than the rows it saves here (measured in bench/).
-    """
+    """Inside the transaction holding the run: write the calls' results, settle their cost."""
     reserved, actual, tokens = 0.0, 0.0, 0
     for r in results:
         c, o = r.contribution, r.outcome
@@ -68,7 +92,6 @@ def apply_results(run: LoopRun, results: list[Result], held: bool, events: Event
             last = r.attempts[-1] if r.attempts else {}
             c.status, c.error_class = Status.FAILED, last.get("error_class", "")
             c.error = last.get("message", "")
-        Contribution.objects.filter(pk=c.pk).update(**{f: getattr(c, f) for f in WRITTEN})
         reserved, actual, tokens = reserved + c.est_cost, actual + c.cost, tokens + c.tokens
         # The agent's own steps (CONCEPTS 61), inside the call, before its answer.
         for step in (step for u in used for step in u.trace):
@@ -89,6 +112,7 @@ def apply_results(run: LoopRun, results: list[Result], held: bool, events: Event
                 },
             )
         )
+    _results_write([r.contribution for r in results])
     if reserved or actual or tokens:
         services.cost_settle(run.pk, reserved=reserved, actual=actual, tokens=tokens)
         run.cost, run.tokens = run.cost + actual, run.tokens + tokens

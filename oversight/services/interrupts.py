@@ -84,7 +84,7 @@ def interrupt_raise(
     )
     # Registered first, so that after commit the inbox push leaves before anything else
     # (the alert's notifications are enqueued after it): operators wait for this one.
-    push_on_commit(INBOX_GROUP, lambda: _raised(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: _raised(interrupt))
     overview_push()  # pending approvals
     event = (
         run.pk,
@@ -411,10 +411,10 @@ def _card(interrupt_id: int) -> str:
     return fragments.interrupt_update(interrupt_id)
 
 
-def _raised(interrupt_id: int) -> str:
+def _raised(interrupt: Interrupt) -> str:
     from oversight import fragments
 
-    return fragments.interrupt_raised(interrupt_id)
+    return fragments.interrupt_raised(interrupt)
 
 
 def _iso(moment) -> str:

@@ -181,7 +181,7 @@ def test_a_claim_shows_who_is_reviewing(operator, pending):
 def test_a_pushed_item_carries_the_same_controls_for_everyone(pending):
     """No request per browser per interrupt: the controls come with the push, hidden by CSS
     from those who may not decide (who are refused by the server regardless)."""
-    raised = fragments.interrupt_raised(pending.pk)
+    raised = fragments.interrupt_raised(pending)
     assert 'hx-swap-oob="afterbegin:#inbox-list"' in raised
     assert "<form" in raised and "decide-only" in raised
     assert "csrf" not in raised and "hx-trigger" not in raised
