@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
@@ -30,3 +36,45 @@ def _drop_broken_connections(**kwargs) -> None:
     for connection in connections.all(initialized_only=True):
         if connection.errors_occurred and not connection.is_usable():
             connection.close()
+
+
+@setup_logging.connect
+def _logging(loglevel=None, **kwargs) -> None:
+    """Workers log as the web process does (settings.LOGGING: JSON with the bound ids), at
+    the level of their -l option, instead of Celery's own format."""
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+
+
+# task id → its log binding, closed when the task ends (one task at a time per pool process).
+_log_bindings: dict[str, ExitStack] = {}
+
+
+@task_prerun.connect
+def _log_bind(task_id: str, task, **kwargs) -> None:
+    """Every record logged while a task runs carries its name and id (console.logs); a loop
+    step adds its run_id and root_id, up to and including Celery's "succeeded" or "raised"."""
+    from console import logs
+
+    bindings = ExitStack()
+    bindings.enter_context(logs.bind(task=task.name, task_id=task_id))
+    _log_bindings[task_id] = bindings
+
+
+@task_postrun.connect
+def _log_unbind(task_id: str, **kwargs) -> None:
+    if (bindings := _log_bindings.pop(task_id, None)) is not None:
+        bindings.close()
+
+
+@worker_process_shutdown.connect
+def _metrics_process_dead(pid: int | None = None, **kwargs) -> None:
+    """A pool process leaves: its live gauges go with it (console.metrics)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid or os.getpid())

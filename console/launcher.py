@@ -166,6 +166,7 @@ def _start_services(
     sup: Supervisor, data_dir: Path, pg_port: int, redis_port: int
 ) -> dict[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
+    _metrics_clear(data_dir)
     urls: dict[str, str] = {}
     if os.environ.get("DATABASE_URL"):
         print("    PostgreSQL: using DATABASE_URL", flush=True)
@@ -184,6 +185,14 @@ def _start_services(
             flush=True,
         )
     return urls
+
+
+def _metrics_clear(data_dir: Path) -> None:
+    """Empty the Prometheus multiprocess folder (console.settings) before any process starts:
+    the files of an earlier run's processes would otherwise be added to this run's numbers."""
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics")
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 def _child_env(data_dir: Path) -> dict[str, str]:

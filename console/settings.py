@@ -3,9 +3,11 @@ variable, listed with its default in .env.example (STYLE.md B.3)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -354,10 +356,42 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 
+# --- Logs and metrics (README: Metrics and logs) ---------------------------------------------
+# One JSON object a line by default, for a log collector; "text" for a person at a terminal.
+# Records logged during a loop step carry run_id and root_id, in a worker the task's name and
+# id too (console.logs). Celery workers log the same way (console.celery), at their -l level.
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise EnvError(f"LOG_FORMAT={LOG_FORMAT!r}: use 'json' or 'text'.")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in logging.getLevelNamesMapping():
+    raise EnvError(f"LOG_LEVEL={LOG_LEVEL!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "filters": {"ids": {"()": "console.logs.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "{levelname}{name}{message}",
+            "style": "{",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",  # ISO 8601, UTC
+        },
+        "text": {
+            "()": "console.logs.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["ids"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# Prometheus (console.metrics): the histograms are observed in every process (Daphne, each
+# worker's pool processes) and summed at scrape time from files in this folder, which the
+# launcher empties at each start. Set before prometheus_client is first imported: it picks
+# its multiprocess mode then.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "metrics"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)

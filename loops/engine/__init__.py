@@ -29,6 +29,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from console import logs
 from loops import services
 from loops.declare import BLUEPRINTS
 from loops.engine.broadcast import close_bidding, open_iteration
@@ -106,6 +107,7 @@ def reclaim(now: datetime | None = None) -> int:
 
 def _step(run_id: int, now: datetime) -> None:
     run = LoopRun.objects.select_related("blueprint").get(pk=run_id)
+    logs.add(root_id=run.root_id)  # the task's log records carry it too (console.logs)
     spec = BLUEPRINTS.get(run.blueprint.name)
     if spec is None:
         with transaction.atomic():

@@ -8,6 +8,7 @@ from typing import Any
 import jsonschema
 from django.db import transaction
 
+from console import metrics
 from loops import learning, merge, services
 from loops.declare import IMPLEMENTATIONS, VALIDATORS, Verdict
 from loops.engine.exits import best_so_far, carry_on, finish, mark_closed
@@ -156,6 +157,7 @@ def close(run, spec, iteration, judged: Judgement, contributions, results, event
         else Iteration.Outcome.REJECTED
     )
     mark_closed(iteration, outcome, judged.rationale or judged.error)
+    metrics.iteration_closed(spec.domain, iteration)
     # Outcome recording (L3, CONCEPTS 53, 64): what each agent's part earned it; the
     # posteriors take it in through learning.stats_fold.
     earned = {c.agent_id: learning.outcome_of(c, outcome) for c in contributions}

@@ -106,6 +106,8 @@ RULES: dict[tuple[str, str], tuple] = {
     ("GET", "api/v1/alerts"): API_VIEW,
     ("POST", "api/v1/alerts/<id>/acknowledge"): API_OPERATE,
     ("GET", "api/v1/audit"): API_VIEW,
+    # Prometheus' scrape: the API's refusals (a status, not the login page) and its roles.
+    ("GET", "metrics"): API_VIEW,
 }
 # Django's admin site: every route under it, checked through each model's list.
 ADMIN_PREFIX = "admin/"

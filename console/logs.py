@@ -1,0 +1,64 @@
+"""Log records carry the ids of the work they belong to (README: Metrics and logs).
+
+In a worker, every task runs inside bind(task=..., task_id=...) (console.celery), and a loop
+step adds run_id and root_id to it (loops.tasks, loops.engine): every record logged until the
+task ends carries them, Celery's own "succeeded" and "raised" records included. ContextFilter,
+on the handler, copies them onto each record; the JSON formatter writes them as fields.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_ids: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "console_log_ids", default=None
+)
+
+# The ids a text line shows, in this order; JSON shows every bound id.
+TEXT_IDS = ("run_id", "root_id", "task", "task_id")
+
+
+@contextmanager
+def bind(**ids: Any) -> Iterator[None]:
+    """Every record logged inside the block carries ids, and those of enclosing blocks."""
+    token = _ids.set({**(_ids.get() or {}), **ids})
+    try:
+        yield
+    finally:
+        _ids.reset(token)
+
+
+def add(**ids: Any) -> None:
+    """Add ids to the innermost bind() block until it ends; outside any block, nothing (a
+    step run in-process by a test or a command leaves no ids behind)."""
+    if (bound := _ids.get()) is not None:
+        _ids.set({**bound, **ids})
+
+
+def bound() -> dict[str, Any]:
+    return dict(_ids.get() or {})
+
+
+class ContextFilter(logging.Filter):
+    """Copies the bound ids onto each record (an id the call passed in extra= wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_ids.get() or {}).items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """One line for a person at a terminal (LOG_FORMAT=text), the ids at its end."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        ids = " ".join(
+            f"{key}={record.__dict__[key]}" for key in TEXT_IDS if key in record.__dict__
+        )
+        return f"{line} [{ids}]" if ids else line

@@ -1,0 +1,172 @@
+"""Structured logs (console.logs, LOGGING in console.settings): JSON lines by default, and
+every record of a loop step carries its run_id and root_id, on a real worker too."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from console import liveness, logs
+from loops import services
+from loops.declare import sync_declarations
+from loops.models import Iteration
+from loops.tasks import advance
+from tests.conftest import ROOT, Worker, wait_for
+
+
+def _handler(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
+    """A logger writing through the settings' filter and the given formatter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.ContextFilter())
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(f"tests.logs.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    return logger, stream
+
+
+def _json_formatter() -> logging.Formatter:
+    config = dict(settings.LOGGING["formatters"]["json"])
+    factory = config.pop("()")
+    module, _, name = factory.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)(**config)
+
+
+def test_the_default_format_is_one_json_object_a_line_with_the_bound_ids():
+    assert settings.LOGGING["handlers"]["console"]["formatter"] == "json"
+    logger, stream = _handler(_json_formatter())
+
+    with logs.bind(run_id=7):
+        logs.add(root_id=3)
+        logger.warning("step %s", "done")
+    logger.warning("afterwards")
+
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert inside["message"] == "step done" and inside["level"] == "WARNING"
+    assert (inside["run_id"], inside["root_id"]) == (7, 3)
+    assert "time" in inside and inside["logger"].startswith("tests.logs.")
+    assert "run_id" not in outside and "root_id" not in outside
+
+
+def test_ids_added_outside_any_block_are_not_kept():
+    logs.add(root_id=3)  # a step driven in-process, with no task around it
+
+    assert logs.bound() == {}
+
+
+def test_the_text_format_puts_the_ids_at_the_end_of_the_line():
+    logger, stream = _handler(logs.TextFormatter("%(levelname)s %(name)s: %(message)s"))
+
+    with logs.bind(run_id=7, root_id=3):
+        logger.warning("step")
+    logger.warning("plain")
+
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith(": step [run_id=7 root_id=3]")
+    assert second.endswith(": plain")
+
+
+def _start_django(**env: str) -> subprocess.CompletedProcess[str]:
+    code = "import django, logging; django.setup(); logging.getLogger('probe').warning('hello')"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "console.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_log_format_text_writes_lines_for_a_person():
+    result = _start_django(LOG_FORMAT="text")
+
+    assert result.returncode == 0, result.stderr
+    assert "WARNING probe: hello" in result.stderr
+    assert '"message"' not in result.stderr
+
+
+def test_a_bad_log_format_stops_the_start_naming_the_variable():
+    result = _start_django(LOG_FORMAT="xml")
+
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0
+    assert last_line.startswith("console.env.EnvError: ") and "LOG_FORMAT" in last_line
+
+
+# --- On a real worker ------------------------------------------------------------------------
+
+
+def _start_worker(queue: str, stderr) -> Worker:
+    """A real worker at INFO, reading only its own queue, its stderr in a file."""
+    hostname = f"logs-{uuid.uuid4().hex[:8]}@localhost"
+    url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{connection.settings_dict['NAME']}")
+    env = {
+        **os.environ,
+        "DATABASE_URL": url.geturl(),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CONSOLE_PROCESS": "test-worker",
+        "LOG_FORMAT": "json",
+    }
+    argv = [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", "INFO"]
+    argv += ["-c", "1", "-n", hostname, "-Q", queue]
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=stderr, stderr=stderr, start_new_session=True
+    )
+    worker = Worker(process, hostname)
+    deadline = time.monotonic() + 60
+    while not liveness.redis_client().exists(f"{liveness.KEY_PREFIX}{hostname}"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise RuntimeError(f"the Celery worker {hostname} did not come up")
+        time.sleep(0.1)
+    return worker
+
+
+def _records(path) -> list[dict]:
+    """The worker's output lines that are JSON objects (Celery's banner is not)."""
+    records = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+@pytest.mark.django_db(transaction=True)  # the worker process must see committed rows
+def test_a_step_on_a_worker_logs_json_with_its_run_and_root_ids(tmp_path, monkeypatch):
+    sync_declarations()
+    output = tmp_path / "worker.log"
+    queue = f"logs-{uuid.uuid4().hex[:8]}"
+    # The run's first step goes to this test's worker alone, not to another test's worker.
+    monkeypatch.setattr(services, "enqueue", lambda *args, **kwargs: None)
+    run = services.run_start(domain="arena", blueprint="arena-all", input={})
+    with output.open("w") as stderr:
+        worker = _start_worker(queue, stderr)
+        try:
+            advance.apply_async((run.pk,), queue=queue)
+            wait_for(lambda: Iteration.objects.filter(run=run).exists(), 60)
+
+            def step_logged() -> list[dict]:
+                return [r for r in _records(output) if r.get("run_id") == run.pk]
+
+            stepped = wait_for(step_logged, 30)
+        finally:
+            worker.stop()
+
+    record = stepped[0]
+    assert record["root_id"] == run.root_id
+    assert record["task"] == "loops.tasks.advance" and record["task_id"]
+    assert record["logger"].startswith("celery") and "succeeded" in record["message"]
+    assert {"time", "level"} <= set(record)
