@@ -57,11 +57,12 @@ __all__ = ["advance", "reclaim"]
 def advance(*, run_id: int, now: datetime | None = None) -> None:
     """Take the next step of a run if it is running and nobody else holds it."""
     now = now or timezone.now()
-    if not claim(run_id, now):
+    claimed = claim(run_id, now)
+    if claimed is None:
         return  # another worker holds it, or it is not running: nothing to do
     retry = stopped = False
     try:
-        _step(run_id, now)
+        _step(*claimed, now)
     except StepAborted:
         stopped = True  # paused, cancelled, halted or interrupted under us: not an error
     except LoopRun.DoesNotExist:
@@ -105,8 +106,8 @@ def reclaim(now: datetime | None = None) -> int:
     return len(stuck) + len(orphaned)
 
 
-def _step(run_id: int, now: datetime) -> None:
-    run = LoopRun.objects.select_related("blueprint").get(pk=run_id)
+def _step(run: LoopRun, open_iteration_id: int | None, now: datetime) -> None:
+    run_id = run.pk
     logs.add(root_id=run.root_id)  # the task's log records carry it too (console.logs)
     spec = BLUEPRINTS.get(run.blueprint.name)
     if spec is None:
@@ -118,9 +119,11 @@ def _step(run_id: int, now: datetime) -> None:
         return
     if not gates.may_proceed(run):
         raise StepAborted  # advance() parks it if a halt or a breaker is why
-    if "decision" in run.context and apply_decision(run, spec):
-        return  # a human's decision on an interrupt decided this step
-    iteration = run.iterations.exclude(status=Iteration.Status.CLOSED).order_by("-number").first()
+    if "decision" in run.context:
+        if apply_decision(run, spec):
+            return  # a human's decision on an interrupt decided this step
+        open_iteration_id = _open_iteration_id(run)  # the decision may have closed one
+    iteration = Iteration.objects.get(pk=open_iteration_id) if open_iteration_id else None
     if iteration is None:
         if resource_exit(run, spec, now):
             return
@@ -133,3 +136,12 @@ def _step(run_id: int, now: datetime) -> None:
         judge_and_close(
             run, spec, iteration, list(iteration.contributions.select_related("agent")), []
         )
+
+
+def _open_iteration_id(run: LoopRun) -> int | None:
+    return (
+        run.iterations.exclude(status=Iteration.Status.CLOSED)
+        .order_by("-number")
+        .values_list("pk", flat=True)
+        .first()
+    )

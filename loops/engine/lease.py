@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -10,9 +11,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 
-from loops.models import Contribution, LoopRun
+from loops.models import Blueprint, Contribution, LoopRun
 from oversight import gates
 
 State = LoopRun.State
@@ -34,12 +34,39 @@ def worker() -> str:
     return f"{HOST}:{os.getpid()}:{threading.get_ident()}"
 
 
-def claim(run_id: int, now: datetime) -> bool:
-    return bool(
-        LoopRun.objects.filter(pk=run_id, state=State.RUNNING)
-        .filter(Q(lease_worker="") | Q(lease_expires_at__lt=now))
-        .update(lease_worker=worker(), lease_expires_at=now + LEASE)
-    )
+# The compare-and-set and the reads the step starts from, in one statement: the run, and
+# the id of its open iteration if it has one.
+_CLAIM = """
+WITH claimed AS (
+    UPDATE loops_looprun SET lease_worker = %s, lease_expires_at = %s
+    WHERE id = %s AND state = 'running' AND (lease_worker = '' OR lease_expires_at < %s)
+    RETURNING *
+)
+SELECT claimed.*,
+       (SELECT i.id FROM loops_iteration i
+        WHERE i.run_id = claimed.id AND i.status <> 'closed'
+        ORDER BY i.number DESC LIMIT 1) AS open_iteration_id
+FROM claimed
+"""
+
+
+def claim(run_id: int, now: datetime) -> tuple[LoopRun, int | None] | None:
+    """The run, now held by this worker, and its open iteration's id (or None) as of the
+    claim; None if the run is not running or somebody else holds it."""
+    claimed = list(LoopRun.objects.raw(_CLAIM, [worker(), now + LEASE, run_id, now]))
+    if not claimed:
+        return None
+    run = claimed[0]
+    run.blueprint = _blueprint(run.blueprint_id)
+    return run, run.open_iteration_id  # type: ignore[attr-defined]  # _CLAIM's extra column
+
+
+@functools.lru_cache(maxsize=1024)
+def _blueprint(blueprint_id: int) -> Blueprint:
+    """Blueprint rows are written from the declarations a process loads when it starts,
+    which the engine reads from memory too (loops.declare.BLUEPRINTS): one query per
+    blueprint and process rather than one per step."""
+    return Blueprint.objects.get(pk=blueprint_id)
 
 
 def release(run_id: int) -> None:
