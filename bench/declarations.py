@@ -105,3 +105,47 @@ blueprint(
         escalation=Escalate(over={"dose": 1}),
     ),
 )
+
+
+# --- Fan-out (bench.fanout): a busy domain's changes, pushed coalesced to its consoles ------
+
+
+@shared_task(name="bench.fanout_event", ignore_result=True)
+def fanout_event(prefix: str, group: str) -> None:
+    """One event of a busy domain, on the worker: stamp it (the latest state is its seq, kept
+    in Redis with the time of each seq) and push the state after commit, coalesced, through
+    the product's path (console.push.push_coalesced_on_commit), as a domain's stack is."""
+    import time
+
+    from django.db import transaction
+
+    from console.push import push_coalesced_on_commit
+
+    client = _redis()
+    with transaction.atomic():
+        at = time.time()
+        seq = client.incr(f"{prefix}:seq")
+        client.hset(f"{prefix}:at", str(seq), repr(at))
+        push_coalesced_on_commit(group, prefix, "bench.declarations.fanout_state", prefix)
+
+
+def fanout_state(prefix: str) -> str:
+    """The pushed fragment: the latest state at the moment of rendering, its seq."""
+    seq = int(_redis().get(f"{prefix}:seq") or 0)
+    return f'<div id="bench-fanout" hx-swap-oob="true" data-seq="{seq}"></div>'
+
+
+@shared_task(name="bench.fanout_once", ignore_result=True)
+def fanout_once(prefix: str, group: str, n: int) -> None:
+    """One event pushed at once, uncoalesced (console.push.push_on_commit), stamped here."""
+    import time
+
+    from django.db import transaction
+
+    from console.push import push_on_commit
+
+    with transaction.atomic():
+        _redis().hset(f"{prefix}:once", str(n), repr(time.time()))
+        push_on_commit(
+            group, lambda: f'<div id="bench-fanout-once" hx-swap-oob="true" data-once="{n}"></div>'
+        )

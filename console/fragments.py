@@ -39,8 +39,9 @@ def overview() -> str:
 
 def overview_push(*, at_once: bool = False) -> None:
     """Push the overview after commit. Ordinary changes (frames starting and ending,
-    interrupts, breakers) are coalesced to one push a second, the latest state last; a halt
-    or a lift is pushed at once (rendered by a worker), whatever was pushed just before."""
+    interrupts, breakers) are coalesced to one push a window (console.push.COALESCE_SECONDS),
+    the latest state last; a halt or a lift is pushed at once (rendered by a worker),
+    whatever was pushed just before."""
     from console.push import OVERVIEW_GROUP, push_coalesced_on_commit, push_soon_on_commit
 
     if at_once:

@@ -38,8 +38,9 @@ def domain_stack(domain_id: int) -> str:
 
 
 def domain_stack_push(domain_id: int) -> None:
-    """Push the domain's stack after commit, at most once a second per domain, and the
-    overview, whose cards count the live frames (coalesced too)."""
+    """Push the domain's stack after commit, at most once a coalescing window per domain
+    (console.push.COALESCE_SECONDS), and the overview, whose cards count the live frames
+    (coalesced too)."""
     from console.fragments import overview_push
 
     push_coalesced_on_commit(

@@ -1,0 +1,399 @@
+"""Worker event → websocket client, with 1, 50 and 200 connected consoles while the worker
+emits 100 events/s (DESIGN.md section 6), next to raw Redis pub/sub in the same run.
+
+The clients are real websocket clients (the `websockets` library), signed in with a session
+cookie and the Origin the AllowedHostsOriginValidator wants, connected to Daphne at
+/ws/console/?topics=domain.<bench>, as a domain page is; all of them in one asyncio loop in
+this process, which only stamps and stores each frame (it is parsed afterwards).
+
+An **event** is a `bench.fanout_event` task on the real worker (bench.declarations): in a
+transaction it takes the next seq of the state (a Redis INCR), stamps the time just before,
+and pushes the state after commit through console.push.push_coalesced_on_commit, the path of
+a busy domain's stack: the first change of a burst at once, the rest as one trailing push
+rendered later from the state of that moment. The fragment carries the seq it was rendered
+with. Event k's latency at a client is the arrival of the first frame there whose seq ≥ k
+minus k's stamp, so it includes the wait for the coalesced push. Every client must receive
+the last seq (the latest state always arrives); those that did not are counted.
+
+Beside it: an uncoalesced event (`bench.fanout_once`, push_on_commit) a few times a second,
+and the baseline, raw Redis pub/sub: as many redis-py asyncio subscribers in the same loop,
+a publisher thread here, each message stamped just before PUBLISH. It publishes as many
+messages a second as each console got frames (about 10, not 100: at 100 a second, 200
+subscribers parse 20,000 messages a second in this one Python process, which then measures
+itself, not Redis), so that both sides put the same load on this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CLIENTS = (1, 50, 200)
+ONCE_EVENTS, ONCE_RATE = 20, 5.0  # the uncoalesced events: a few a second
+FINAL_WAIT = 30.0  # after the last event, for every client to hold the last state
+SEQ = re.compile(r'data-seq="([0-9]+)"')
+ONCE = re.compile(r'data-once="([0-9]+)"')
+
+
+def fanout_latency(
+    base_url: str,
+    clients: int,
+    rate: float = 100,
+    seconds: float = 20.0,
+    *,
+    daphne_pid: int | None = None,
+) -> dict[str, Any]:
+    """Connect `clients` websocket consoles, then measure: uncoalesced events, `rate`
+    coalesced events a second for `seconds`, and raw Redis pub/sub at the same rate."""
+    import redis
+    from django.conf import settings
+    from django.db import connections
+
+    from bench.__main__ import _admin
+    from bench.push import _session_key
+    from console.push import domain_group
+    from loops.models import Domain
+
+    cookie = f"{settings.SESSION_COOKIE_NAME}={_session_key(_admin())}"
+    group = domain_group(Domain.objects.get(slug="bench").pk)
+    connections.close_all()
+    prefix = f"bench-fanout:{uuid.uuid4().hex[:12]}"
+    ws_url = base_url.replace("http", "ws", 1) + f"/ws/console/?topics={group}"
+    run = asyncio.run(
+        _run(ws_url, base_url, cookie, clients, prefix, group, rate, seconds, daphne_pid)
+    )
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    stamps = {int(k): float(v) for k, v in client.hgetall(f"{prefix}:at").items()}
+    once_at = {int(k): float(v) for k, v in client.hgetall(f"{prefix}:once").items()}
+    client.delete(f"{prefix}:at", f"{prefix}:once", f"{prefix}:seq")
+    result = _coalesced(run["frames"], stamps, run["event_seconds"])
+    return {
+        "clients": clients,
+        "rate": rate,
+        "seconds": seconds,
+        **result,
+        "uncoalesced_ms": _uncoalesced(run["frames"], once_at, ONCE_EVENTS),
+        "raw_pubsub_ms": _percentiles(run["raw"]),
+        "raw_pubsub_rate": run["raw_rate"],
+        "event_vs_raw": round(
+            result["event_ms"]["median"] / max(statistics.median(run["raw"]), 0.001), 1
+        ),
+        "cpu": run["cpu"],
+    }
+
+
+async def _run(
+    ws_url: str,
+    base_url: str,
+    cookie: str,
+    n: int,
+    prefix: str,
+    group: str,
+    rate: float,
+    seconds: float,
+    daphne_pid: int | None,
+) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    from bench.declarations import fanout_event, fanout_once
+
+    loop = asyncio.get_running_loop()
+    frames: list[list[tuple[float, str]]] = [[] for _ in range(n)]
+    gate = asyncio.Semaphore(20)  # handshakes in parallel: each one reads the session
+
+    async def console(i: int, ready: asyncio.Event) -> None:
+        async with gate:
+            ws = await connect(
+                ws_url,
+                origin=base_url,  # type: ignore[arg-type]
+                additional_headers={"Cookie": cookie},
+                compression=None,
+                max_queue=None,
+                open_timeout=30,
+            )
+        ready.set()
+        mine = frames[i]
+        try:
+            while True:
+                message = await ws.recv()
+                mine.append((time.time(), message))  # type: ignore[arg-type]
+        except Exception:  # noqa: S110 - closed at the end
+            pass
+
+    ready_events = [asyncio.Event() for _ in range(n)]
+    tasks = [asyncio.create_task(console(i, ready_events[i])) for i in range(n)]
+    connected: asyncio.Future[Any] = asyncio.ensure_future(
+        asyncio.gather(*(e.wait() for e in ready_events))
+    )
+    await asyncio.wait([connected, *tasks], timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    if not connected.done():
+        connected.cancel()
+        for task in tasks:
+            if task.done():
+                task.result()  # a refused handshake: say why
+        raise RuntimeError("the websocket clients did not connect")
+    await asyncio.sleep(1.0)  # the last sockets have joined their groups
+
+    def once(k: int) -> None:
+        fanout_once.delay(prefix, group, k)
+
+    await loop.run_in_executor(None, _paced, once, ONCE_EVENTS, ONCE_RATE)
+    await asyncio.sleep(1.0)
+
+    def event(k: int) -> None:
+        fanout_event.delay(prefix, group)
+
+    cpu = _Cpu(daphne_pid)
+    began = time.time()
+    count = round(rate * seconds)
+    await loop.run_in_executor(None, _paced, event, count, rate)
+    event_seconds = time.time() - began
+    # The latest state always arrives: wait (up to FINAL_WAIT) until every client holds it.
+    deadline = time.time() + FINAL_WAIT
+    while time.time() < deadline and not all(_last_seq(mine) >= count for mine in frames):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    cpu_use = cpu.used()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+    # The baseline gets as many messages a second per subscriber as a console got frames.
+    pushed = sum(len(mine) for mine in frames) / max(n, 1) / (time.time() - began)
+    raw_rate = max(1.0, round(pushed))
+    raw_cpu = _Cpu(None)
+    raw = await _raw_pubsub(n, raw_rate, min(seconds, 10.0))
+    cpu_use["bench_process_raw_pubsub"] = raw_cpu.used()["bench_process"]
+    return {
+        "frames": frames,
+        "raw": raw,
+        "raw_rate": raw_rate,
+        "event_seconds": event_seconds,
+        "cpu": cpu_use,
+    }
+
+
+def _last_seq(mine: list[tuple[float, str]]) -> int:
+    for _, text in reversed(mine):
+        if m := SEQ.search(text):
+            return int(m.group(1))
+    return 0
+
+
+async def _raw_pubsub(n: int, rate: float, seconds: float) -> list[float]:
+    """N subscribers in this loop; a publisher thread stamps each message before PUBLISH."""
+    import redis
+    import redis.asyncio as aioredis
+    from django.conf import settings
+
+    channel = f"bench-raw:{uuid.uuid4().hex[:12]}"
+    received: list[list[tuple[float, bytes]]] = [[] for _ in range(n)]
+    subscriber = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=n + 1)
+    pubsubs = [subscriber.pubsub(ignore_subscribe_messages=True) for _ in range(n)]
+    for pubsub in pubsubs:
+        await pubsub.subscribe(channel)
+
+    async def listen(i: int) -> None:
+        mine = received[i]
+        async for message in pubsubs[i].listen():
+            mine.append((time.time(), message["data"]))
+
+    tasks = [asyncio.create_task(listen(i)) for i in range(n)]
+    await asyncio.sleep(0.5)
+    publisher = redis.Redis.from_url(settings.REDIS_URL)
+
+    def publish(k: int) -> None:
+        publisher.publish(channel, repr(time.time()))
+
+    await asyncio.get_running_loop().run_in_executor(
+        None, _paced, publish, round(rate * seconds), rate
+    )
+    await asyncio.sleep(1.0)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for pubsub in pubsubs:
+        await pubsub.aclose()
+    await subscriber.aclose()
+    publisher.close()
+    return [(at - float(data)) * 1000 for mine in received for at, data in mine]
+
+
+def _paced(send: Callable[[int], None], count: int, rate: float) -> None:
+    """Call send(k) for k = 1..count at `rate` a second, on a fixed schedule (no drift)."""
+    start = time.perf_counter()
+    for k in range(1, count + 1):
+        delay = start + (k - 1) / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        send(k)
+
+
+def _coalesced(
+    frames: list[list[tuple[float, str]]], stamps: dict[int, float], event_seconds: float
+) -> dict[str, Any]:
+    """Event k at a client: the first frame there with seq ≥ k, minus k's stamp."""
+    last = max(stamps)
+    latencies, ages, missed_final, missed_events, per_client = [], [], 0, 0, []
+    final: list[float] = []  # when each client got the last state, after its stamp
+    for mine in frames:
+        seqs = [(at, int(m.group(1))) for at, text in mine if (m := SEQ.search(text))]
+        per_client.append(len(seqs) / event_seconds)
+        k = 1
+        for at, seq in seqs:
+            if seq in stamps:
+                ages.append((at - stamps[seq]) * 1000)
+            while k <= seq and k <= last:
+                latencies.append((at - stamps[k]) * 1000)
+                k += 1
+                if k > last:
+                    final.append((at - stamps[last]) * 1000)
+        missed_events += last - (k - 1)
+        missed_final += k <= last
+    return {
+        "events": len(stamps),
+        "event_ms": _percentiles(latencies),
+        # Arrival minus the stamp of the seq the frame carries: the push path alone,
+        # without the wait for the coalesced push.
+        "frame_age_ms": _percentiles(ages),
+        "frames_per_second_per_client": round(statistics.median(per_client), 2),
+        "clients_missing_final_state": missed_final,
+        "final_state_at_last_client_ms": round(max(final), 1) if final else None,
+        "events_never_covered": missed_events,
+    }
+
+
+def _uncoalesced(
+    frames: list[list[tuple[float, str]]], once_at: dict[int, float], expected: int
+) -> dict[str, Any]:
+    latencies, missed = [], 0
+    for mine in frames:
+        seen = {}
+        for at, text in mine:
+            if (m := ONCE.search(text)) and int(m.group(1)) not in seen:
+                seen[int(m.group(1))] = at
+        latencies += [(seen[k] - once_at[k]) * 1000 for k in once_at if k in seen]
+        missed += expected - len(seen)
+    return {**_percentiles(latencies), "missed": missed}
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": float("nan"), "p99": float("nan"), "max": float("nan"), "samples": 0}
+    from bench.__main__ import _percentiles as percentiles
+
+    return percentiles(values)
+
+
+class _Cpu:
+    """CPU seconds per wall second of this process (and Daphne's, given its pid)."""
+
+    def __init__(self, daphne_pid: int | None) -> None:
+        self.pid = daphne_pid
+        self.wall, self.mine, self.daphne = time.time(), time.process_time(), self._daphne()
+
+    def _daphne(self) -> float:
+        if self.pid is None:
+            return 0.0
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def used(self) -> dict[str, float]:
+        wall = time.time() - self.wall
+        use = {"bench_process": round((time.process_time() - self.mine) / wall, 2)}
+        if self.pid is not None:
+            use["daphne"] = round((self._daphne() - self.daphne) / wall, 2)
+        return use
+
+
+def main() -> int:
+    """python -m bench.fanout: embedded services, a worker and Daphne, as ./bin/bench."""
+    from console.env import DATA_DIR
+    from console.launcher import _manage, _stage, _start_services
+    from console.supervisor import Supervisor, free_port
+
+    sup = Supervisor()
+    data_dir = DATA_DIR / "fanout"
+    clients = [int(a) for a in sys.argv[1:]] or list(CLIENTS)
+    try:
+        _stage("Starting services for the fan-out benchmark")
+        env = {
+            **os.environ,
+            "CONSOLE_DATA_DIR": str(data_dir),
+            "PYTHONUNBUFFERED": "1",
+            "LOOP_DECLARATIONS": "bench.declarations",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+        }
+        env.update(_start_services(sup, data_dir, free_port(), free_port()))
+        _manage(sup, env, "migrate", "--noinput")
+        _manage(sup, env, "flush", "--noinput")
+        sup.spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "worker",
+                "-l",
+                "WARNING",
+                "-n",
+                f"bench-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            env={**env, "CONSOLE_PROCESS": "bench-worker"},
+        )
+        web_port = free_port()
+        daphne = sup.spawn(
+            "daphne",
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(web_port),
+                "console.asgi:application",
+            ],
+            env={**env, "CONSOLE_PROCESS": "web"},
+        )
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        from bench.push import wait_until_serving
+        from console import liveness
+
+        deadline = time.monotonic() + 60
+        while liveness.worker_count() < 1:
+            sup.check_alive("worker")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark worker did not come up")
+            time.sleep(0.2)
+        base_url = f"http://127.0.0.1:{web_port}"
+        wait_until_serving(base_url)
+        results = []
+        for n in clients:
+            _stage(f"Measuring fan-out to {n} websocket client{'s' if n > 1 else ''}")
+            results.append(fanout_latency(base_url, n, daphne_pid=daphne.pid))
+            print(json.dumps(results[-1]), file=sys.stderr)
+    finally:
+        sup.stop_all()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
