@@ -16,6 +16,7 @@ import jsonschema
 from django.db import transaction
 from django.utils import timezone
 
+from console import metrics
 from console.fragments import overview_push
 from console.push import INBOX_GROUP, push_on_commit
 from loops import services as loop_services
@@ -187,6 +188,7 @@ def interrupt_decide(
     interrupt.save(
         update_fields=["status", "decision", "payload", "comment", "decided_by", "decided_at"]
     )
+    metrics.interrupt_decided(interrupt, how="human")
     run_state = _continue(run, interrupt, by=actor.get_username())
     audit_record(
         actor=actor,
@@ -321,6 +323,7 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
     if interrupt.default_action == Interrupt.Decision.REJECT:
         interrupt.comment = "No decision before the deadline; the default (reject) applied."
     interrupt.save(update_fields=["status", "decision", "decided_at", "tier", "comment"])
+    metrics.interrupt_decided(interrupt, how="expired")
     run_state = _continue(run, interrupt, by="deadline")
     audit_record(
         actor=None,
