@@ -24,19 +24,32 @@ DAPHNE_APP = "console.asgi:application"
 # second (an interrupt a second is already a busy ward), the single one five a second.
 # The 50 go first, on an empty inbox; the single one then has their 30 interrupts on its page.
 BROWSERS = ((50, 30, 1.0), (1, 60, 0.2))
+# Websocket clients while the worker emits 100 events/s (bench.fanout).
+CLIENTS = (1, 50, 200)
+# What `./bin/bench [part …]` can measure; all of them by default, in this order. The pages
+# go last: they seed 10,000 runs and a million iterations into the same database.
+PARTS = ("core", "oversight", "push", "fanout", "pages")
 
 
 def main() -> int:
+    parts = sys.argv[1:] or list(PARTS)
+    if unknown := [part for part in parts if part not in PARTS]:
+        print(
+            f"Unknown part {', '.join(unknown)}: choose from {', '.join(PARTS)}.", file=sys.stderr
+        )
+        return 2
     sup = Supervisor()
     data_dir = DATA_DIR / "bench"
     try:
-        _ensure_chromium()  # the push figures are measured in real browsers
+        if "push" in parts:
+            _ensure_chromium()  # the push figures are measured in real browsers
         _stage("Starting services for the benchmarks")
         env = {
             **os.environ,
             "CONSOLE_DATA_DIR": str(data_dir),
             "PYTHONUNBUFFERED": "1",
             "LOOP_DECLARATIONS": "bench.declarations",
+            "DEMO_ENABLED": "false",  # nothing but the benchmark's own work on the machine
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
         }
         env.update(_start_services(sup, data_dir, free_port(), free_port()))
@@ -62,7 +75,7 @@ def main() -> int:
         )
         _manage(sup, env, "collectstatic", "--noinput")
         web_port = free_port()
-        sup.spawn(
+        daphne = sup.spawn(
             "daphne",
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port), DAPHNE_APP],
             env={**env, "CONSOLE_PROCESS": "web"},
@@ -71,15 +84,15 @@ def main() -> int:
         import django
 
         django.setup()
-        results = measure(sup, f"http://127.0.0.1:{web_port}")
+        results = measure(sup, f"http://127.0.0.1:{web_port}", parts, daphne.pid)
     finally:
         sup.stop_all()
     report(results)
     return 0
 
 
-def measure(sup: Supervisor, base_url: str) -> dict[str, Any]:
-    from bench.push import push_latency, wait_until_serving
+def measure(sup: Supervisor, base_url: str, parts: list[str], daphne_pid: int) -> dict[str, Any]:
+    from bench.push import wait_until_serving
     from console import liveness
 
     deadline = time.monotonic() + 60
@@ -88,9 +101,47 @@ def measure(sup: Supervisor, base_url: str) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise RuntimeError("the benchmark worker did not come up")
         time.sleep(0.2)
-    if sys.argv[1:] == ["push"]:  # ./bin/bench push: only the browser figures
-        wait_until_serving(base_url)
-        return {"push": [push_latency(base_url, n, samples=k, gap=gap) for n, k, gap in BROWSERS]}
+    wait_until_serving(base_url)
+    results: dict[str, Any] = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "system": platform.platform(),
+        },
+        "parts": parts,
+    }
+    if "core" in parts:
+        results.update(core())
+    if "oversight" in parts:
+        _stage("Measuring oversight: decisions under load, then halts of 1,000 runs")
+        results["decision_to_next_step_ms"] = _percentiles(
+            decision_to_next_step_ms(load=200, samples=30)
+        )
+        results["halt"] = halt_of_active_runs(runs=1000, repeats=REPEATS * 2)
+    if "push" in parts:
+        from bench.push import push_latency
+
+        _stage(f"Measuring pushes to browsers: {' and '.join(str(b[0]) for b in BROWSERS)}")
+        results["push"] = [push_latency(base_url, n, samples=k, gap=gap) for n, k, gap in BROWSERS]
+    if "fanout" in parts:
+        from bench.fanout import fanout_latency
+
+        results["fanout"] = []
+        for n in CLIENTS:
+            _stage(f"Measuring fan-out to {n} websocket client{'s' if n > 1 else ''}")
+            results["fanout"].append(fanout_latency(base_url, n, daphne_pid=daphne_pid))
+    if "pages" in parts:
+        from bench.pages import measure_pages
+
+        _stage("Seeding 10,000 runs and 1,000,000 iterations; timing the pages and lists")
+        results["pages"] = measure_pages()
+    return results
+
+
+def core() -> dict[str, Any]:
+    """The engine's cost: an iteration against a bare Celery round trip, and throughput."""
+    from bench.declarations import ITERATIONS
+
     _stage("Warming up")
     celery_round_trip_ms(50)
     iteration_latency_ms()
@@ -98,27 +149,11 @@ def measure(sup: Supervisor, base_url: str) -> dict[str, Any]:
     trip = [celery_round_trip_ms(200) for _ in range(REPEATS)]
     iteration = [iteration_latency_ms() for _ in range(REPEATS)]
     throughput = [iterations_per_second(40) for _ in range(3)]
-    _stage("Measuring oversight: decisions under load, then halts of 1,000 runs")
-    decisions = decision_to_next_step_ms(load=200, samples=30)
-    halting = halt_of_active_runs(runs=1000, repeats=REPEATS * 2)
-    _stage(f"Measuring pushes to browsers: {' and '.join(str(b[0]) for b in BROWSERS)}")
-    wait_until_serving(base_url)
-    pushes = [push_latency(base_url, n, samples=k, gap=gap) for n, k, gap in BROWSERS]
-    from bench.declarations import ITERATIONS
-
     return {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "system": platform.platform(),
-        },
         "celery_round_trip_ms": _summary(trip),
         "iteration_ms": _summary(iteration),
         "iteration_vs_round_trip": round(statistics.median(iteration) / statistics.median(trip), 2),
         "iterations_per_second": _summary(throughput),
-        "decision_to_next_step_ms": _percentiles(decisions),
-        "halt": halting,
-        "push": pushes,
         "notes": f"iteration: one run of {ITERATIONS} iterations, 3 in-process no-op agents, "
         "one Celery hop per iteration; throughput: 40 such runs at once, one worker "
         f"of {os.cpu_count()} processes",
@@ -292,28 +327,56 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def report(results: dict[str, Any]) -> None:
+    """A table of every figure against its target (DESIGN.md section 6), then the JSON."""
     rows: list[tuple[str, Any, str]] = []
     if "iteration_ms" in results:
         rows += _core_rows(results)
-    for push in results["push"]:
+    if "halt" in results:
+        rows += _oversight_rows(results)
+    for push in results.get("push", []):
         n, event, bare = push["browsers"], push["event_ms"], push["bare_push_ms"]
         rows.append(
             (
                 f"worker event → in the DOM, {n} browser{'s' if n > 1 else ''} (ms)",
                 f"{event['median']} / {event['p99']}",
                 f"median / p99; bare push {bare['median']} / {bare['p99']}, "
-                f"{push['event_vs_bare_push']}x; {push['missed']} missed",
+                f"{push['event_vs_bare_push']}x; {push['missed']} missed"
+                + (" (must p99 ≤ 20, aim ≤ 5)" if n == 1 else ""),
             )
         )
+    for fan in results.get("fanout", []):
+        n, event, raw = fan["clients"], fan["event_ms"], fan["raw_pubsub_ms"]
+        once = fan["uncoalesced_ms"]
+        target = " (must p99 ≤ 250, aim ≤ 100)" if n >= 200 else ""
+        rows += [
+            (
+                f"100 events/s → {n} websocket client{'s' if n > 1 else ''} (ms)",
+                f"{event['median']} / {event['p99']}",
+                f"median / p99, coalesced; raw pub/sub {raw['median']} / {raw['p99']}, "
+                f"{fan['event_vs_raw']}x; {fan['clients_missing_final_state']} missed the "
+                f"latest state{target}",
+            ),
+            (
+                f"  one event alone → {n} client{'s' if n > 1 else ''} (ms)",
+                f"{once['median']} / {once['p99']}",
+                f"median / p99, uncoalesced; {once['missed']} missed"
+                + (" (must p99 ≤ 20, aim ≤ 5)" if n == 1 else ""),
+            ),
+        ]
+    if "pages" in results:
+        from bench.pages import report as pages_report
+
+        print()
+        pages_report(results["pages"])
     print()
     for name, value, target in rows:
-        print(f"  {name:<44} {value:>9}   {target}")
+        print(f"  {name:<48} {value:>15}   {target}")
     print()
     print(json.dumps(results, indent=2))
 
 
 def _core_rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    rows = [
+    return [
         ("bare Celery round trip (ms)", results["celery_round_trip_ms"]["median"], "baseline"),
         (
             "time per iteration, 3 no-op agents (ms)",
@@ -326,8 +389,11 @@ def _core_rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
             "must ≥ 100, aim ≥ 250",
         ),
     ]
+
+
+def _oversight_rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
     decision, halt = results["decision_to_next_step_ms"], results["halt"]
-    rows += [
+    return [
         (
             "decision → next step, 200 runs queued (ms)",
             f"{decision['median']} / {decision['p99']}",
@@ -340,7 +406,6 @@ def _core_rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
             f"{halt['steps_started_after_commit']} steps after (must p99 ≤ 500, 0 steps)",
         ),
     ]
-    return rows
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Worker event → websocket client, with 1, 50 and 200 connected consoles while the worker
-emits 100 events/s (DESIGN.md section 6), next to raw Redis pub/sub in the same run.
+emits 100 events/s (DESIGN.md section 6), next to raw Redis pub/sub in the same run:
+`./bin/bench fanout` (bench.__main__ starts the services, the worker and Daphne).
 
 The clients are real websocket clients (the `websockets` library), signed in with a session
 cookie and the Origin the AllowedHostsOriginValidator wants, connected to Daphne at
@@ -26,12 +27,9 @@ itself, not Redis), so that both sides put the same load on this process.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import secrets
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -315,85 +313,3 @@ class _Cpu:
         if self.pid is not None:
             use["daphne"] = round((self._daphne() - self.daphne) / wall, 2)
         return use
-
-
-def main() -> int:
-    """python -m bench.fanout: embedded services, a worker and Daphne, as ./bin/bench."""
-    from console.env import DATA_DIR
-    from console.launcher import _manage, _stage, _start_services
-    from console.supervisor import Supervisor, free_port
-
-    sup = Supervisor()
-    data_dir = DATA_DIR / "fanout"
-    clients = [int(a) for a in sys.argv[1:]] or list(CLIENTS)
-    try:
-        _stage("Starting services for the fan-out benchmark")
-        env = {
-            **os.environ,
-            "CONSOLE_DATA_DIR": str(data_dir),
-            "PYTHONUNBUFFERED": "1",
-            "LOOP_DECLARATIONS": "bench.declarations",
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-        }
-        env.update(_start_services(sup, data_dir, free_port(), free_port()))
-        _manage(sup, env, "migrate", "--noinput")
-        _manage(sup, env, "flush", "--noinput")
-        sup.spawn(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "console",
-                "worker",
-                "-l",
-                "WARNING",
-                "-n",
-                f"bench-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            env={**env, "CONSOLE_PROCESS": "bench-worker"},
-        )
-        web_port = free_port()
-        daphne = sup.spawn(
-            "daphne",
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(web_port),
-                "console.asgi:application",
-            ],
-            env={**env, "CONSOLE_PROCESS": "web"},
-        )
-        os.environ.update(env)
-        import django
-
-        django.setup()
-        from bench.push import wait_until_serving
-        from console import liveness
-
-        deadline = time.monotonic() + 60
-        while liveness.worker_count() < 1:
-            sup.check_alive("worker")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the benchmark worker did not come up")
-            time.sleep(0.2)
-        base_url = f"http://127.0.0.1:{web_port}"
-        wait_until_serving(base_url)
-        results = []
-        for n in clients:
-            _stage(f"Measuring fan-out to {n} websocket client{'s' if n > 1 else ''}")
-            results.append(fanout_latency(base_url, n, daphne_pid=daphne.pid))
-            print(json.dumps(results[-1]), file=sys.stderr)
-    finally:
-        sup.stop_all()
-    print(json.dumps(results, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

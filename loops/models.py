@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 
@@ -199,6 +199,8 @@ class LoopRun(models.Model):
             models.Index(fields=["domain", "state"], name="looprun_domain_state"),
             models.Index(fields=["root"], name="looprun_root"),
             models.Index(fields=["parent"], name="looprun_parent"),
+            # The run lists, newest first (the default ordering), a page at a time.
+            models.Index(fields=["-created_at", "-id"], name="looprun_newest"),
             # The reaper scans live runs only.
             models.Index(
                 fields=["state", "lease_expires_at"],
@@ -283,6 +285,12 @@ class Iteration(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "number"], name="iteration_unique_number")
         ]
+        indexes = [
+            # The overview's sparklines (started in the last minutes) and the domain page's
+            # charts (closed in the last hour) read a recent slice of a large table.
+            models.Index(fields=["started_at"], name="iteration_started"),
+            models.Index(fields=["closed_at"], name="iteration_closed"),
+        ]
 
     # Not a column: the contributions the current step just claimed, kept in memory from the
     # opening transaction to the calls (loops.engine), so they need not be read back.
@@ -364,7 +372,23 @@ class Contribution(models.Model):
         ]
         indexes = [
             # The meta-learning sweep reads the contributions not yet counted (loops.learning).
-            models.Index(fields=["id"], name="contribution_uncounted", condition=Q(counted=False))
+            models.Index(fields=["id"], name="contribution_uncounted", condition=Q(counted=False)),
+            # Calls in flight, which every page's halt banner lists for each active halt.
+            models.Index(
+                fields=["iteration"],
+                name="contribution_in_flight",
+                condition=Q(status__in=["pending", "running"]),
+            ),
+            # The domain page's charts: calls finished in the last hour.
+            models.Index(fields=["finished_at"], name="contribution_finished"),
+            # The agents page: each agent's latest failures (loops.agent_selectors).
+            models.Index(
+                F("agent"),
+                F("finished_at").desc(nulls_last=True),
+                F("id").desc(),
+                name="contribution_failures",
+                condition=Q(status="failed"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -21,7 +21,7 @@ _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 def active_halts() -> list[Halt]:
     """Active halts, each with `in_flight`: its agent calls that have not answered yet."""
-    from oversight.services.halts import halt_in_flight
+    from oversight.halt_selectors import halt_in_flight_count
 
     halts = list(
         Halt.objects.filter(lifted_at__isnull=True)
@@ -29,7 +29,7 @@ def active_halts() -> list[Halt]:
         .order_by("created_at")
     )
     for halt in halts:
-        halt.in_flight = len(halt_in_flight(halt))  # type: ignore[attr-defined]
+        halt.in_flight = halt_in_flight_count(halt)  # type: ignore[attr-defined]
     return halts
 
 

@@ -307,6 +307,14 @@ class Alert(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("acknowledge_alert", "Can acknowledge alerts")]
+        indexes = [
+            # The live feed on every page: the newest unacknowledged alerts.
+            models.Index(
+                fields=["-created_at", "-id"],
+                name="alert_unacknowledged",
+                condition=Q(acknowledged_at__isnull=True),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.level} {self.kind}: {self.title}"

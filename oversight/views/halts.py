@@ -11,8 +11,9 @@ from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from oversight import fragments
+from oversight.halt_selectors import halt_in_flight_count
 from oversight.models import Halt
-from oversight.services.halts import HaltRejected, halt_engage, halt_in_flight, halt_lift
+from oversight.services.halts import HaltRejected, halt_engage, halt_lift
 
 NEW = "oversight/halt_new.html"
 LIFT = "oversight/halt_lift.html"
@@ -77,7 +78,7 @@ def halt_lift_view(request: HttpRequest, pk: int) -> HttpResponse:
     if halt is None:
         return _forbidden(request)
     form = LiftForm(request.POST if request.method == "POST" else None)
-    ctx = {"halt": halt, "form": form, "in_flight": len(halt_in_flight(halt))}
+    ctx = {"halt": halt, "form": form, "in_flight": halt_in_flight_count(halt)}
     if request.method == "GET" or not form.is_valid():
         return render(request, LIFT, ctx, status=400 if form.is_bound else 200)
     try:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from loops import engine, services
 from loops.declare import BLUEPRINTS, sync_declarations
 from loops.models import Agent, Blueprint, Contribution, Domain, Event, Iteration, LoopRun
+from oversight.halt_selectors import halt_in_flight_count
 from oversight.models import Alert, AuditEvent, Halt
 from oversight.services import halts
 from tests.conftest import start_worker, wait_for, with_role
@@ -203,6 +204,7 @@ def test_it_holds_the_result_of_a_call_in_flight_and_merges_it_after_the_lift():
 
     halt, _ = halts.halt_engage(actor=admin, scope=f"run:{run.pk}", reason="stop now")
     in_flight = _client(admin).get(f"/api/v1/halts/{halt.pk}").json()["in_flight"]
+    counted = halt_in_flight_count(halt)  # what the banner on every page says, in one COUNT
     decl_halts.GATE.set()  # the call answers after the halt committed
     stepping.join(10)
 
@@ -210,6 +212,7 @@ def test_it_holds_the_result_of_a_call_in_flight_and_merges_it_after_the_lift():
     assert [(c["run"], c["agent"], c["status"]) for c in in_flight] == [
         (run.pk, "holder", "running")
     ]  # what the operator sees still working after pressing halt
+    assert counted == len(in_flight)
     assert contribution.held and contribution.status == "completed"
     assert contribution.started_at < halt.created_at
     assert run.iterations.get().status == "executing"  # nothing merged or decided
