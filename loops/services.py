@@ -260,7 +260,12 @@ def enqueue(run_id: int, countdown: float | None = None, *, urgent: bool = False
     from loops.tasks import advance
 
     queue = URGENT_QUEUE if urgent else None
-    transaction.on_commit(lambda: advance.apply_async((run_id,), countdown=countdown, queue=queue))
+    # robust: with the broker down, the committed change (a run started, a decision, a lift)
+    # must not answer as an error, or a client retrying it would make it twice; the send's
+    # failure is logged and the reaper steps the run (engine.reclaim, LOOP_STALE_SECONDS).
+    transaction.on_commit(
+        lambda: advance.apply_async((run_id,), countdown=countdown, queue=queue), robust=True
+    )
 
 
 @retry_deadlocks

@@ -1,11 +1,25 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from console import logs
 
+# PostgreSQL restarting, in recovery or failing over: the step's transaction rolled back
+# whole, so it is sent again within seconds instead of waiting for the reaper, which only
+# re-sends a run nobody touched for LOOP_STALE_SECONDS (a minute) when the claim failed too.
+# A deadlock is caught inside the engine, which steps again itself.
+_DATABASE_DOWN = (OperationalError, InterfaceError)
 
-@shared_task(acks_late=True)
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=_DATABASE_DOWN,
+    retry_backoff=1,
+    retry_backoff_max=10,
+    retry_jitter=True,
+    max_retries=8,
+)
 def advance(run_id: int) -> None:
     """One step of a run; a duplicate or a replay is a no-op (loops.engine)."""
     from loops import engine
@@ -28,3 +42,4 @@ def agent_stats_fold() -> None:
 
     while learning.stats_fold() == learning.FOLD_BATCH:  # more waiting: keep going
         pass
+

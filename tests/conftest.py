@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import psycopg
@@ -51,23 +51,35 @@ def _fresh_services() -> None:
 class Worker:
     process: subprocess.Popen
     hostname: str
+    # The process this object already killed or stopped. Its pid, and so its process group
+    # id, is free once it is reaped, and Linux hands pids out again (pid_max may be 32768:
+    # every PostgreSQL backend takes one, and each leads a group of its own); a second
+    # killpg would SIGKILL whoever has it now, a backend say, restarting PostgreSQL.
+    _ended: subprocess.Popen | None = field(default=None, repr=False, compare=False)
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool processes at once: no goodbye, no acks."""
+        if self._ended is self.process:
+            return
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        self._ended = self.process
 
     def stop(self) -> None:
         """A clean SIGTERM stop, as the run command does it; a kill if that hangs."""
+        if self._ended is self.process:
+            return
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+                return
         # Pool processes orphaned by an earlier crash of the main process go too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        self._ended = self.process
 
 
 def start_worker(database_name: str, *, name: str = "", beat: bool = False) -> Worker:

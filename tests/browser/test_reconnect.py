@@ -17,8 +17,8 @@ from playwright.sync_api import Page, expect
 
 from loops import services
 from loops.declare import sync_declarations
-from loops.models import LoopRun
-from oversight.models import Interrupt
+from loops.models import Event, LoopRun
+from oversight.models import Halt, Interrupt
 from oversight.services import halts
 from tests.conftest import wait_for, with_role
 
@@ -105,12 +105,26 @@ class TestReconnect(ChannelsLiveServerTestCase):
         expect(comment).to_have_value("checking the chart first")  # nothing typed is lost
         assert inbox.evaluate("window.notReloaded") is True
 
+        # No halt lost with Daphne: it still holds the domain's run.
+        assert Halt.objects.get(pk=halt.pk).is_active
+        assert LoopRun.objects.get(pk=run.pk).state == "halted"
+        # No decision lost: the one the page missed is decided from it, and applied once.
+        inbox.locator(f"#interrupt-{missed.pk} button[value=approve]").click()
+        expect(inbox.locator(f"#interrupt-{missed.pk}")).to_have_count(0)
+        decided = wait_for(
+            lambda: LoopRun.objects.filter(pk=second.pk, state__in=LoopRun.TERMINAL).first(), 30
+        )
+        assert Interrupt.objects.get(pk=missed.pk).status == "decided"
+        assert decided.state == "succeeded"
+        assert Event.objects.filter(run=second, type="decision.applied").count() == 1
+
         # And it is live again: the lift arrives as an ordinary push.
         halts.halt_lift(halt_id=halt.pk, actor=admin, reason="back")
         expect(card).not_to_have_attribute("data-state", "halted")
         expect(page.locator("#halt-banner")).not_to_contain_text("HALTED")
+        assert LoopRun.objects.get(pk=run.pk).state == "running"  # its prior state
 
-        for live in (run, first, second):
+        for live in (run, first):  # second ended with its decision
             services.run_cancel(run_id=live.pk)
         wait_for(lambda: not LoopRun.objects.filter(lease_worker__gt="").exists())
         time.sleep(1)
