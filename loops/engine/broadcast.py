@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from loops import learning, services
@@ -19,6 +19,7 @@ from loops.engine.exits import carry_on, finish, mark_closed
 from loops.engine.lease import HEARTBEAT, Events, Reason, State, Status, StepAborted, locked, worker
 from loops.models import Agent, AgentStat, Bid, Contribution, Iteration, LoopRun
 from oversight import gates
+from oversight.models import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 BID_THREADS = 8  # remote bids asked at once in one broadcast
@@ -34,7 +35,12 @@ def audience_of(run: LoopRun, phase: Phase) -> list[Agent]:
     alive = Q(adapter__in=(Agent.Adapter.PYTHON, Agent.Adapter.LLM)) | Q(
         heartbeat_at__gte=timezone.now() - HEARTBEAT
     )
-    agents = agents.filter(alive)
+    # Whether a breaker of theirs is not closed, in the same query: the common case (all
+    # closed) then costs no second one; the others go through the gate's trial logic.
+    not_closed = CircuitBreaker.objects.filter(
+        scope=CircuitBreaker.Scope.AGENT, agent_id=OuterRef("pk")
+    ).exclude(state=CircuitBreaker.State.CLOSED)
+    agents = agents.filter(alive).annotate(breaker_not_closed=Exists(not_closed))
     if phase.audience_from:  # only the winners of an earlier phase (CONCEPTS 28, 29)
         agents = agents.filter(pk__in=run.context.get("winners", {}).get(phase.audience_from, []))
     required = set(phase.capabilities)
@@ -44,7 +50,8 @@ def audience_of(run: LoopRun, phase: Phase) -> list[Agent]:
         if required <= set(agent.capabilities)
         and (phase.task_type in agent.task_types or not agent.task_types)
     ]
-    excluded = gates.agents_excluded(run, [agent.pk for agent in candidates])
+    gated = [agent.pk for agent in candidates if agent.breaker_not_closed]
+    excluded = gates.agents_excluded(run, gated) if gated else set()
     return [agent for agent in candidates if agent.pk not in excluded]
 
 
