@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
 
 # Every signed-in page joins CONSOLE_GROUP (halt banner, alerts, workers); a page also joins
 # the topics of what it shows (ws-connect="/ws/console/?topics=…", console.consumers), so a
@@ -30,8 +34,21 @@ def domain_group(domain_id: int) -> str:
 
 
 def push_html(group: str, html: str) -> None:
-    """Send an HTML fragment to every websocket in the group; htmx swaps it by its id."""
-    message = {"type": "html.push", "html": html}
+    """Send an HTML fragment to every websocket in the group; htmx swaps it by its id.
+
+    Each push of a group carries the group's next number (a Redis INCR, one round trip), so
+    a socket that misses one, published while Daphne's subscription was down after a Redis
+    restart, sees the gap and has its page resync (console.consumers). A push whose number
+    Redis cannot give is sent without one, unchecked rather than not sent, and its number
+    is taken once Redis answers again (_skip_later)."""
+    from console.liveness import redis_client
+
+    message: dict[str, Any] = {"type": "html.push", "html": html, "group": group}
+    try:
+        message["seq"] = redis_client().incr(f"push-seq:{group}")
+    except redis.RedisError as exc:
+        logger.warning("push to %s goes without a sequence number: %s", group, exc)
+        _skip_later(group)
     sent = asyncio.run_coroutine_threadsafe(
         get_channel_layer().group_send(group, message), _push_loop()
     )
@@ -58,6 +75,44 @@ def _push_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="console-push", daemon=True).start()
             _loop = (os.getpid(), loop)
         return _loop[1]
+
+
+SKIP_RETRY_SECONDS = 1.0
+_skipped: set[str] = set()
+_skipper: int | None = None  # the pid whose thread takes the skipped numbers
+
+
+def _skip_later(group: str) -> None:
+    """A push Redis could not number was most likely lost with Redis, unseen by the numbers:
+    a thread takes the group's next number once Redis answers, so the group's next push
+    shows every socket a gap and their pages resync (should the push have arrived after
+    all, that costs a resync). One thread per process, for every group owed."""
+    global _skipper
+    with _loop_lock:
+        _skipped.add(group)
+        if _skipper == os.getpid():
+            return
+        _skipper = os.getpid()
+    threading.Thread(target=_take_skipped, name="console-push-skip", daemon=True).start()
+
+
+def _take_skipped() -> None:
+    from console import liveness
+
+    global _skipper
+    while True:
+        time.sleep(SKIP_RETRY_SECONDS)
+        with _loop_lock:
+            if not _skipped:
+                _skipper = None
+                return
+            group = next(iter(_skipped))
+        try:
+            liveness.redis_client().incr(f"push-seq:{group}")
+        except redis.RedisError:
+            continue
+        with _loop_lock:
+            _skipped.discard(group)
 
 
 def push_on_commit(group: str, render: Callable[[], str]) -> None:

@@ -17,17 +17,34 @@
   document.addEventListener("htmx:wsClose", function () { show("disconnected", "disconnected, retrying…"); });
   document.addEventListener("htmx:wsError", function () { show("disconnected", "disconnected, retrying…"); });
 
+  // The socket stayed open but missed pushes (a Redis restart cut Daphne off for a while):
+  // the server sees the gap in their numbers and swaps in #ws-resync (console.consumers).
+  document.addEventListener("htmx:load", function (event) {
+    if (event.target.id === "ws-resync") resync();
+  });
+
   // Pushes sent while the socket was down are lost (the channel layer keeps nothing for a
   // closed socket), so after a reconnect the page fetches itself once and swaps in, by id,
   // every element that pushes keep current (marked data-live). What a person is typing in
-  // them is kept (hx-preserve on the inbox's fields).
+  // them is kept (hx-preserve on the inbox's fields). One resync runs at a time; one asked
+  // for meanwhile runs after it, as the running one may predate what the asking missed.
+  var syncing = false, again = false;
   function resync() {
+    if (syncing) { again = true; return; }
     var ids = Array.prototype.map.call(document.querySelectorAll("[data-live][id]"), function (el) {
       return "#" + el.id;
     });
     if (!ids.length) return;
+    syncing = true;
+    function done() {
+      syncing = false;
+      if (again) { again = false; resync(); }
+    }
     htmx.ajax("GET", window.location.href, { source: document.body, swap: "none", selectOOB: ids.join(",") })
-      .then(function () { document.body.dispatchEvent(new CustomEvent("console:resynced")); });
+      .then(function () {
+        document.body.dispatchEvent(new CustomEvent("console:resynced"));
+        done();
+      }, done);
   }
 })();
 

@@ -3,13 +3,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import pytest_asyncio
+import redis
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from console import push
 from console.asgi import application
+from console.liveness import redis_client
 from console.push import CONSOLE_GROUP, INBOX_GROUP, domain_group, push_html
-from tests.conftest import with_role
+from tests.conftest import wait_for, with_role
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -115,3 +120,100 @@ async def test_it_refuses_a_topic_that_is_not_one(session_cookie, query):
     connected, _ = await socket.connect()
 
     assert connected is False
+
+
+async def _pushes_until(socket: WebsocketCommunicator, marker: str) -> list[str]:
+    """Every message the socket receives up to and including the one containing marker."""
+    messages: list[str] = []
+    async with asyncio.timeout(10):
+        while marker not in (message := await socket.receive_from(timeout=10)):
+            messages.append(message)
+    return [*messages, message]
+
+
+async def _numbered(group: str, *seqs: int) -> None:
+    """Pushes of a group numbered as console.push.push_html numbers them, through the real
+    channel layer, each fragment named by its number."""
+    layer = get_channel_layer()
+    for seq in seqs:
+        html = f'<p id="n-{seq}" hx-swap-oob="true">{seq}</p>'
+        await layer.group_send(
+            group, {"type": "html.push", "html": html, "group": group, "seq": seq}
+        )
+
+
+@pytest_asyncio.fixture
+async def domain_socket(session_cookie):
+    """A signed-in page of a domain no worker pushes to: only this test's pushes arrive."""
+    socket = _socket(
+        (b"cookie", session_cookie),
+        (b"origin", b"http://localhost"),
+        path="/ws/console/?topics=domain.990001",
+    )
+    assert (await socket.connect())[0]
+    yield socket
+    await socket.disconnect()
+
+
+async def test_it_asks_the_page_to_resync_when_a_push_was_missed(domain_socket):
+    await _numbered(domain_group(990001), 1, 2, 4)
+
+    received = await _pushes_until(domain_socket, 'id="n-4"')
+
+    assert [m for m in received if 'id="ws-resync"' not in m] == [
+        f'<p id="n-{n}" hx-swap-oob="true">{n}</p>' for n in (1, 2, 4)
+    ]
+    resync = received.index(next(m for m in received if 'id="ws-resync"' in m))
+    assert resync == 2  # after 2, before 4: the page fetches what 3 carried
+    assert 'hx-swap-oob="true"' in received[resync]
+    assert 'data-gap="domain.990001:2-&gt;4"' in received[resync]
+
+
+async def test_it_asks_the_page_to_resync_when_the_counter_restarted(domain_socket):
+    """Redis came back without the counter: what was pushed around its restart is unknown."""
+    await _numbered(domain_group(990001), 7, 8, 1, 2)
+
+    received = await _pushes_until(domain_socket, 'id="n-2"')
+
+    assert [m.split('"')[1] for m in received] == ["n-7", "n-8", "ws-resync", "n-1", "n-2"]
+
+
+async def test_consecutive_pushes_ask_for_no_resync(domain_socket):
+    """The first push sets the baseline, whatever its number (the page was just loaded)."""
+    await _numbered(domain_group(990001), 41, 42, 43)
+
+    received = await _pushes_until(domain_socket, 'id="n-43"')
+
+    assert [m.split('"')[1] for m in received] == ["n-41", "n-42", "n-43"]
+
+
+async def test_push_html_numbers_each_groups_pushes(domain_socket):
+    group = domain_group(990001)
+    for n in (1, 2, 3):
+        await sync_to_async(push_html)(group, f'<p id="p-{n}">{n}</p>')
+
+    received = await _pushes_until(domain_socket, 'id="p-3"')
+
+    assert received == [f'<p id="p-{n}">{n}</p>' for n in (1, 2, 3)]  # and no resync
+    seq = await sync_to_async(redis_client().get)(f"push-seq:{group}")
+    assert int(seq) >= 3
+
+
+async def test_push_html_sends_unnumbered_when_redis_cannot_number_it(domain_socket, monkeypatch):
+    """And takes its number once Redis answers, so the next push shows the gap."""
+
+    class Refusing:
+        def incr(self, key: str) -> int:
+            raise redis.ConnectionError("refused")
+
+    group = domain_group(990001)
+    await sync_to_async(push_html)(group, '<p id="before">b</p>')  # the baseline
+    monkeypatch.setattr("console.liveness.redis_client", lambda: Refusing())
+    await sync_to_async(push_html)(group, '<p id="unnumbered">u</p>')
+    monkeypatch.undo()  # Redis answers again
+    await sync_to_async(wait_for)(lambda: not push._skipped, 10)
+    await sync_to_async(push_html)(group, '<p id="after">a</p>')
+
+    received = await _pushes_until(domain_socket, 'id="after"')
+
+    assert [m.split('"')[1] for m in received] == ["before", "unnumbered", "ws-resync", "after"]
