@@ -131,8 +131,14 @@ def measure(sup: Supervisor, base_url: str, parts: list[str], daphne_pid: int) -
             _stage(f"Measuring fan-out to {n} websocket client{'s' if n > 1 else ''}")
             results["fanout"].append(fanout_latency(base_url, n, daphne_pid=daphne_pid))
     if "pages" in parts:
+        from django.core.management import call_command
+
         from bench.pages import measure_pages
 
+        # The pages are rendered here, in-process, and name hashed static files: this process
+        # read CONSOLE_DATA_DIR before the bench set it (console.env), so its STATIC_ROOT is
+        # not the one collected for Daphne above.
+        call_command("collectstatic", "--noinput", verbosity=0)
         _stage("Seeding 10,000 runs and 1,000,000 iterations; timing the pages and lists")
         results["pages"] = measure_pages()
     return results

@@ -64,8 +64,10 @@ def measure_pages(
 
     domain = DOMAINS[0][0]
     first = seed(runs=small[0], iterations=small[1])
+    _roll_up()
     at_small = _time_all(domain, first.heavy_run, repeats)
     second = seed(runs=large[0] - small[0], iterations=large[1] - small[1])
+    _roll_up()
     at_large = _time_all(domain, second.heavy_run, repeats)
     rows = []
     for name, path in (*PAGES, *LISTS):
@@ -91,6 +93,18 @@ def measure_pages(
         f"median and p95 of {repeats}, then one whose queries are counted (db_ms: their "
         "time); 'small' after the first seed",
     }
+
+
+def _roll_up() -> None:
+    """What the console's beat does every few seconds (loops.tasks.domain_minutes_sweep), for
+    the seed's last hour: it inserts iterations and calls with SQL, in past minutes."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from loops.charts import domain_minutes_sweep
+
+    domain_minutes_sweep(since=timezone.now() - timedelta(hours=1, minutes=1))
 
 
 def _seed_summary(done: Any) -> dict[str, Any]:

@@ -166,6 +166,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Every 2 seconds: count finished contributions into the agents' posteriors (CONCEPTS 64).
     "agent-stats-fold": {"task": "loops.tasks.agent_stats_fold", "schedule": 2.0},
+    # Every 5 seconds: roll the recent minutes up for the domain page's charts (issue 8).
+    "domain-minutes-sweep": {"task": "loops.tasks.domain_minutes_sweep", "schedule": 5.0},
     # Every second: open breakers past their cooldown go half-open (H3).
     "breakers-half-open": {"task": "oversight.tasks.breakers_half_open_due", "schedule": 1.0},
     # Every 5 seconds: interrupts past their deadline take their default (H2).

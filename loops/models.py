@@ -427,6 +427,34 @@ class AgentStat(models.Model):
         return self.alpha / (self.alpha + self.beta)
 
 
+class DomainMinute(models.Model):
+    """A domain's activity in one minute, for the domain page's charts (loops.charts): the
+    iterations closed and how long they took, the agent calls finished, failed and their
+    cost. The beat's sweep (loops.charts.domain_minutes_sweep) recomputes each recent minute
+    whole from the source rows, so that the page reads at most 60 rows a chart however busy
+    the domain was (issue 8). Percentiles cannot be summed: each row holds its own minute's."""
+
+    domain = models.ForeignKey(Domain, models.CASCADE, related_name="+")
+    minute = models.DateTimeField()
+    closed = models.PositiveIntegerField(default=0)  # iterations closed (abandoned included)
+    p50 = models.FloatField(null=True, blank=True)  # seconds, abandoned ones left out
+    p95 = models.FloatField(null=True, blank=True)
+    calls = models.PositiveIntegerField(default=0)  # contributions completed or failed
+    failed = models.PositiveIntegerField(default=0)
+    cost = models.FloatField(default=0)
+    swept_at = models.DateTimeField(default=timezone.now)  # the sweep that wrote it last
+
+    class Meta:
+        ordering = ["domain", "minute"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "minute"], name="domainminute_unique")
+        ]
+        indexes = [models.Index(fields=["minute"], name="domainminute_minute")]
+
+    def __str__(self) -> str:
+        return f"domain {self.domain_id} at {self.minute:%Y-%m-%d %H:%M}"
+
+
 class EventCounter(models.Model):
     """The last Event.seq issued for a root run. A row of its own, locked last in every
     transaction, so that allocating a seq never inverts the parent-before-child order in which

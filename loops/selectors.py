@@ -116,6 +116,47 @@ def agent_list(*, domain: str | None = None) -> QuerySet[Agent]:
     return agents
 
 
+# --- The domain page's live main runs: a page at a time, however many are live. ----------
+
+MAIN_RUNS_PER_PAGE = 25
+
+
+@dataclass
+class MainRunsPage:
+    runs: list[LoopRun]  # one page of them, newest first
+    total: int
+    page: int = 1  # clamped to the last, as the run page's iterations
+    pages: int = 1
+    first: int = 0  # the page's place in the newest-first list, from 1 (0 when empty)
+    last: int = 0
+
+
+def live_main_runs_page(
+    domain_id: int, *, page: int = 1, per_page: int = MAIN_RUNS_PER_PAGE
+) -> MainRunsPage:
+    """The domain's live main runs (depth 0), newest first, one page of them (two queries):
+    each row renders its own controls, so the page shows a bounded number of them (issue 8)
+    and the pager reaches the rest."""
+    live = LoopRun.objects.filter(domain_id=domain_id, depth=0, state__in=list(LoopRun.LIVE))
+    total = live.count()
+    pages = max(1, -(-total // per_page))
+    page = min(page, pages)
+    start = (page - 1) * per_page
+    runs = list(
+        live.select_related("blueprint")
+        .defer("input", "context", "result", "exit_detail")  # the rows show none of them
+        .order_by("-created_at", "-id")[start : start + per_page]
+    )
+    return MainRunsPage(
+        runs=runs,
+        total=total,
+        page=page,
+        pages=pages,
+        first=start + 1 if runs else 0,
+        last=start + len(runs),
+    )
+
+
 # --- The run page (loops.views.stacks): a fixed number of queries, however long the run. ---
 
 

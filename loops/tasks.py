@@ -43,3 +43,10 @@ def agent_stats_fold() -> None:
     while learning.stats_fold() == learning.FOLD_BATCH:  # more waiting: keep going
         pass
 
+
+@shared_task
+def domain_minutes_sweep() -> None:
+    """Beat: roll the last minutes' iterations and calls up for the domain page's charts."""
+    from loops import charts
+
+    charts.domain_minutes_sweep()

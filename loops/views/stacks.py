@@ -62,11 +62,14 @@ def _can_operate(request: HttpRequest) -> bool:
 @login_required
 def domain_detail(request: HttpRequest, slug: str) -> HttpResponse:
     domain = _get_domain_for_viewer(request, slug)
+    number = _page_number(request)
+    if number is None:
+        return HttpResponseBadRequest("The page must be a whole number from 1.")
     can_operate = _can_operate(request)
     ctx = {
         **fragments.domain_stack_context(domain),
         "charts": charts.domain_activity(domain.pk),
-        "main_runs": selectors.run_list(domain=slug, states=LoopRun.LIVE).filter(depth=0)[:100],
+        "main_runs": selectors.live_main_runs_page(domain.pk, page=number),
         "can_operate": can_operate,
         **(_domain_controls_context(domain) if can_operate else {}),
     }
@@ -116,8 +119,9 @@ def domain_resume(request: HtmxRequest, slug: str) -> HttpResponse:
 
 
 def _page_number(request: HttpRequest) -> int | None:
-    """The iterations page asked for: None when it is not a whole number from 1 (a 400,
-    H7). A number past the last page is clamped by the selector (run_get_page)."""
+    """The page asked for (the run page's iterations, the domain page's live main runs):
+    None when it is not a whole number from 1 (a 400, H7). A number past the last page is
+    clamped by the selector (run_get_page, live_main_runs_page)."""
     raw = request.GET.get("page", "1")
     return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**9 else None
 

@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 from html import unescape
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from console.liveness import redis_client
-from loops import charts, engine, services
+from loops import charts, engine, services, tasks
 from loops.declare import sync_declarations
-from loops.models import Agent, Contribution, Domain, Iteration, LoopRun
+from loops.models import Agent, Contribution, Domain, DomainMinute, Iteration, LoopRun
 from oversight.models import AuditEvent
 from oversight.services.halts import halt_engage
 from tests.conftest import drive, wait_for, with_role
@@ -116,8 +116,8 @@ def test_it_aggregates_latency_errors_and_cost_per_minute():
     lab, a, b = make_activity()
     since = timezone.now() - timedelta(minutes=60)
 
-    iterations = charts.iteration_minutes(lab.pk, since)
-    calls = charts.call_minutes(lab.pk, since)
+    charts.domain_minutes_sweep()  # the beat's pass: the first fills the last hour
+    iterations, calls = charts.activity_minutes(lab.pk, since)
 
     assert [(r["minute"], r["closed"]) for r in iterations] == [(a, 5), (b, 1)]
     assert [round(r["p50"], 3) for r in iterations] == [2.5, 10.0]
@@ -129,6 +129,7 @@ def test_it_aggregates_latency_errors_and_cost_per_minute():
 
 def test_the_domain_page_draws_the_four_charts_from_those_numbers(client, viewer):
     lab, _, _ = make_activity()
+    charts.domain_minutes_sweep()
 
     response = client.get("/loops/domains/lab/")
 
@@ -155,6 +156,7 @@ def _domain_page_queries(client) -> int:
 
 def test_the_domain_page_costs_the_same_queries_however_much_happened(client, operator):
     make_activity()
+    charts.domain_minutes_sweep()
     client.get("/loops/domains/lab/")  # warm: session, permissions
     few = _domain_page_queries(client)
 
@@ -167,8 +169,121 @@ def test_the_domain_page_costs_the_same_queries_however_much_happened(client, op
             it = iteration(run, n, now - timedelta(minutes=n * 3), seconds=n)
             for agent in agents:
                 call(it, agent, it.closed_at, Contribution.Status.COMPLETED, 0.01)
+    charts.domain_minutes_sweep(since=now - timedelta(hours=1))
+    assert DomainMinute.objects.filter(domain__slug="lab").count() > 2  # more minutes to draw
 
     assert _domain_page_queries(client) == few
+
+
+def rollup() -> list[tuple]:
+    return list(
+        DomainMinute.objects.order_by("domain_id", "minute").values_list(
+            "domain__slug", "minute", "closed", "p50", "p95", "calls", "failed", "cost"
+        )
+    )
+
+
+def test_the_sweep_run_again_writes_the_same_rows():
+    _, a, b = make_activity()
+
+    assert charts.domain_minutes_sweep() == 3  # lab's two minutes and arena's one
+    first = rollup()
+    assert charts.domain_minutes_sweep(since=a - timedelta(minutes=5)) == 3
+    assert charts.domain_minutes_sweep() == 1  # from b on, the latest minute rolled up
+
+    assert rollup() == first
+    assert sorted((row[0], row[1], row[2], row[5]) for row in first) == [
+        ("arena", a, 1, 1),
+        ("lab", a, 5, 5),
+        ("lab", b, 1, 1),
+    ]
+
+
+def test_the_current_minute_is_recomputed_on_every_pass(client, viewer):
+    lab_run = start()
+    agent = Agent.objects.filter(domain__slug="lab").first()
+    now = timezone.now()
+    current = now.replace(second=0, microsecond=0)
+    first = iteration(lab_run, 1, now, seconds=2)
+    call(first, agent, now, Contribution.Status.COMPLETED, 0.5)
+    charts.domain_minutes_sweep()
+    row = DomainMinute.objects.get(domain__slug="lab")
+    assert (row.minute, row.closed, row.p50, row.calls, row.cost) == (current, 1, 2.0, 1, 0.5)
+
+    # The minute goes on: another iteration, a failed call, in the same minute.
+    second = iteration(lab_run, 2, now, seconds=4)
+    call(second, agent, now, Contribution.Status.FAILED, 0.25)
+    charts.domain_minutes_sweep()
+
+    row = DomainMinute.objects.get(domain__slug="lab")  # the same row, recomputed whole
+    assert (row.closed, row.p50, row.calls, row.failed, row.cost) == (2, 3.0, 2, 1, 0.75)
+    html = client.get("/loops/domains/lab/").content.decode()
+    assert [t["y"] for t in figure_data(html, f"domain-{row.domain_id}-throughput")] == [[2]]
+
+
+def test_the_sweep_drops_minutes_whose_rows_are_gone_and_old_minutes():
+    lab, a, b = make_activity()
+    charts.domain_minutes_sweep()
+    ancient = DomainMinute.objects.create(
+        domain=lab, minute=a - charts.ROLLUP_KEEP - timedelta(hours=1), closed=1
+    )
+    Iteration.objects.filter(run__domain=lab, closed_at__gte=b).delete()
+
+    charts.domain_minutes_sweep(since=a)
+
+    assert not DomainMinute.objects.filter(pk=ancient.pk).exists()
+    assert list(
+        DomainMinute.objects.filter(domain=lab).values_list("minute", "closed", "calls")
+    ) == [(a, 5, 5)]
+
+
+def test_a_racing_sweep_skips_its_turn():
+    make_activity()
+    other = connections.create_connection("default")  # another session, as another beat's
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [charts.SWEEP_LOCK])
+        assert charts.domain_minutes_sweep() == 0
+        assert not DomainMinute.objects.exists()
+    finally:
+        other.close()
+    assert charts.domain_minutes_sweep() == 3
+
+
+def test_the_beat_sweeps_through_its_task(settings):
+    lab, _, _ = make_activity()
+    entry = settings.CELERY_BEAT_SCHEDULE["domain-minutes-sweep"]
+    assert (entry["task"], entry["schedule"]) == ("loops.tasks.domain_minutes_sweep", 5.0)
+
+    tasks.domain_minutes_sweep.apply()
+
+    assert DomainMinute.objects.filter(domain=lab).count() == 2
+
+
+# --- Live main runs, a page at a time -------------------------------------------------------
+
+
+def test_the_live_main_runs_come_a_page_at_a_time(client, operator):
+    runs = [start() for _ in range(30)]
+    drive(runs[0])  # finished: not live, not listed
+    live = runs[1:][::-1]  # newest first
+
+    first = client.get("/loops/domains/lab/").content.decode()
+    assert f"1{DASH}25 of 29, newest first" in first and "page 1 of 2" in first
+    assert first.count('class="run-controls"') == 25
+    for run in live[:25]:
+        assert f'id="run-{run.pk}-controls"' in first
+    assert f'id="run-{live[25].pk}-controls"' not in first
+    assert 'href="?page=2#main-runs"' in first
+
+    second = client.get("/loops/domains/lab/?page=2").content.decode()
+    assert f"26{DASH}29 of 29" in second
+    for run in live[25:]:
+        assert f'id="run-{run.pk}-controls"' in second  # reachable, with its controls
+    assert (
+        client.get("/loops/domains/lab/?page=9").content.decode().count('class="run-controls"') == 4
+    )  # past the end: the last page
+    assert client.get("/loops/domains/lab/?page=x").status_code == 400
 
 
 # --- Pause and resume of a domain -----------------------------------------------------------
@@ -339,7 +454,8 @@ def test_resumed_runs_step_again_on_a_worker(celery_worker, client, operator):
     wait_for(lambda: LoopRun.objects.get(pk=run.pk).state == State.SUCCEEDED)
     # The pushes this test caused are coalesced for a second (console.push): let their
     # guards expire, so that a later test's first push goes out at once as it expects.
-    wait_for(lambda: not redis_client().keys("push-*"))
+    # (push-guard and push-trailing: the push-seq counters, console.push, stay.)
+    wait_for(lambda: not any(redis_client().keys(f"push-{k}:*") for k in ("guard", "trailing")))
     time.sleep(0.3)  # the trailing push, sent as its guard expires
 
 
