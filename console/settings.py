@@ -143,6 +143,8 @@ CELERY_TASK_IGNORE_RESULT = True  # outcomes are written to Postgres, not to a r
 CELERY_TASK_ACKS_LATE = True  # safe because every task is idempotent (STYLE.md B.6)
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed worker's task is delivered again (H4)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's own default; more when steps wait on remote agents (README: Configuration).
+CELERY_WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", os.cpu_count() or 1, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery closes the database connection around every task unless told otherwise, and a new
 # PostgreSQL connection cost more than a whole loop step (bench/). Reconnect every 1,000
