@@ -86,9 +86,8 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
         for _ in range(browsers):
             page = context.new_page()
             page.goto(f"{base_url}/oversight/inbox/")
-            page.wait_for_function(
-                "document.getElementById('ws-status').dataset.state === 'connected'"
-            )
+            # A selector, not a function: the console's CSP forbids the eval that would need.
+            page.wait_for_selector("#ws-status[data-state='connected']", state="attached")
             pages.append(page)
         time.sleep(1)  # let the last sockets join the group
 
