@@ -245,6 +245,8 @@ def test_a_racing_sweep_skips_its_turn():
             cursor.execute("SELECT pg_advisory_lock(%s)", [charts.SWEEP_LOCK])
         assert charts.domain_minutes_sweep() == 0
         assert not DomainMinute.objects.exists()
+        with other.cursor() as cursor:  # released now: a closing session frees it later
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [charts.SWEEP_LOCK])
     finally:
         other.close()
     assert charts.domain_minutes_sweep() == 3
