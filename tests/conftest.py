@@ -82,22 +82,36 @@ class Worker:
         self._ended = self.process
 
 
-def start_worker(database_name: str, *, name: str = "", beat: bool = False) -> Worker:
+def start_worker(
+    database_name: str,
+    *,
+    name: str = "",
+    beat: bool = False,
+    level: str = "WARNING",
+    options: tuple[str, ...] = ("-c", "2"),
+    env: dict[str, str] | None = None,
+    output=None,
+) -> Worker:
     """A real Celery worker process on the test database and the test Redis, once it is live;
-    with beat=True it also runs the periodic tasks (the reaper), as `celery worker -B`."""
+    with beat=True it also runs the periodic tasks (the reaper), as `celery worker -B`.
+    options: more of celery worker's own (concurrency, queues); env: more variables; output:
+    a file for its stdout and stderr (else this process's)."""
     hostname = f"{name or 'test'}-{uuid.uuid4().hex[:8]}@localhost"
     url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{database_name}").geturl()
-    env = {
+    environment = {
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "CONSOLE_PROCESS": "test-worker",
+        **(env or {}),
     }
-    argv = [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", "WARNING"]
-    argv += ["-c", "2", "-n", hostname]
+    argv = [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", level]
+    argv += [*options, "-n", hostname]
     if beat:
         argv += ["-B", "-s", os.path.join(settings.DATA_DIR, f"beat-{hostname}")]
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=environment, stdout=output, stderr=output, start_new_session=True
+    )
     worker = Worker(process, hostname)
     deadline = time.monotonic() + 60
     while not liveness.redis_client().exists(f"{liveness.KEY_PREFIX}{hostname}"):

@@ -9,20 +9,18 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
-from console import liveness, logs
+from console import logs
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import Iteration
 from loops.tasks import advance
-from tests.conftest import ROOT, Worker, wait_for
+from tests.conftest import ROOT, Worker, start_worker, wait_for
 
 
 def _handler(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
@@ -111,28 +109,14 @@ def test_a_bad_log_format_stops_the_start_naming_the_variable():
 
 def _start_worker(queue: str, stderr) -> Worker:
     """A real worker at INFO, reading only its own queue, its stderr in a file."""
-    hostname = f"logs-{uuid.uuid4().hex[:8]}@localhost"
-    url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{connection.settings_dict['NAME']}")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url.geturl(),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "CONSOLE_PROCESS": "test-worker",
-        "LOG_FORMAT": "json",
-    }
-    argv = [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", "INFO"]
-    argv += ["-c", "1", "-n", hostname, "-Q", queue]
-    process = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=stderr, stderr=stderr, start_new_session=True
+    return start_worker(
+        connection.settings_dict["NAME"],
+        name="logs",
+        level="INFO",
+        options=("-c", "1", "-Q", queue),
+        env={"LOG_FORMAT": "json"},
+        output=stderr,
     )
-    worker = Worker(process, hostname)
-    deadline = time.monotonic() + 60
-    while not liveness.redis_client().exists(f"{liveness.KEY_PREFIX}{hostname}"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            worker.stop()
-            raise RuntimeError(f"the Celery worker {hostname} did not come up")
-        time.sleep(0.1)
-    return worker
 
 
 def _records(path) -> list[dict]:
