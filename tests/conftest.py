@@ -264,3 +264,32 @@ def post_json(client, path: str, body=None):
 
     data = "" if body is None else json.dumps(body)
     return client.post(path, data, content_type="application/json")
+
+
+# --- Redis crashed and recovered (tests/faults, tests/browser/test_redis_resync) -----------
+
+
+def own_redis() -> redis.Redis:
+    """A client of bin/test's own Redis, which a test may crash; skipped against any other
+    (a REDIS_URL elsewhere is somebody's server). CI runs bin/test's own: it never skips."""
+    if urlsplit(settings.REDIS_URL).hostname not in ("127.0.0.1", "localhost"):
+        pytest.skip("crashes only a Redis on this machine (bin/test's own)")
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
+
+
+def redis_server_id(client: redis.Redis) -> str | None:
+    """The server's run id (new after a restart), or None while it is down."""
+    try:
+        return client.info("server")["run_id"]
+    except redis.RedisError:
+        return None
+
+
+def redis_crash(client: redis.Redis) -> str | None:
+    """DEBUG CRASH-AND-RECOVER: every socket closed without a save, down 2 s, then the same
+    supervised process re-execs on its port and reloads its append-only file. Returns the
+    run id from before, for redis_server_id(client) not in (None, before) once it is back."""
+    before = redis_server_id(client)
+    with contextlib.suppress(redis.ConnectionError):  # it drops our connection too
+        client.execute_command("DEBUG", "CRASH-AND-RECOVER", 2000)
+    return before

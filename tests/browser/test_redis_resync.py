@@ -8,21 +8,17 @@ fetch itself. Redis is crashed as tests/faults/test_redis_restart.py does."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from urllib.parse import urlsplit
 
 import pytest
-import redis
 from channels.testing import ChannelsLiveServerTestCase
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
 from loops.declare import sync_declarations
 from loops.models import LoopRun
 from oversight.services import halts
-from tests.conftest import wait_for, with_role
+from tests.conftest import own_redis, redis_crash, redis_server_id, wait_for, with_role
 
 pytestmark = pytest.mark.browser
 
@@ -36,13 +32,6 @@ COUNT_BEATS = """() => {
 }"""
 
 
-def _server_id(client: redis.Redis) -> str | None:
-    try:
-        return client.info("server")["run_id"]
-    except redis.RedisError:
-        return None
-
-
 class TestRedisResync(ChannelsLiveServerTestCase):
     serve_static = False  # whitenoise serves the collected files, as in production
 
@@ -51,8 +40,7 @@ class TestRedisResync(ChannelsLiveServerTestCase):
         self.page = page
 
     def test_a_page_catches_up_on_a_halt_pushed_while_redis_restarted(self):
-        if urlsplit(settings.REDIS_URL).hostname not in ("127.0.0.1", "localhost"):
-            pytest.skip("crashes only a Redis on this machine (bin/test's own)")
+        client = own_redis()  # skipped, before anything starts, against anybody else's
         sync_declarations()
         users = get_user_model().objects
         with_role(users.create_user("otto", password=PASSWORD), "operator")
@@ -71,17 +59,14 @@ class TestRedisResync(ChannelsLiveServerTestCase):
         # A beat has numbered this socket's console pushes: the baseline a gap is seen from.
         page.wait_for_function("() => window.beats >= 1", timeout=30_000)
 
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
-        before = _server_id(client)
         halt = None
         try:
-            with contextlib.suppress(redis.ConnectionError):  # it drops our connection too
-                client.execute_command("DEBUG", "CRASH-AND-RECOVER", 2000)
+            before = redis_crash(client)
             # While Redis is down the halt commits; its banner's push is lost (or goes to
             # nobody, sent before Daphne has subscribed again).
-            assert _server_id(client) is None
+            assert redis_server_id(client) is None
             halt, _ = halts.halt_engage(actor=admin, scope="domain:depot", reason="outage")
-            wait_for(lambda: _server_id(client) not in (None, before), 30)
+            wait_for(lambda: redis_server_id(client) not in (None, before), 30)
 
             # Back: the next beat shows the gap, and the page fetches what it missed.
             expect(banner).to_contain_text("HALTED: domain:depot", timeout=30_000)
@@ -89,7 +74,7 @@ class TestRedisResync(ChannelsLiveServerTestCase):
             expect(page.locator("#ws-status")).to_have_text("connected")
             assert page.evaluate("window.notReloaded") is True
         finally:
-            wait_for(lambda: _server_id(client) is not None, 30)  # up for the tests after this
+            wait_for(lambda: redis_server_id(client) is not None, 30)  # up for the tests after this
 
         # And still live: the lift arrives as an ordinary push.
         halts.halt_lift(halt_id=halt.pk, actor=admin, reason="back")

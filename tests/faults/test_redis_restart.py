@@ -16,17 +16,14 @@ import contextlib
 import queue
 import threading
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
-import redis
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from console.push import CONSOLE_GROUP, push_html
 from loops import services
 from oversight.services import interrupts
-from tests.conftest import wait_for
+from tests.conftest import own_redis, redis_crash, redis_server_id, wait_for
 from tests.faults.conftest import (
     check_invariants,
     halt_runs,
@@ -72,13 +69,6 @@ class Listener:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def _server_id(client: redis.Redis) -> str | None:
-    try:
-        return client.info("server")["run_id"]
-    except redis.RedisError:
-        return None
-
-
 def _push_arrives(listener: Listener) -> bool:
     """A push from here (console.push's loop) reaches the listener (its own loop)."""
     marker = f"<p id='probe'>{uuid.uuid4().hex}</p>"
@@ -94,8 +84,7 @@ def wait_for_quietly(predicate, timeout: float) -> bool:
 
 
 def test_nothing_is_lost_when_redis_restarts_mid_run(workers):
-    if urlsplit(settings.REDIS_URL).hostname not in ("127.0.0.1", "localhost"):
-        pytest.skip("crashes only a Redis on this machine (bin/test's own)")
+    client = own_redis()  # skipped, before anything starts, against anybody else's
     operator, admin = user("otto", "operator"), user("ada", "admin")
     new_worker(workers, "steady")
     interrupted, interrupt = start_interrupt()
@@ -104,23 +93,20 @@ def test_nothing_is_lost_when_redis_restarts_mid_run(workers):
     mix.expected[interrupted] = "succeeded"  # approved: the proposal is the result
     mix.interrupts.append(interrupted)
     listener = Listener(CONSOLE_GROUP)
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
     try:
         wait_for(lambda: listener.received.get(timeout=10) == "subscribed", 15)
         wait_for(lambda: min(iterations_of(mix.forever).values()) >= 3, 60)
         engaged = halt_runs(operator, mix.halted)
         interrupts.interrupt_decide(interrupt_id=interrupt.pk, actor=operator, decision="approve")
-        before = _server_id(client)
-        with contextlib.suppress(redis.ConnectionError):  # it drops our connection too
-            client.execute_command("DEBUG", "CRASH-AND-RECOVER", 2000)
+        before = redis_crash(client)
         # While Redis is down, a run started commits and answers: its first step's send
         # fails (logged), and the reaper steps it once Redis is back (H4); an error here
         # would make a client retry, and start it twice.
-        assert _server_id(client) is None
+        assert redis_server_id(client) is None
         during = services.run_start(domain="lab", blueprint="lab-slow", input={})
         mix.ending.append(during.pk)
         mix.expected[during.pk] = "succeeded"
-        wait_for(lambda: _server_id(client) not in (None, before), 30)
+        wait_for(lambda: redis_server_id(client) not in (None, before), 30)
 
         # This process sends again (a new run's first step), and pushes reach a listener.
         after = services.run_start(domain="lab", blueprint="lab-slow", input={})
@@ -130,5 +116,5 @@ def test_nothing_is_lost_when_redis_restarts_mid_run(workers):
         check_invariants(mix, halts_held=engaged, lifter=admin, timeout=90)
     finally:
         listener.close()
-        wait_for(lambda: _server_id(client) is not None, 30)  # up for the tests after this
+        wait_for(lambda: redis_server_id(client) is not None, 30)  # up for the tests after this
         stop_all([*mix.roots, interrupted])
