@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from console.env import DATA_DIR
+from common.env import DATA_DIR
 from console.launcher import _ensure_chromium, _manage, _stage, _start_services
 from console.supervisor import Supervisor, free_port
 
@@ -136,7 +136,7 @@ def measure(sup: Supervisor, base_url: str, parts: list[str], daphne_pid: int) -
         from bench.pages import measure_pages
 
         # The pages are rendered here, in-process, and name hashed static files: this process
-        # read CONSOLE_DATA_DIR before the bench set it (console.env), so its STATIC_ROOT is
+        # read CONSOLE_DATA_DIR before the bench set it (common.env), so its STATIC_ROOT is
         # not the one collected for Daphne above.
         call_command("collectstatic", "--noinput", verbosity=0)
         _stage("Seeding 10,000 runs and 1,000,000 iterations; timing the pages and lists")

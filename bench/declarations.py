@@ -114,12 +114,12 @@ blueprint(
 def fanout_event(prefix: str, group: str) -> None:
     """One event of a busy domain, on the worker: stamp it (the latest state is its seq, kept
     in Redis with the time of each seq) and push the state after commit, coalesced, through
-    the product's path (console.push.push_coalesced_on_commit), as a domain's stack is."""
+    the product's path (common.push.push_coalesced_on_commit), as a domain's stack is."""
     import time
 
     from django.db import transaction
 
-    from console.push import push_coalesced_on_commit
+    from common.push import push_coalesced_on_commit
 
     client = _redis()
     with transaction.atomic():
@@ -137,12 +137,12 @@ def fanout_state(prefix: str) -> str:
 
 @shared_task(name="bench.fanout_once", ignore_result=True)
 def fanout_once(prefix: str, group: str, n: int) -> None:
-    """One event pushed at once, uncoalesced (console.push.push_on_commit), stamped here."""
+    """One event pushed at once, uncoalesced (common.push.push_on_commit), stamped here."""
     import time
 
     from django.db import transaction
 
-    from console.push import push_on_commit
+    from common.push import push_on_commit
 
     with transaction.atomic():
         _redis().hset(f"{prefix}:once", str(n), repr(time.time()))

@@ -9,7 +9,7 @@ this process, which only stamps and stores each frame (it is parsed afterwards).
 
 An **event** is a `bench.fanout_event` task on the real worker (bench.declarations): in a
 transaction it takes the next seq of the state (a Redis INCR), stamps the time just before,
-and pushes the state after commit through console.push.push_coalesced_on_commit, the path of
+and pushes the state after commit through common.push.push_coalesced_on_commit, the path of
 a busy domain's stack: the first change of a burst at once, the rest as one trailing push
 rendered later from the state of that moment. The fragment carries the seq it was rendered
 with. Event k's latency at a client is the arrival of the first frame there whose seq ≥ k
@@ -59,7 +59,7 @@ def fanout_latency(
 
     from bench.__main__ import _admin
     from bench.push import _session_key
-    from console.push import domain_group
+    from common.push import domain_group
     from loops.models import Domain
 
     cookie = f"{settings.SESSION_COOKIE_NAME}={_session_key(_admin())}"

@@ -70,7 +70,7 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
     from playwright.sync_api import sync_playwright
 
     from bench.__main__ import _admin, _percentiles, _stop_all, _wait_for
-    from console.push import CONSOLE_GROUP, push_html
+    from common.push import CONSOLE_GROUP, push_html
     from loops import services
     from oversight.models import Interrupt
 

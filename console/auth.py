@@ -3,7 +3,7 @@
 A user's token acts as that user (request.user); an agent's token makes request.auth the
 Agent and leaves request.user anonymous, so an agent holds no role and can only do what a
 view grants agents explicitly (its own heartbeat). An agent's request must also be signed
-with its shared secret (console.signing), each signature accepted once.
+with its shared secret (common.signing), each signature accepted once.
 
 Tokens are stored as SHA-256 hashes. A token works until its revoked_at: never when that is
 null, until then when it is in the future (a rotated token's grace), no longer once it has
@@ -27,8 +27,8 @@ from django.utils import timezone
 from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
-from console import signing
-from console.liveness import redis_client
+from common import signing
+from common.redis import redis_client
 from console.roles import role_for
 from loops.models import Agent, ApiToken
 from oversight.audit import audit_record
@@ -129,7 +129,7 @@ def _token_end(row: ApiToken, at: datetime, *, actor, verb: str, note: str) -> A
 
 class SignatureRefused(HttpError):
     """401 for an agent's request without a valid, fresh, first-seen signature; code names
-    the problem (console.signing)."""
+    the problem (common.signing)."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(401, detail)
@@ -144,7 +144,7 @@ def agent_signature_check(request: HttpRequest, agent: Agent) -> None:
 
     1. The agent must have a secret (config "secret" or "secret_env", as the console uses
        for its own calls to it).
-    2. console.signing.check: both headers, the signature over the raw body, the clock.
+    2. common.signing.check: both headers, the signature over the raw body, the clock.
     3. Replays: the first use of a signature sets a Redis key (SET NX) that lives until the
        timestamp leaves the window, so the same signed request is refused within it too.
     """
@@ -224,7 +224,7 @@ class Needs:
         "type": "http",
         "scheme": "bearer",
         "description": "Authorization: Bearer <token>; or a signed-in browser session with "
-        "its X-CSRFToken header. An agent's token also signs each request (console.signing).",
+        "its X-CSRFToken header. An agent's token also signs each request (common.signing).",
     }
 
     def __init__(self, perm: str | None, *, agents: bool = False, people_refused: str = "") -> None:

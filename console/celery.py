@@ -57,9 +57,9 @@ _log_bindings: dict[str, ExitStack] = {}
 
 @task_prerun.connect
 def _log_bind(task_id: str, task, **kwargs) -> None:
-    """Every record logged while a task runs carries its name and id (console.logs); a loop
+    """Every record logged while a task runs carries its name and id (common.logs); a loop
     step adds its run_id and root_id, up to and including Celery's "succeeded" or "raised"."""
-    from console import logs
+    from common import logs
 
     bindings = ExitStack()
     bindings.enter_context(logs.bind(task=task.name, task_id=task_id))

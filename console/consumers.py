@@ -8,9 +8,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils.html import escape
 
-from console.push import CONSOLE_GROUP, TOPICS
+from common.push import CONSOLE_GROUP, TOPICS
 
-# A domain page's topic (console.push.domain_group).
+# A domain page's topic (common.push.domain_group).
 DOMAIN_TOPIC = re.compile(r"domain\.[0-9]{1,12}")
 MAX_TOPICS = 8
 
@@ -62,7 +62,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         """Forward a pushed fragment; first, if pushes of its group were missed, tell the
         page to resync (app.js fetches itself once and swaps its live elements by id).
 
-        Each push carries its group's number (console.push.push_html). The first of a group
+        Each push carries its group's number (common.push.push_html). The first of a group
         on this socket sets the baseline: the page was just loaded, or resynced when the
         socket reopened. Later, a number more than one past the last means pushes went to
         nobody (published while Daphne's subscription to Redis was down, after a Redis

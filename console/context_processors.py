@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from console.fragments import worker_count_or_none
+from console.liveness import worker_count_or_none
 
 
 def console_status(request: HttpRequest) -> dict[str, object]:

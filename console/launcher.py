@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 try:
-    from console.env import (
+    from common.env import (
         BASE_DIR,
         DATA_DIR,
         EMBEDDED_PG_PORT,

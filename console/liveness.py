@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import cache
 
 import redis
 from celery import bootsteps
-from django.conf import settings
+
+from common.push import CONSOLE_GROUP, push_html
+from common.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -23,14 +24,16 @@ BEAT_SECONDS = 5
 TTL_SECONDS = 3 * BEAT_SECONDS  # two missed beats are tolerated
 
 
-@cache
-def redis_client() -> redis.Redis:
-    # Short timeouts: the health check must answer "unavailable", not hang.
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-
-
 def worker_count() -> int:
     return sum(1 for _ in redis_client().scan_iter(match=f"{KEY_PREFIX}*", count=1000))
+
+
+def worker_count_or_none() -> int | None:
+    """The live worker count, or None when Redis does not answer (shown as unknown)."""
+    try:
+        return worker_count()
+    except redis.RedisError:
+        return None
 
 
 class Liveness(bootsteps.StartStopStep):
@@ -68,7 +71,8 @@ class Liveness(bootsteps.StartStopStep):
 
 
 def _push_worker_count() -> None:
+    # Imported here: the Celery app adds this bootstep while Django is still loading, and
+    # the fragments read models.
     from console import fragments
-    from console.push import CONSOLE_GROUP, push_html
 
-    push_html(CONSOLE_GROUP, fragments.workers())
+    push_html(CONSOLE_GROUP, fragments.workers(worker_count_or_none()))

@@ -15,7 +15,7 @@ import dj_database_url
 from django.utils.csp import CSP
 from kombu import Queue
 
-from console.env import (
+from common.env import (
     BASE_DIR,
     DATA_DIR,
     EMBEDDED_DATABASE_URL,
@@ -363,7 +363,7 @@ USE_TZ = True
 # --- Logs and metrics (README: Metrics and logs) ---------------------------------------------
 # One JSON object a line by default, for a log collector; "text" for a person at a terminal.
 # Records logged during a loop step carry run_id and root_id, in a worker the task's name and
-# id too (console.logs). Celery workers log the same way (console.celery), at their -l level.
+# id too (common.logs). Celery workers log the same way (console.celery), at their -l level.
 LOG_FORMAT = env_str("LOG_FORMAT", "json")
 if LOG_FORMAT not in ("json", "text"):
     raise EnvError(f"LOG_FORMAT={LOG_FORMAT!r}: use 'json' or 'text'.")
@@ -373,7 +373,7 @@ if LOG_LEVEL not in logging.getLevelNamesMapping():
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"ids": {"()": "console.logs.ContextFilter"}},
+    "filters": {"ids": {"()": "common.logs.ContextFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -383,7 +383,7 @@ LOGGING = {
             "timestamp": "time",  # ISO 8601, UTC
         },
         "text": {
-            "()": "console.logs.TextFormatter",
+            "()": "common.logs.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
         },
     },

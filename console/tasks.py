@@ -12,11 +12,11 @@ def sessions_clear() -> None:
 
 @shared_task(ignore_result=True)
 def push_fragment(group: str, render: str, *args) -> None:
-    """The trailing push of a coalesced burst (console.push): render now, send."""
+    """The trailing push of a coalesced burst (common.push): render now, send."""
     from django.core.exceptions import ObjectDoesNotExist
     from django.utils.module_loading import import_string
 
-    from console.push import push_html
+    from common.push import push_html
 
     try:
         html = import_string(render)(*args)

@@ -21,8 +21,8 @@ from ninja.errors import HttpError
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 
+from common.pagination import Page, PageParams, page, whole
 from console.auth import Needs
-from console.pagination import Page, PageParams, page, whole
 from loops import selectors, services
 from loops.models import Agent, LoopRun
 

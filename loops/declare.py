@@ -280,7 +280,7 @@ def agent(
     secret_env: str = "",
 ) -> AgentSpec:
     """Declare an agent run in the worker. secret_env names the environment variable holding
-    its shared secret, needed only if it also calls the API with a token (console.signing)."""
+    its shared secret, needed only if it also calls the API with a token (common.signing)."""
     config = {"secret_env": secret_env} if secret_env else {}
     spec = AgentSpec(
         domain, name, implementation, tuple(capabilities), tuple(task_types), config=config

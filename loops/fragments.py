@@ -7,7 +7,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from console.push import domain_group, push_coalesced_on_commit
+from common.push import domain_group, push_coalesced_on_commit
 from loops import charts
 from loops.models import Domain
 
@@ -39,9 +39,9 @@ def domain_stack(domain_id: int) -> str:
 
 def domain_stack_push(domain_id: int) -> None:
     """Push the domain's stack after commit, at most once a coalescing window per domain
-    (console.push.COALESCE_SECONDS), and the overview, whose cards count the live frames
+    (common.push.COALESCE_SECONDS), and the overview, whose cards count the live frames
     (coalesced too)."""
-    from console.fragments import overview_push
+    from common.push import overview_push
 
     push_coalesced_on_commit(
         domain_group(domain_id),

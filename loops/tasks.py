@@ -3,7 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from console import logs
+from common import logs
 
 # PostgreSQL restarting, in recovery or failing over: the step's transaction rolled back
 # whole, so it is sent again within seconds instead of waiting for the reaper, which only

@@ -17,8 +17,8 @@ from django.db.models import Q
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
+from common.pagination import Moment, Page, PageParams, page
 from console.auth import Needs, require_perm
-from console.pagination import Moment, Page, PageParams, page
 from loops.api import ErrorOut
 from loops.models import LoopRun
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt

@@ -229,13 +229,13 @@ _last_signed: dict[tuple[str, bytes], int] = {}
 
 def signed_bearer(token: str, secret: str):
     """A test client calling the API with an agent's token, each request signed over the
-    exact bytes it sends (console.signing). A body sent before under the same secret gets a
+    exact bytes it sends (common.signing). A body sent before under the same secret gets a
     later second than the last time, so that it is not a replay of it (the signature covers
     the timestamp and body only), as an agent sending the same body twice must do."""
     from django.test import Client
     from django.utils.encoding import force_bytes
 
-    from console.signing import signed_headers
+    from common.signing import signed_headers
 
     class SignedClient(Client):
         def generic(self, method, path, data="", *args, headers=None, **kwargs):
@@ -252,8 +252,8 @@ def signed_bearer(token: str, secret: str):
 
 def agent_bearer(agent):
     """signed_bearer with a new token of the agent and its own secret (its config)."""
+    from common.signing import shared_secret
     from console.auth import token_create
-    from console.signing import shared_secret
 
     return signed_bearer(token_create(agent=agent), shared_secret(agent.config))
 

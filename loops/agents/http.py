@@ -3,7 +3,7 @@
 Config: {"url": base, "secret": … or "secret_env": "ENV_NAME", "timeout_s": 10,
 "bid_timeout_s": 2}. Each request carries the task as JSON (agent, run, iteration, phase,
 task_type, payload, context, feedback, retry_context) and the X-Console-Timestamp and
-X-Console-Signature headers of console.signing. The agent answers
+X-Console-Signature headers of common.signing. The agent answers
 
     /bid      {"confidence": 0.8, "est_cost": 0.01}  or  {"decline": "reason"}
     /perform  {"output": …, "cost": 0.0, "tokens": 0, "rationale": "…",
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from console.signing import shared_secret, signed_headers
+from common.signing import shared_secret, signed_headers
 from loops.agents.base import AgentError
 from loops.declare import Bid, Decline, Escalation, Outcome, Spawn, Task
 

@@ -29,7 +29,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from console import logs
+from common import logs
 from loops import services
 from loops.declare import BLUEPRINTS
 from loops.engine.broadcast import close_bidding, open_iteration
@@ -108,7 +108,7 @@ def reclaim(now: datetime | None = None) -> int:
 
 def _step(run: LoopRun, open_iteration_id: int | None, now: datetime) -> None:
     run_id = run.pk
-    logs.add(root_id=run.root_id)  # the task's log records carry it too (console.logs)
+    logs.add(root_id=run.root_id)  # the task's log records carry it too (common.logs)
     spec = BLUEPRINTS.get(run.blueprint.name)
     if spec is None:
         with transaction.atomic():

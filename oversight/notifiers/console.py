@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from console.push import CONSOLE_GROUP, push_html
+from common.push import CONSOLE_GROUP, push_html
 from oversight import fragments
 from oversight.models import Alert
 from oversight.notifiers.base import NotifyError

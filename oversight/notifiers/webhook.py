@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from console.signing import signature as webhook_signature
+from common.signing import signature as webhook_signature
 from oversight.models import Alert
 from oversight.notifiers.base import NotifyError
 

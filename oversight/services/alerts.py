@@ -23,7 +23,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from console.push import CONSOLE_GROUP, push_on_commit
+from common.push import CONSOLE_GROUP, push_on_commit
 from oversight import fragments, tasks
 from oversight.audit import audit_record
 from oversight.models import Alert, Notification

@@ -20,8 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from console.fragments import overview_push
-from console.push import BREAKERS_GROUP, push_on_commit
+from common.push import BREAKERS_GROUP, overview_push, push_on_commit
 from loops import services as loop_services
 from loops.declare import BREAKERS
 from loops.models import Agent, Blueprint, Domain, LoopRun

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from console.push import CONSOLE_GROUP, domain_group, push_on_commit, push_soon_on_commit
+from common.push import CONSOLE_GROUP, domain_group, push_on_commit, push_soon_on_commit
 from loops import services as loop_services
 from loops.models import Domain, LoopRun
 from oversight.audit import audit_record
@@ -301,7 +301,7 @@ def _push_views(halt: Halt) -> None:
     covers (all of them for a global one), whose frames turn halted or come back. A worker
     renders them (a stack of a thousand frames takes a while), so the halt answers at once;
     the banner, small, is pushed from here."""
-    from console.fragments import overview_push
+    from common.push import overview_push
 
     overview_push(at_once=True)
     domains = Domain.objects.all()

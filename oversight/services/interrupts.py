@@ -16,9 +16,8 @@ import jsonschema
 from django.db import transaction
 from django.utils import timezone
 
+from common.push import INBOX_GROUP, overview_push, push_on_commit
 from console import metrics
-from console.fragments import overview_push
-from console.push import INBOX_GROUP, push_on_commit
 from loops import services as loop_services
 from loops.declare import Escalate
 from loops.models import Agent, Iteration, LoopRun

@@ -2,7 +2,7 @@
 
 Daphne's subscription to Redis takes a second or two to come back after a restart, so a push
 sent meanwhile goes to nobody (or fails with Redis), and the page's socket, open throughout,
-never reopens to resync. The pushes' numbers show the gap (console.push, console.consumers):
+never reopens to resync. The pushes' numbers show the gap (common.push, console.consumers):
 the next push of the group, the session worker's liveness beat (every 5 s), makes the page
 fetch itself. Redis is crashed as tests/faults/test_redis_restart.py does."""
 

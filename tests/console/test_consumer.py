@@ -10,10 +10,10 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
-from console import push
+from common import push
+from common.push import CONSOLE_GROUP, INBOX_GROUP, domain_group, push_html
+from common.redis import redis_client
 from console.asgi import application
-from console.liveness import redis_client
-from console.push import CONSOLE_GROUP, INBOX_GROUP, domain_group, push_html
 from tests.conftest import wait_for, with_role
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -135,7 +135,7 @@ async def _pushes_until(socket: WebsocketCommunicator, marker: str) -> list[str]
 
 
 async def _numbered(group: str, *seqs: int) -> None:
-    """Pushes of a group numbered as console.push.push_html numbers them, through the real
+    """Pushes of a group numbered as common.push.push_html numbers them, through the real
     channel layer, each fragment named by its number."""
     layer = get_channel_layer()
     for seq in seqs:
@@ -211,7 +211,7 @@ async def test_push_html_sends_unnumbered_when_redis_cannot_number_it(domain_soc
 
     group = domain_group(990001)
     await sync_to_async(push_html)(group, '<p id="before">b</p>')  # the baseline
-    monkeypatch.setattr("console.liveness.redis_client", lambda: Refusing())
+    monkeypatch.setattr("common.redis.redis_client", lambda: Refusing())
     await sync_to_async(push_html)(group, '<p id="unnumbered">u</p>')
     monkeypatch.undo()  # Redis answers again
     await sync_to_async(wait_for)(lambda: not push._skipped, 10)

@@ -1,4 +1,4 @@
-"""Structured logs (console.logs, LOGGING in console.settings): JSON lines by default, and
+"""Structured logs (common.logs, LOGGING in console.settings): JSON lines by default, and
 every record of a loop step carries its run_id and root_id, on a real worker too."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from console import logs
+from common import logs
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import Iteration
@@ -101,7 +101,7 @@ def test_a_bad_log_format_stops_the_start_naming_the_variable():
 
     last_line = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0
-    assert last_line.startswith("console.env.EnvError: ") and "LOG_FORMAT" in last_line
+    assert last_line.startswith("common.env.EnvError: ") and "LOG_FORMAT" in last_line
 
 
 # --- On a real worker ------------------------------------------------------------------------

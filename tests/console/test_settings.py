@@ -35,7 +35,7 @@ def test_it_stops_on_a_bad_value_naming_the_variable(variable, value):
 
     last_line = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0
-    assert last_line.startswith("console.env.EnvError: ")  # an ImproperlyConfigured
+    assert last_line.startswith("common.env.EnvError: ")  # an ImproperlyConfigured
     assert variable in last_line
 
 

@@ -441,7 +441,7 @@ def test_it_stops_on_a_bad_rate_naming_the_variable(value):
 
     last_line = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0
-    assert last_line.startswith("console.env.EnvError: ")
+    assert last_line.startswith("common.env.EnvError: ")
     assert "DEMO_FAILURE_RATE" in last_line
 
 

@@ -20,7 +20,7 @@ import uuid
 import pytest
 from channels.layers import get_channel_layer
 
-from console.push import CONSOLE_GROUP, push_html
+from common.push import CONSOLE_GROUP, push_html
 from loops import services
 from oversight.services import interrupts
 from tests.conftest import own_redis, redis_crash, redis_server_id, wait_for
@@ -70,7 +70,7 @@ class Listener:
 
 
 def _push_arrives(listener: Listener) -> bool:
-    """A push from here (console.push's loop) reaches the listener (its own loop)."""
+    """A push from here (common.push's loop) reaches the listener (its own loop)."""
     marker = f"<p id='probe'>{uuid.uuid4().hex}</p>"
     with contextlib.suppress(Exception):  # Redis may still refuse: try again
         push_html(CONSOLE_GROUP, marker)

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
-from console import signing
+from common import signing
 from loops import engine
 from loops.agents import AgentError, adapter_for
 from loops.declare import (

@@ -9,8 +9,8 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from common.signing import shared_secret
 from console.roles import roles_sync
-from console.signing import shared_secret
 from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken, Blueprint, LoopRun
 from tests.conftest import signed_bearer

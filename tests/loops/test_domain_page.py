@@ -14,7 +14,7 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from console.liveness import redis_client
+from common.redis import redis_client
 from loops import charts, engine, services, tasks
 from loops.declare import sync_declarations
 from loops.models import Agent, Contribution, Domain, DomainMinute, Iteration, LoopRun
@@ -454,9 +454,9 @@ def test_resumed_runs_step_again_on_a_worker(celery_worker, client, operator):
     client.post("/loops/domains/lab/resume", HTTP_HX_REQUEST="true")
 
     wait_for(lambda: LoopRun.objects.get(pk=run.pk).state == State.SUCCEEDED)
-    # The pushes this test caused are coalesced for a second (console.push): let their
+    # The pushes this test caused are coalesced for a second (common.push): let their
     # guards expire, so that a later test's first push goes out at once as it expects.
-    # (push-guard and push-trailing: the push-seq counters, console.push, stay.)
+    # (push-guard and push-trailing: the push-seq counters, common.push, stay.)
     wait_for(lambda: not any(redis_client().keys(f"push-{k}:*") for k in ("guard", "trailing")))
     time.sleep(0.3)  # the trailing push, sent as its guard expires
 

@@ -199,8 +199,8 @@ async def test_frame_changes_push_stack_and_overview_coalesced_and_the_latest_st
     from channels.testing import WebsocketCommunicator
     from django.conf import settings
 
+    from common.push import COALESCE_SECONDS
     from console.asgi import application
-    from console.push import COALESCE_SECONDS
 
     def signed_in_cookie() -> tuple[bytes, int]:
         sync_declarations()

@@ -513,7 +513,7 @@ def test_it_refuses_a_bad_webhook_setting_naming_the_variable(webhooks, secret, 
 
     last_line = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0
-    assert last_line.startswith("console.env.EnvError: ")
+    assert last_line.startswith("common.env.EnvError: ")
     assert named in last_line
 
 

@@ -1,4 +1,4 @@
-"""Agents' calls to the API are signed (console.signing, console.auth): a request made with an
+"""Agents' calls to the API are signed (common.signing, console.auth): a request made with an
 agent's token needs X-Console-Timestamp and X-Console-Signature under the agent's shared
 secret, on a timestamp within 300 s, seen once. A refused call changes nothing (H7)."""
 
@@ -10,8 +10,8 @@ import time
 import pytest
 from django.test import Client
 
+from common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, shared_secret, signed_headers
 from console.auth import token_create
-from console.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, shared_secret, signed_headers
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken

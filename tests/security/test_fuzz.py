@@ -28,9 +28,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from common.signing import shared_secret, signed_headers
 from console.auth import token_create
 from console.roles import roles_sync
-from console.signing import shared_secret, signed_headers
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import Agent
@@ -52,7 +52,7 @@ class TestFuzz(ChannelsLiveServerTestCase):
 
     def _call(self, case, headers: dict[str, str], secret: str):
         """As case.call(), but with the JSON body serialized here, so that an agent's
-        signature covers the very bytes sent (console.signing)."""
+        signature covers the very bytes sent (common.signing)."""
         kwargs = case.as_transport_kwargs(base_url=self.live_server_url, headers=headers)
         if not secret:
             return case.call(base_url=self.live_server_url, headers=headers, timeout=30)

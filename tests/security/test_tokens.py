@@ -12,9 +12,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
+from common.signing import shared_secret
 from console.auth import token_create
 from console.roles import roles_sync
-from console.signing import shared_secret
 from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken
 from oversight.models import AuditEvent

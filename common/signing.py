@@ -76,7 +76,7 @@ def check(
         )
         raise SignatureRejected(
             "signature_missing",
-            f"The request is not signed: {missing} missing (see console.signing).",
+            f"The request is not signed: {missing} missing (see common.signing).",
         )
     try:
         at = int(timestamp)

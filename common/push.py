@@ -11,9 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from celery import current_app
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils.module_loading import import_string
+
+from common import redis as shared_redis
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +44,9 @@ def push_html(group: str, html: str) -> None:
     restart, sees the gap and has its page resync (console.consumers). A push whose number
     Redis cannot give is sent without one, unchecked rather than not sent, and its number
     is taken once Redis answers again (_skip_later)."""
-    from console.liveness import redis_client
-
     message: dict[str, Any] = {"type": "html.push", "html": html, "group": group}
     try:
-        message["seq"] = redis_client().incr(f"push-seq:{group}")
+        message["seq"] = shared_redis.redis_client().incr(f"push-seq:{group}")
     except redis.RedisError as exc:
         logger.warning("push to %s goes without a sequence number: %s", group, exc)
         _skip_later(group)
@@ -97,8 +98,6 @@ def _skip_later(group: str) -> None:
 
 
 def _take_skipped() -> None:
-    from console import liveness
-
     global _skipper
     while True:
         time.sleep(SKIP_RETRY_SECONDS)
@@ -108,7 +107,7 @@ def _take_skipped() -> None:
                 return
             group = next(iter(_skipped))
         try:
-            liveness.redis_client().incr(f"push-seq:{group}")
+            shared_redis.redis_client().incr(f"push-seq:{group}")
         except redis.RedisError:
             continue
         with _loop_lock:
@@ -121,15 +120,19 @@ def push_on_commit(group: str, render: Callable[[], str]) -> None:
     transaction.on_commit(lambda: push_html(group, render()), robust=True)
 
 
+def _push_fragment(args: tuple[Any, ...], countdown: float | None = None) -> None:
+    """Have a worker render and push a fragment (console.tasks.push_fragment, the urgent
+    queue), sent by name: this package imports no app (tests/test_layers.py)."""
+    current_app.send_task(
+        "console.tasks.push_fragment", args=args, countdown=countdown, queue="urgent"
+    )
+
+
 def push_soon_on_commit(group: str, render: str, *args: Any) -> None:
     """Push after commit, rendered at once by a worker (the urgent queue) rather than here:
     for a fragment that is slow to render (a stack of a thousand frames, every domain's
     card), so that the caller, a halt say, answers without waiting for it."""
-    from console.tasks import push_fragment
-
-    transaction.on_commit(
-        lambda: push_fragment.apply_async((group, render, *args), queue="urgent"), robust=True
-    )
+    transaction.on_commit(lambda: _push_fragment((group, render, *args)), robust=True)
 
 
 # A busy key is pushed once per window, and a change waits at most about a window for its
@@ -150,24 +153,18 @@ def push_coalesced_on_commit(
     rendered then from the state of that moment, which holds the guard again; changes while
     it is pending ride on it. `render` is the dotted path of a function taking `args` and
     returning the fragment, so a worker can render it too."""
-    from console.liveness import redis_client
-    from console.tasks import push_fragment
-
     window = max(1, round(seconds * 1000))
     guard = f"push-guard:{key}"
 
     def send() -> None:
-        client = redis_client()
+        client = shared_redis.redis_client()
         if client.set(guard, 1, nx=True, px=window):
             push_html(group, import_string(render)(*args))
             client.pexpire(guard, window)  # from the send: a slow render is not overtaken
         elif client.set(f"push-trailing:{key}", 1, nx=True, px=TRAILING_HOLD_MS):
-            trailing = ("console.push.render_trailing", key, window, render, *args)
-            push_fragment.apply_async(
-                (group, *trailing),
-                countdown=max(client.pttl(guard), 0) / 1000,  # when the guard ends
-                queue="urgent",
-            )
+            trailing = ("common.push.render_trailing", key, window, render, *args)
+            # Sent when the guard ends.
+            _push_fragment((group, *trailing), countdown=max(client.pttl(guard), 0) / 1000)
 
     transaction.on_commit(send, robust=True)
 
@@ -178,12 +175,21 @@ def render_trailing(key: str, window: int, render: str, *args: Any) -> str:
     key's pushes stay one per window. A guard still held means a push went out since this
     one was asked for (a render that was slow, rarely): this one waits for it to pass, so
     that the older state never arrives last."""
-    from console.liveness import redis_client
-
-    client = redis_client()
+    client = shared_redis.redis_client()
     guard = f"push-guard:{key}"
     if (held := client.pttl(guard)) > 0:
         time.sleep(min(held, window) / 1000)
     client.delete(f"push-trailing:{key}")
     client.set(guard, 1, px=window)
     return import_string(render)(*args)
+
+
+def overview_push(*, at_once: bool = False) -> None:
+    """Push the overview after commit. Ordinary changes (frames starting and ending,
+    interrupts, breakers) are coalesced to one push a window (COALESCE_SECONDS), the latest
+    state last; a halt or a lift is pushed at once (rendered by a worker), whatever was
+    pushed just before."""
+    if at_once:
+        push_soon_on_commit(OVERVIEW_GROUP, "console.fragments.overview")
+    else:
+        push_coalesced_on_commit(OVERVIEW_GROUP, "overview", "console.fragments.overview")
