@@ -102,7 +102,7 @@ def _roll_up() -> None:
 
     from django.utils import timezone
 
-    from loops.charts import domain_minutes_sweep
+    from loops.rollup import domain_minutes_sweep
 
     domain_minutes_sweep(since=timezone.now() - timedelta(hours=1, minutes=1))
 

@@ -19,16 +19,12 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.renderers import JSONRenderer
 from ninja.responses import NinjaJSONEncoder
 
+from common.refusals import Refused
 from console import liveness
 from console.auth import API_AUTH
 from loops.api import router as loops_router
-from loops.models import TransitionRejected
-from loops.services import StartRejected
 from oversight.api import router as oversight_router
 from oversight.models import Halt
-from oversight.services.breakers import BreakerRejected
-from oversight.services.halts import HaltRejected
-from oversight.services.interrupts import DecisionRejected
 
 
 class _Encoder(NinjaJSONEncoder):
@@ -136,21 +132,9 @@ def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     )
 
 
-@api.exception_handler(TransitionRejected)
-def _wrong_state(request: HttpRequest, exc: TransitionRejected) -> HttpResponse:
-    return error_response(request, 409, "wrong_state", str(exc))
-
-
-@api.exception_handler(StartRejected)
-def _start_rejected(request: HttpRequest, exc: StartRejected) -> HttpResponse:
-    status = {"unknown_domain": 404, "halted": 423}.get(exc.code, 400)
-    return error_response(request, status, exc.code, exc.detail)
-
-
-@api.exception_handler(HaltRejected)
-@api.exception_handler(DecisionRejected)
-@api.exception_handler(BreakerRejected)
-def _oversight_rejected(request: HttpRequest, exc) -> HttpResponse:
+@api.exception_handler(Refused)
+def _refused(request: HttpRequest, exc: Refused) -> HttpResponse:
+    """Every refusal of a service (a wrong state included: common.states), in one place."""
     return error_response(request, exc.status, exc.code, exc.detail)
 
 

@@ -4,11 +4,9 @@ Two kinds of numbers:
 - Gauges of what is in PostgreSQL now (live runs, pending interrupts, open breakers, active
   halts), read at scrape time by DatabaseCollector: five small queries whatever the data's
   size, each on an index.
-- Histograms of how long things take, observed where they happen, in whichever process that
-  is: an iteration's open → close (loops.engine.judge) and an interrupt's raise → decision
-  (oversight.services.interrupts). Workers are forked processes, so prometheus_client runs in
-  multiprocess mode: each process writes its own file in PROMETHEUS_MULTIPROC_DIR
-  (console.settings) and the scrape adds them up.
+- Histograms of how long things take, observed where they happen (common.metrics): each
+  process writes its own file in PROMETHEUS_MULTIPROC_DIR (console.settings) and the scrape
+  adds them up.
 """
 
 from __future__ import annotations
@@ -19,47 +17,14 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from ninja.errors import HttpError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from console.auth import Needs
-from loops.models import Domain, Iteration, LoopRun
+from loops.models import Domain, LoopRun
 from oversight.models import CircuitBreaker, Halt, Interrupt
-
-# Not in the default registry: in multiprocess mode the scrape reads the files, not objects.
-LOOP_ITERATION_SECONDS = Histogram(
-    "loop_iteration_seconds",
-    "Seconds from an iteration's opening to its close (bids, calls, merge and validation).",
-    ["domain", "outcome"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
-    registry=None,
-)
-INTERRUPT_DECISION_SECONDS = Histogram(
-    "interrupt_decision_seconds",
-    "Seconds from an interrupt's raising to its decision: by a person (human) or by its "
-    "deadline's default (expired).",
-    ["how"],
-    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400),
-    registry=None,
-)
-
-
-def iteration_closed(domain: str, iteration: Iteration) -> None:
-    """Just after the close was saved (loops.engine.judge): no query, only the file write."""
-    if iteration.closed_at is None:
-        return
-    seconds = max(0.0, (iteration.closed_at - iteration.started_at).total_seconds())
-    LOOP_ITERATION_SECONDS.labels(domain=domain, outcome=iteration.outcome).observe(seconds)
-
-
-def interrupt_decided(interrupt: Interrupt, *, how: str) -> None:
-    """how: "human" (interrupt_decide) or "expired" (interrupt_expire)."""
-    if interrupt.decided_at is None:
-        return
-    seconds = max(0.0, (interrupt.decided_at - interrupt.created_at).total_seconds())
-    INTERRUPT_DECISION_SECONDS.labels(how=how).observe(seconds)
 
 
 class DatabaseCollector(Collector):

@@ -182,6 +182,10 @@ CELERY_BEAT_SCHEDULE = {
 # running run nobody touched for LOOP_STALE_SECONDS is enqueued again (a lost message).
 LOOP_LEASE_SECONDS = env_int("LOOP_LEASE_SECONDS", 30, minimum=1)
 LOOP_STALE_SECONDS = env_int("LOOP_STALE_SECONDS", 60, minimum=1)
+# A worker goes on with a run's next iteration itself, without a hop through the queue, for
+# up to this long per task (0: one step per task). Each iteration still locks the run and
+# asks the gate; a decision, a resume or a lift waits at most this long for a worker.
+LOOP_STEP_SLICE_SECONDS = env_float("LOOP_STEP_SLICE_SECONDS", 0.05, maximum=10.0)
 # A remote agent whose last heartbeat is older than this hears no broadcast (CONCEPTS 33).
 AGENT_HEARTBEAT_SECONDS = env_int("AGENT_HEARTBEAT_SECONDS", 60, minimum=1)
 

@@ -10,9 +10,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from common.refusals import Refused
 from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH, sync_declarations
 from loops.models import LoopRun
-from loops.services import StartRejected, run_start
+from loops.services import run_start
 from oversight.models import Halt
 from oversight.services.breakers import breakers_sync
 
@@ -38,7 +39,7 @@ def demo_start(*, domain: str) -> LoopRun | None:
     the domain (that is expected: a halt stops new runs too)."""
     try:
         return run_start(domain=domain, blueprint=MAIN_LOOPS[domain], input={"source": "demo"})
-    except StartRejected as exc:
+    except Refused as exc:
         if exc.code == "halted":
             return None
         raise
@@ -74,7 +75,7 @@ def demo_keep_running() -> int:
             try:
                 if demo_start(domain=domain) is None:
                     break  # halted
-            except StartRejected as exc:  # not synced yet (migrate has not run): say so
+            except Refused as exc:  # not synced yet (migrate has not run): say so
                 logger.warning("demo: no run started in %s: %s", domain, exc.detail)
                 break
             started += 1

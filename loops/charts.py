@@ -9,19 +9,18 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, TypedDict
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
-from django.db import connection, transaction
-from django.db.models import Aggregate, Count, F, FloatField, Func, Max, Q, Sum
-from django.db.models.functions import TruncMinute
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from loops.models import Contribution, DomainMinute, Iteration, LoopRun
+from loops.models import LoopRun
+from loops.rollup import WINDOW_MINUTES, CallMinute, IterationMinute, minute_of
+from loops.selectors import activity_minutes
 
 STACK_CAP = 300
 
@@ -105,179 +104,12 @@ def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
 # --- The domain's activity over the last hour: four charts from one rollup query ---------
 
 
-class Percentile(Aggregate):
-    """PostgreSQL's interpolated percentile, computed in the database per group."""
-
-    function = "percentile_cont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)%(filter)s"
-    output_field = FloatField()
-
-    def __init__(self, expression: Any, fraction: float, **extra: Any) -> None:
-        if not 0 <= fraction <= 1:
-            raise ValueError(f"a percentile is between 0 and 1, not {fraction!r}")
-        super().__init__(expression, fraction=float(fraction), **extra)
-
-
-def _seconds(start: str, end: str) -> Func:
-    return Func(
-        F(end) - F(start),
-        template="EXTRACT(EPOCH FROM %(expressions)s)::double precision",
-        output_field=FloatField(),
-    )
-
-
-class IterationMinute(TypedDict):
-    minute: datetime
-    closed: int
-    p50: float | None  # seconds; None when every iteration of the minute was abandoned
-    p95: float | None
-
-
-class CallMinute(TypedDict):
-    minute: datetime
-    calls: int
-    failed: int
-    cost: float
-
-
-# The charts read a per-minute rollup (DomainMinute), not the iterations and calls: those
-# grow with the domain's activity (20,000 iterations an hour in bench.seed, ten to forty times
-# more at the product's target), the rollup does not (at most 60 rows a domain an hour).
-# The beat sweeps every few seconds (loops.tasks.domain_minutes_sweep), so the current minute,
-# still filling, shows as it was at most that long ago.
-
-WINDOW_MINUTES = 60
-ROLLUP_KEEP = timedelta(days=1)
-# pg_try_advisory_xact_lock's key: one sweep at a time; a second, racing, skips its turn.
-SWEEP_LOCK = 0x6C6F6F70_6D696E75  # "loopminu"
-
-
-def _minute(value: datetime) -> datetime:
-    return value.replace(second=0, microsecond=0)
-
-
-def _iterations_by_minute(since: datetime) -> Any:
-    """Per domain and minute (by closed_at) from since on: iterations closed, and the median
-    and 95th percentile of how long they took, in seconds. Abandoned iterations (their run
-    was cancelled or ran out of time while they were open) count as closed but not towards
-    the latency: their duration says when the run ended, not how long an iteration takes."""
-    timed = ~Q(outcome=Iteration.Outcome.ABANDONED)
-    duration = _seconds("started_at", "closed_at")
-    return (
-        Iteration.objects.filter(closed_at__gte=since)
-        .annotate(minute=TruncMinute("closed_at"))
-        .order_by()
-        .values("minute", domain=F("run__domain_id"))
-        .annotate(
-            closed=Count("id"),
-            p50=Percentile(duration, 0.5, filter=timed),
-            p95=Percentile(duration, 0.95, filter=timed),
-        )
-    )
-
-
-def _calls_by_minute(since: datetime) -> Any:
-    """Per domain and minute (by finished_at) from since on: agent calls (contributions)
-    finished, those that failed, and what they cost together."""
-    done = [Contribution.Status.COMPLETED, Contribution.Status.FAILED]
-    return (
-        Contribution.objects.filter(finished_at__gte=since, status__in=done)
-        .annotate(minute=TruncMinute("finished_at"))
-        .order_by()
-        .values("minute", domain=F("iteration__run__domain_id"))
-        .annotate(
-            calls=Count("id"),
-            failed=Count("id", filter=Q(status=Contribution.Status.FAILED)),
-            cost=Sum("cost"),
-        )
-    )
-
-
-def domain_minutes_sweep(*, since: datetime | None = None) -> int:
-    """Recompute the rollup of every domain for each minute from since's on, whole, from the
-    iterations and calls, and return how many (domain, minute) rows it wrote.
-
-    By default since is the last minute already rolled up, or the previous minute if that is
-    later (an iteration committed just after its minute ended still lands in it), and never
-    more than the charts' hour back: a beat that stopped for a while fills its gap. Each row
-    is recomputed from its source rows and upserted (ON CONFLICT DO UPDATE), so a pass run
-    again writes the same rows: nothing is ever added to a count. Passes take an advisory
-    lock and one finding it held does nothing, so that an older snapshot never overwrites a
-    newer one. Rows for a minute whose source rows are gone are deleted, and rows older than
-    ROLLUP_KEEP too."""
-    now = timezone.now()
-    current = _minute(now)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SWEEP_LOCK])
-            (locked,) = cursor.fetchone()
-        if not locked:
-            return 0
-        oldest = current - timedelta(minutes=WINDOW_MINUTES)
-        if since is None:
-            latest = DomainMinute.objects.aggregate(latest=Max("minute"))["latest"]
-            previous = current - timedelta(minutes=1)
-            since = oldest if latest is None else max(oldest, min(latest, previous))
-        start = _minute(since)
-        rows: dict[tuple[int, datetime], DomainMinute] = {}
-        for r in _iterations_by_minute(start):
-            rows[r["domain"], r["minute"]] = DomainMinute(
-                domain_id=r["domain"],
-                minute=r["minute"],
-                closed=r["closed"],
-                p50=r["p50"],
-                p95=r["p95"],
-                swept_at=now,
-            )
-        for r in _calls_by_minute(start):
-            key = (r["domain"], r["minute"])
-            row = rows.setdefault(
-                key, DomainMinute(domain_id=r["domain"], minute=r["minute"], swept_at=now)
-            )
-            row.calls, row.failed, row.cost = r["calls"], r["failed"], r["cost"] or 0.0
-        written = DomainMinute.objects.bulk_create(
-            rows.values(),
-            update_conflicts=True,
-            unique_fields=["domain", "minute"],
-            update_fields=["closed", "p50", "p95", "calls", "failed", "cost", "swept_at"],
-        )
-        DomainMinute.objects.filter(minute__gte=start).exclude(
-            pk__in=[row.pk for row in written]
-        ).delete()
-        DomainMinute.objects.filter(minute__lt=current - ROLLUP_KEEP).delete()
-    return len(written)
-
-
-def activity_minutes(
-    domain_id: int, since: datetime, *, minutes: int = WINDOW_MINUTES
-) -> tuple[list[IterationMinute], list[CallMinute]]:
-    """The domain's rolled-up minutes from since on, an hour of them at most (one query):
-    those in which iterations closed, and those in which calls finished."""
-    until = since + timedelta(minutes=minutes)  # minutes a clock ahead wrote stay out
-    rows = list(
-        DomainMinute.objects.filter(domain_id=domain_id, minute__gte=since, minute__lt=until)
-        .order_by("minute")
-        .values_list("minute", "closed", "p50", "p95", "calls", "failed", "cost")
-    )
-    iterations = [
-        IterationMinute(minute=minute, closed=closed, p50=p50, p95=p95)
-        for minute, closed, p50, p95, *_ in rows
-        if closed
-    ]
-    calls = [
-        CallMinute(minute=minute, calls=n, failed=failed, cost=amount)
-        for minute, _, _, _, n, failed, amount in rows
-        if n
-    ]
-    return iterations, calls
-
-
 def domain_activity(domain_id: int, *, minutes: int = WINDOW_MINUTES) -> dict[str, str]:
     """Throughput, latency, error rate and cost per minute over the last hour, as four
     figures (one query of the rollup, however many iterations and calls there were)."""
     now = timezone.now()
     window = [now - timedelta(minutes=minutes), now]
-    since = _minute(now) - timedelta(minutes=minutes - 1)  # the current minute is the last
+    since = minute_of(now) - timedelta(minutes=minutes - 1)  # the current minute is the last
     iterations, calls = activity_minutes(domain_id, since, minutes=minutes)
     return {
         "throughput": throughput(domain_id, iterations, window),

@@ -7,7 +7,6 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from common.push import domain_group, push_coalesced_on_commit
 from loops import charts
 from loops.models import Domain
 
@@ -35,18 +34,3 @@ def domain_stack(domain_id: int) -> str:
     """The live stack chart as pushed over the websocket: rendered after commit, no request."""
     domain = Domain.objects.get(pk=domain_id)
     return render_to_string(DOMAIN_STACK, {**domain_stack_context(domain), "oob": True})
-
-
-def domain_stack_push(domain_id: int) -> None:
-    """Push the domain's stack after commit, at most once a coalescing window per domain
-    (common.push.COALESCE_SECONDS), and the overview, whose cards count the live frames
-    (coalesced too)."""
-    from common.push import overview_push
-
-    push_coalesced_on_commit(
-        domain_group(domain_id),
-        f"domain-stack:{domain_id}",
-        "loops.fragments.domain_stack",
-        domain_id,
-    )
-    overview_push()

@@ -5,11 +5,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
 
-from loops.models import Agent, Bid, Blueprint, Contribution, Domain, Event, Iteration, LoopRun
+from loops.models import (
+    Agent,
+    AgentStat,
+    Bid,
+    Blueprint,
+    Contribution,
+    Domain,
+    DomainMinute,
+    Event,
+    Iteration,
+    LoopRun,
+)
+from loops.rollup import WINDOW_MINUTES, CallMinute, IterationMinute
 
 
 @dataclass
@@ -233,3 +248,83 @@ def run_get_page(run_id: int, *, page: int = 1, per_page: int = ITERATIONS_PER_P
         first=start + 1 if iterations else 0,
         last=start + len(iterations),
     )
+
+
+# --- The agents page -----------------------------------------------------------------------
+
+RECENT_FAILURES = 5
+
+
+@dataclass
+class AgentRow:
+    agent: Agent
+    liveness: str  # live | stale | never
+    stats: list[AgentStat] = field(default_factory=list)
+    failures: list[Contribution] = field(default_factory=list)
+
+
+def liveness(heartbeat_at: datetime | None, now: datetime) -> str:
+    if heartbeat_at is None:
+        return "never"
+    age = (now - heartbeat_at).total_seconds()
+    return "live" if age <= settings.AGENT_HEARTBEAT_SECONDS else "stale"
+
+
+def agent_list_with_stats() -> list[AgentRow]:
+    """Agents with their domain and stats (two queries) and their last failures (one)."""
+    agents = list(
+        Agent.objects.select_related("domain").prefetch_related(
+            Prefetch("stats", queryset=AgentStat.objects.order_by("task_type"))
+        )
+    )
+    failures: dict[int, list[Contribution]] = {}
+    if agents:
+        # Each agent's latest failures by the index contribution_failures: a few rows per
+        # agent, however many failed calls there have been (a window over all of them was
+        # the page's slowest read, bench.pages).
+        rows = Contribution.objects.raw(
+            """
+            SELECT c.* FROM unnest(%s::bigint[]) AS a(id) CROSS JOIN LATERAL (
+                SELECT * FROM loops_contribution
+                WHERE agent_id = a.id AND status = %s
+                ORDER BY finished_at DESC NULLS LAST, id DESC
+                LIMIT %s
+            ) c
+            ORDER BY c.agent_id, c.finished_at DESC NULLS LAST, c.id DESC
+            """,
+            [[a.pk for a in agents], Contribution.Status.FAILED, RECENT_FAILURES],
+        )
+        for row in rows:
+            failures.setdefault(row.agent_id, []).append(row)
+    now = timezone.now()
+    return [
+        AgentRow(a, liveness(a.heartbeat_at, now), list(a.stats.all()), failures.get(a.pk, []))
+        for a in agents
+    ]
+
+
+# --- The domain page's activity (loops.rollup) ---------------------------------------------
+
+
+def activity_minutes(
+    domain_id: int, since: datetime, *, minutes: int = WINDOW_MINUTES
+) -> tuple[list[IterationMinute], list[CallMinute]]:
+    """The domain's rolled-up minutes from since on, an hour of them at most (one query):
+    those in which iterations closed, and those in which calls finished."""
+    until = since + timedelta(minutes=minutes)  # minutes a clock ahead wrote stay out
+    rows = list(
+        DomainMinute.objects.filter(domain_id=domain_id, minute__gte=since, minute__lt=until)
+        .order_by("minute")
+        .values_list("minute", "closed", "p50", "p95", "calls", "failed", "cost")
+    )
+    iterations = [
+        IterationMinute(minute=minute, closed=closed, p50=p50, p95=p95)
+        for minute, closed, p50, p95, *_ in rows
+        if closed
+    ]
+    calls = [
+        CallMinute(minute=minute, calls=n, failed=failed, cost=amount)
+        for minute, _, _, _, n, failed, amount in rows
+        if n
+    ]
+    return iterations, calls

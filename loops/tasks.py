@@ -1,9 +1,14 @@
+"""Celery interfaces of the engine and the loops services: a few lines each (STYLE.md B.6)."""
+
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from common import logs
+from common.backoff import backoff
+from loops import engine, learning, rollup
 
 # PostgreSQL restarting, in recovery or failing over: the step's transaction rolled back
 # whole, so it is sent again within seconds instead of waiting for the reaper, which only
@@ -12,34 +17,26 @@ from common import logs
 _DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=_DATABASE_DOWN,
-    retry_backoff=1,
-    retry_backoff_max=10,
-    retry_jitter=True,
-    max_retries=8,
-)
-def advance(run_id: int) -> None:
-    """One step of a run; a duplicate or a replay is a no-op (loops.engine)."""
-    from loops import engine
-
+@shared_task(bind=True, acks_late=True, max_retries=8)
+def advance(self, run_id: int) -> None:
+    """The run's next step (and those that follow at once, for a slice); a duplicate or a
+    replay is a no-op (loops.engine)."""
     logs.add(run_id=run_id)  # until the task ends, Celery's own records included (console.celery)
-    engine.advance(run_id=run_id)
+    try:
+        engine.advance(run_id=run_id, slice_s=settings.LOOP_STEP_SLICE_SECONDS)
+    except _DATABASE_DOWN as exc:
+        wait = backoff(self.request.retries + 1, base=1.0, cap=10.0)
+        raise self.retry(exc=exc, countdown=wait) from exc
 
 
 @shared_task
 def runs_reclaim() -> None:
     """Beat backstop for DESIGN.md H4: runs whose worker died, and parents left waiting."""
-    from loops import engine
-
     engine.reclaim()
 
 
 @shared_task
 def agent_stats_fold() -> None:
-    from loops import learning
-
     while learning.stats_fold() == learning.FOLD_BATCH:  # more waiting: keep going
         pass
 
@@ -47,6 +44,4 @@ def agent_stats_fold() -> None:
 @shared_task
 def domain_minutes_sweep() -> None:
     """Beat: roll the last minutes' iterations and calls up for the domain page's charts."""
-    from loops import charts
-
-    charts.domain_minutes_sweep()
+    rollup.domain_minutes_sweep()

@@ -18,12 +18,13 @@ from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
 from common.pagination import Moment, Page, PageParams, page
-from console.auth import Needs, require_perm
+from common.refusals import Refused
+from console.auth import Needs
 from loops.api import ErrorOut
 from loops.models import LoopRun
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt
 from oversight.services import breakers, halts, interrupts
-from oversight.services.alerts import AlertRejected, alert_acknowledge
+from oversight.services.alerts import alert_acknowledge
 
 router = Router(tags=["oversight"])
 
@@ -306,9 +307,8 @@ _HALT_USERS = ("created_by", "lift_requested_by", "lifted_by", "confirmed_by")
 )
 def halt_engage(request: HttpRequest, body: HaltIn) -> Status:
     """Halt a scope now: 201 with the commit time as created_at; 200 with the halt that was
-    already active for that scope. A global halt needs the admin role."""
-    if body.scope.strip() == Halt.Kind.GLOBAL:
-        require_perm(request, "oversight.engage_global_halt")
+    already active for that scope. A global halt needs the admin role (the service says
+    so: 403)."""
     halt, created = halts.halt_engage(actor=request.user, scope=body.scope, reason=body.reason)
     return Status(201 if created else 200, halt)
 
@@ -397,7 +397,7 @@ def alert_acknowledge_api(request: HttpRequest, id: int, body: AcknowledgeIn | N
     note = body.note if body is not None else ""
     try:
         return alert_acknowledge(alert_id=id, actor=request.user, note=note)
-    except AlertRejected as exc:
+    except Refused as exc:
         return Status(exc.status, {"error": exc.code, "detail": exc.detail})
 
 

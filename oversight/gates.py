@@ -18,44 +18,50 @@ from django.utils import timezone
 from loops.models import LoopRun
 from oversight.models import CircuitBreaker, Halt
 
-# One round trip for both tables: the engine asks three times per iteration. A run-scoped
-# halt covers the run's subtree; halt_engage parks that subtree itself, so checking the
-# run, its parent and its root here covers what can race it. A half-open breaker lets its
-# trial run through and no other; before one is chosen it stops them all (they are parked,
-# and the sweep picks one of them as the trial).
-_STOP = """
-SELECT
+
+def stop_columns(run: str) -> str:
+    """The gate as two columns over a run row aliased `run` in the caller's statement: the id
+    of a halt that covers it and of a breaker that stops it (both NULL when it may go on).
+    The engine asks it in the statement that claims or locks the run: one round trip.
+
+    A run-scoped halt covers the run's subtree; halt_engage parks that subtree itself, so
+    checking the run, its parent and its root here covers what can race it. A half-open
+    breaker lets its trial run through and no other; before one is chosen it stops them all
+    (they are parked, and the sweep picks one of them as the trial)."""
+    return f"""
     (SELECT id FROM oversight_halt
      WHERE lifted_at IS NULL
-       AND (kind = 'global' OR domain_id = %(domain)s OR run_id = ANY(%(lineage)s))
-     ORDER BY id LIMIT 1),
+       AND (kind = 'global' OR domain_id = {run}.domain_id
+            OR run_id IN ({run}.id, {run}.parent_id, {run}.root_id))
+     ORDER BY id LIMIT 1) AS stop_halt,
     (SELECT id FROM oversight_circuitbreaker
      WHERE state <> 'closed'
-       AND (blueprint_id = %(blueprint)s OR (scope = 'domain' AND domain_id = %(domain)s))
-       AND NOT (state = 'half_open' AND COALESCE(trial_run_id = %(run)s, false))
-     ORDER BY id LIMIT 1)
-"""
+       AND (blueprint_id = {run}.blueprint_id OR (scope = 'domain' AND domain_id = {run}.domain_id))
+       AND NOT (state = 'half_open' AND COALESCE(trial_run_id = {run}.id, false))
+     ORDER BY id LIMIT 1) AS stop_breaker"""
 
 
-def stop_reason(run: LoopRun) -> tuple[str, int] | None:
-    """("halt", id) or ("breaker", id) when something stops this run; None if nothing does."""
-    lineage = [pk for pk in (run.pk, run.parent_id, run.root_id) if pk is not None]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _STOP,
-            {
-                "domain": run.domain_id,
-                "lineage": lineage,
-                "blueprint": run.blueprint_id,
-                "run": run.pk,
-            },
-        )
-        halt_id, breaker_id = cursor.fetchone()
+Stop = tuple[str, int] | None
+
+
+def stop_of(halt_id: int | None, breaker_id: int | None) -> Stop:
+    """("halt", id) or ("breaker", id) from stop_columns' two values; None if nothing stops."""
     if halt_id is not None:
         return ("halt", halt_id)
     if breaker_id is not None:
         return ("breaker", breaker_id)
     return None
+
+
+_STOP = f"SELECT {stop_columns('r')} FROM loops_looprun r WHERE r.id = %(run)s"
+
+
+def stop_reason(run: LoopRun) -> Stop:
+    """("halt", id) or ("breaker", id) when something stops this run; None if nothing does."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STOP, {"run": run.pk})
+        row = cursor.fetchone()
+    return stop_of(*row) if row else None
 
 
 def may_proceed(run: LoopRun) -> bool:

@@ -44,7 +44,7 @@ def breakers_half_open_due() -> None:
 
 @shared_task
 def interrupts_expire_overdue() -> None:
-    from oversight.services import interrupts
+    from oversight.services import deadlines
 
-    interrupts.interrupts_withdraw_ended()  # first: an ended run's interrupt gets no default
-    interrupts.interrupts_expire_overdue()
+    deadlines.interrupts_withdraw_ended()  # first: an ended run's interrupt gets no default
+    deadlines.interrupts_expire_overdue()

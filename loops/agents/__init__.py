@@ -7,6 +7,7 @@ raising AgentError with a class the retry layer (loops.engine.calls) acts on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from loops.agents import http, llm, python, react
@@ -18,15 +19,19 @@ if TYPE_CHECKING:
 __all__ = ["RETRYABLE", "Adapter", "AgentError", "adapter_for"]
 
 
-def adapter_for(agent: Agent) -> Adapter | None:
+def adapter_for(
+    agent: Agent, *, keep_lease: Callable[[float], None] | None = None
+) -> Adapter | None:
     """How this worker calls the agent; None when it cannot (an implementation this process
-    does not have, a remote agent without an address, an adapter it does not know)."""
+    does not have, a remote agent without an address, an adapter it does not know).
+    keep_lease is the engine's check before each call an adapter makes on its own (ReAct's
+    steps): the run may go on, and its lease covers the seconds given."""
     if agent.adapter == "python":
         return python.from_config(agent.config)
     if agent.adapter == "http":
         return http.from_agent(agent)
     if agent.adapter == "llm":
         if agent.config.get("mode") == "react":  # CONCEPTS 61
-            return react.from_agent(agent)
+            return react.from_agent(agent, keep_lease)
         return llm.from_agent(agent)
     return None

@@ -24,6 +24,7 @@ react.action and react.observation events, written with the call's result and ta
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -57,11 +58,8 @@ def _text(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + " …(cut)"
 
 
-def _hold(run_id: int, seconds: float) -> None:
-    # The retry layer's check before a remote call; imported late, as the engine imports us.
-    from loops.engine.calls import hold
-
-    hold(run_id, seconds)
+def _no_lease(seconds: float) -> None:
+    """Outside the engine (a test calling perform() directly) there is no lease to keep."""
 
 
 @dataclass
@@ -95,6 +93,9 @@ class ReactAdapter:
     llm: LlmAdapter
     max_steps: int = 5
     tools: tuple[str, ...] = ()
+    # The retry layer's check before a remote call, passed in by the engine: the run may
+    # still go on (else StepAborted), and its lease now covers the seconds given.
+    keep_lease: Callable[[float], None] = _no_lease
     remote: ClassVar[bool] = True
     bid_timeout_s: ClassVar[float] = 0.0  # bids make no call
 
@@ -128,7 +129,7 @@ class ReactAdapter:
         try:
             for number in range(1, self.max_steps + 1):
                 if number > 1:
-                    _hold(task.run_id, (self.max_steps - number + 1) * llm.timeout_s)
+                    self.keep_lease((self.max_steps - number + 1) * llm.timeout_s)
                 answer = llm.complete(messages, share, what)
                 steps.tokens += tokens_used(
                     answer.get("usage") if isinstance(answer, dict) else None
@@ -194,7 +195,9 @@ def describe(name: str) -> str:
     return lines[0] if lines else ""
 
 
-def from_agent(agent: Agent) -> ReactAdapter | None:
+def from_agent(
+    agent: Agent, keep_lease: Callable[[float], None] | None = None
+) -> ReactAdapter | None:
     if (llm := llm_from_agent(agent)) is None:
         return None
     config = agent.config
@@ -202,4 +205,5 @@ def from_agent(agent: Agent) -> ReactAdapter | None:
         llm,
         max_steps=max(1, int(config.get("max_steps", 5))),
         tools=tuple(str(name) for name in config.get("tools") or ()),
+        keep_lease=keep_lease or _no_lease,
     )

@@ -2,47 +2,39 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from loops import learning, services
+from loops import learning
 from loops.agents import AgentError, adapter_for
 from loops.declare import Bid as BidAnswer
 from loops.declare import BlueprintSpec, Decline, Phase, Task
+from loops.engine import writes
 from loops.engine.exits import carry_on, finish, mark_closed
-from loops.engine.lease import HEARTBEAT, Events, Reason, State, Status, StepAborted, locked, worker
+from loops.engine.lease import Reason, State, Status, StepAborted, release
+from loops.engine.step import Step
+from loops.engine.tx import Tx, step_tx
 from loops.models import Agent, AgentStat, Bid, Contribution, Iteration, LoopRun
+from loops.services import cost_reserve_locked, enqueue
 from oversight import gates
-from oversight.models import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 BID_THREADS = 8  # remote bids asked at once in one broadcast
 BID_GRACE_S = 1.0
 
 
-def audience_of(run: LoopRun, phase: Phase) -> list[Agent]:
-    """Online agents of the domain with every required capability (CONCEPTS 3, 33)."""
-    agents = Agent.objects.filter(domain_id=run.domain_id, status=Agent.Status.ONLINE)
-    # In-process agents live in this worker; a remote one is alive while it beats. An
-    # OpenAI-compatible server never calls our heartbeat endpoint: its health shows in its
-    # calls (retries, breakers), and an operator can still set it offline.
-    alive = Q(adapter__in=(Agent.Adapter.PYTHON, Agent.Adapter.LLM)) | Q(
-        heartbeat_at__gte=timezone.now() - HEARTBEAT
-    )
-    # Whether a breaker of theirs is not closed, in the same query: the common case (all
-    # closed) then costs no second one; the others go through the gate's trial logic.
-    not_closed = CircuitBreaker.objects.filter(
-        scope=CircuitBreaker.Scope.AGENT, agent_id=OuterRef("pk")
-    ).exclude(state=CircuitBreaker.State.CLOSED)
-    agents = agents.filter(alive).annotate(breaker_not_closed=Exists(not_closed))
+def audience_of(step: Step, phase: Phase) -> list[Agent]:
+    """The claim's live agents of the domain with every required capability (CONCEPTS 3,
+    33), less those an open agent breaker keeps out."""
+    agents = step.agents
     if phase.audience_from:  # only the winners of an earlier phase (CONCEPTS 28, 29)
-        agents = agents.filter(pk__in=run.context.get("winners", {}).get(phase.audience_from, []))
+        winners = set(step.run.context.get("winners", {}).get(phase.audience_from, []))
+        agents = [agent for agent in agents if agent.pk in winners]
     required = set(phase.capabilities)
     candidates = [
         agent
@@ -50,8 +42,8 @@ def audience_of(run: LoopRun, phase: Phase) -> list[Agent]:
         if required <= set(agent.capabilities)
         and (phase.task_type in agent.task_types or not agent.task_types)
     ]
-    gated = [agent.pk for agent in candidates if agent.breaker_not_closed]
-    excluded = gates.agents_excluded(run, gated) if gated else set()
+    gated = [agent.pk for agent in candidates if agent.breaker_not_closed]  # type: ignore[attr-defined]
+    excluded = gates.agents_excluded(step.run, gated) if gated else set()
     return [agent for agent in candidates if agent.pk not in excluded]
 
 
@@ -60,56 +52,53 @@ def task_for(run: LoopRun, spec: BlueprintSpec, number: int, phase: int, feedbac
     return Task(run.pk, number, p.name, p.task_type, p.payload, run.context, tuple(feedback))
 
 
-def open_iteration(run: LoopRun, spec: BlueprintSpec, now: datetime) -> Iteration:
-    """Broadcast the phase's task and record the answers; select at once if all answered."""
+def open_iteration(step: Step) -> tuple[Iteration, list[Contribution]]:
+    """Broadcast the phase's task and record the answers; select at once if all answered
+    (early close, CONCEPTS 24), so the iteration is written as executing at once. Returns
+    the iteration and the calls claimed (none while bidding, or if it closed at once)."""
+    run, spec, now = step.run, step.spec, step.now
+    assert spec is not None
     phase, number = spec.phases[run.phase], run.iteration + 1
     feedback = run.context.get("feedback", [])
-    audience = [] if phase.call else audience_of(run, phase)
-    task = task_for(run, spec, number, run.phase, feedback)
-    answers = ask_bids(audience, task, spec.bid_window_ms / 1000)
+    audience = [] if phase.call else audience_of(step, phase)
+    answers = ask_bids(audience, task_for(run, spec, number, run.phase, feedback), spec)
     answered_at = timezone.now()
-    # Everyone answered: the selection follows in this transaction (early close, CONCEPTS
-    # 24), so the iteration is written as executing at once rather than updated to it.
     early = not phase.call and all(answers[agent.pk] is not None for agent in audience)
-    with transaction.atomic():
-        run = locked(run.pk)
+    iteration = Iteration(
+        run_id=run.pk,
+        number=number,
+        phase=run.phase,
+        phase_name=phase.name,
+        status=Iteration.Status.EXECUTING if phase.call or early else Iteration.Status.BIDDING,
+        broadcast={
+            "task_type": phase.task_type,
+            "payload": phase.payload,
+            "capabilities": list(phase.capabilities),
+            "feedback": feedback,
+            "audience": [a.pk for a in audience],
+            "call": list(phase.call),
+        },
+        bid_window_ends_at=now + timedelta(milliseconds=spec.bid_window_ms),
+        gather_deadline_at=now + timedelta(milliseconds=spec.gather_deadline_ms),
+        started_at=now,
+    )
+    bids = [
+        bid_row(agent, answers[agent.pk], now, answered_at)
+        for agent in audience
+        if answers[agent.pk] is not None
+    ]
+    with step_tx(run.pk) as tx:
+        run = step.run = tx.require()
         if run.iteration + 1 != number:
             raise StepAborted  # another worker opened it first
-        iteration = Iteration.objects.create(
-            run=run,
-            number=number,
-            phase=run.phase,
-            phase_name=phase.name,
-            status=Iteration.Status.EXECUTING if phase.call or early else Iteration.Status.BIDDING,
-            broadcast={
-                "task_type": phase.task_type,
-                "payload": phase.payload,
-                "capabilities": list(phase.capabilities),
-                "feedback": feedback,
-                "audience": [a.pk for a in audience],
-                "call": list(phase.call),
-            },
-            bid_window_ends_at=now + timedelta(milliseconds=spec.bid_window_ms),
-            gather_deadline_at=now + timedelta(milliseconds=spec.gather_deadline_ms),
-            started_at=now,
-        )
-        bids = [
-            bid_row(iteration, agent, answers[agent.pk], now, answered_at)
-            for agent in audience
-            if answers[agent.pk] is not None
-        ]
         run.iteration, run.updated_at = number, answered_at
-        LoopRun.objects.filter(pk=run.pk).update(iteration=number, updated_at=answered_at)
-        audience_size = {"iteration": number, "phase": phase.name, "audience": len(audience)}
-        events: Events = [(run.pk, "iteration.broadcast", audience_size)]
-        events += [
-            (run.pk, "bid.received", {"agent": b.agent_id, "decision": b.decision}) for b in bids
-        ]
-        if early:
-            select_and_claim(run, spec, iteration, bids, events)
-        Bid.objects.bulk_create(bids)  # with their selection, when it was made just now
-        services.events_write(run.root_id, events)
-    return iteration
+        size = {"iteration": number, "phase": phase.name, "audience": len(audience)}
+        tx.trace.add(run.pk, "iteration.broadcast", size)
+        for b in bids:
+            tx.trace.add(run.pk, "bid.received", {"agent": b.agent_id, "decision": b.decision})
+        calls = select_and_claim(step, tx, iteration, bids) if early else []
+        writes.write_open(run, iteration, bids, calls)
+    return iteration, calls
 
 
 def callable_here(agent: Agent) -> bool:
@@ -120,16 +109,21 @@ def callable_here(agent: Agent) -> bool:
 Answer = BidAnswer | Decline | None
 
 
-def ask_bids(audience: list[Agent], task: Task, window_s: float) -> dict[int, Answer]:
+def ask_bids(audience: list[Agent], task: Task, spec: BlueprintSpec) -> dict[int, Answer]:
     """Every audience member's answer, outside any transaction. In-process agents answer in
     turn; remote ones are asked at once, in threads, each for at most the bid window."""
+    window_s = spec.bid_window_ms / 1000
     remote = [a for a in audience if (adapter := adapter_for(a)) is not None and adapter.remote]
     if not remote:
         return {agent.pk: ask_bid(agent, task, window_s) for agent in audience}
-    # The threads make HTTP calls only: they open no database connection.
+    # The threads make HTTP calls only: they open no database connection. Each runs in a
+    # copy of this thread's context, so what it logs carries the step's run and root ids.
     pool = ThreadPoolExecutor(max_workers=min(BID_THREADS, len(remote)))
     try:
-        asked = {a.pk: pool.submit(ask_bid, a, task, window_s) for a in remote}
+        asked = {
+            a.pk: pool.submit(contextvars.copy_context().run, ask_bid, a, task, window_s)
+            for a in remote
+        }
         answers = {a.pk: ask_bid(a, task, window_s) for a in audience if a.pk not in asked}
         # Each call has its timeout; this bounds a server that answers a byte at a time.
         done, _ = wait(asked.values(), timeout=window_s + BID_GRACE_S)
@@ -157,13 +151,8 @@ def ask_bid(agent: Agent, task: Task, window_s: float | None = None) -> Answer:
         return Decline(f"bid raised {type(exc).__name__}: {exc}")
 
 
-def bid_row(iteration, agent, answer, asked_at, received_at) -> Bid:
-    common = {
-        "iteration": iteration,
-        "agent": agent,
-        "started_at": asked_at,
-        "received_at": received_at,
-    }
+def bid_row(agent: Agent, answer: Answer, asked_at: datetime, received_at: datetime) -> Bid:
+    common = {"agent": agent, "started_at": asked_at, "received_at": received_at}
     if isinstance(answer, BidAnswer):
         confidence = min(1.0, max(0.0, answer.confidence))
         return Bid(
@@ -172,21 +161,22 @@ def bid_row(iteration, agent, answer, asked_at, received_at) -> Bid:
     return Bid(**common, decision=Bid.Decision.DECLINE, reason=getattr(answer, "reason", ""))
 
 
-def close_bidding(run: LoopRun, spec: BlueprintSpec, iteration: Iteration, now) -> None:
-    """Close the window once it passed (CONCEPTS 23): silence is a decline; then select."""
+def close_bidding(step: Step, iteration: Iteration) -> list[Contribution] | None:
+    """Close the window once it passed (CONCEPTS 23): silence is a decline; then select.
+    None while the window is still open: the step ends, and comes back when it closes."""
+    run, now = step.run, step.now
     audience = iteration.broadcast["audience"]
     bids = list(iteration.bids.select_related("agent"))
     answered = {bid.agent_id for bid in bids}
     if len(answered) < len(audience) and now < iteration.bid_window_ends_at:
         # Release first, so the rescheduled step can claim the run; the fresh updated_at
         # keeps the reaper from enqueuing duplicates while we wait.
-        LoopRun.objects.filter(pk=run.pk, lease_worker=worker()).update(
-            lease_worker="", lease_expires_at=None, updated_at=timezone.now()
-        )
-        services.enqueue(run.pk, countdown=(iteration.bid_window_ends_at - now).total_seconds())
-        return
-    with transaction.atomic():
-        run = locked(run.pk)
+        release(run.pk, touch=True)
+        run.lease_worker = ""
+        enqueue(run.pk, countdown=(iteration.bid_window_ends_at - now).total_seconds())
+        return None
+    with step_tx(run.pk) as tx:
+        run = step.run = tx.require()
         silent = [
             Bid(
                 iteration=iteration,
@@ -200,17 +190,15 @@ def close_bidding(run: LoopRun, spec: BlueprintSpec, iteration: Iteration, now) 
             for agent_id in audience
             if agent_id not in answered
         ]
-        Bid.objects.bulk_create(silent, ignore_conflicts=True)
-        events: Events = [
-            (
+        for b in silent:
+            tx.trace.add(
                 run.pk,
                 "bid.received",
                 {"agent": b.agent_id, "decision": "decline", "reason": b.reason},
             )
-            for b in silent
-        ]
-        select_and_claim(run, spec, iteration, bids + silent, events)
-        services.events_write(run.root_id, events)
+        calls = select_and_claim(step, tx, iteration, bids + silent)
+        writes.write_selection(run, iteration, silent, bids, calls)
+    return calls
 
 
 def select(
@@ -262,13 +250,15 @@ def stats_for(task_type: str, bids: list[Bid]) -> dict[int, tuple[float, float]]
     return {agent_id: (alpha, beta) for agent_id, alpha, beta in rows}
 
 
-def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: Events) -> None:
-    """Inside the transaction holding the run: select, then claim the winners' calls.
-
-    In-process calls are claimed (`running`) here, each with its estimated cost reserved
-    (CONCEPTS 69), so the agent works right after commit. Below the quorum the iteration
-    closes and the policy decides: broadcast again, or fail.
-    """
+def select_and_claim(
+    step: Step, tx: Tx, iteration: Iteration, bids: list[Bid]
+) -> list[Contribution]:
+    """In the transaction holding the run: select, then claim the winners' calls, each with
+    its estimated cost reserved from the budget (CONCEPTS 69), so an in-process agent works
+    right after commit; a remote agent's call waits for its adapter to take it. Below the
+    quorum the iteration closes and the policy decides: broadcast again, or fail."""
+    run, spec = tx.run, step.spec
+    assert spec is not None
     stats = rng = None
     if spec.selection == "thompson":
         stats = stats_for(iteration.broadcast.get("task_type", ""), bids)
@@ -276,24 +266,20 @@ def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: E
     chosen = select(spec, bids, stats, rng)
     for bid in bids:
         bid.selected, bid.selection_reason = chosen.get(bid.agent_id, (False, bid.reason))
-    if saved := [b for b in bids if b.pk]:  # else the caller inserts them as they are now
-        # Silent decliners were inserted without returning their pk; they keep their reason.
-        Bid.objects.bulk_update(saved, ["selected", "selection_reason"])
     winners = [b for b in bids if b.selected]
-    selected = [b.agent_id for b in winners]
-    events.append((run.pk, "selection.made", {"selected": selected, "layer": "meta"}))
+    tx.trace.add(
+        run.pk, "selection.made", {"selected": [b.agent_id for b in winners], "layer": "meta"}
+    )
     if len(winners) < max(spec.quorum, 1):
-        no_quorum(run, spec, iteration, len(winners), events)
-        return
-    now = timezone.now()
-    rows = []
+        no_quorum(step, tx, iteration, len(winners))
+        return []
+    now, calls = timezone.now(), []
     for bid in winners:
-        affordable = services.cost_reserve(run.pk, bid.est_cost) if bid.est_cost else True
+        affordable = cost_reserve_locked(run, bid.est_cost)
         # An in-process call is claimed now; a remote one waits for its adapter to take it.
         claimed = Status.RUNNING if callable_here(bid.agent) else Status.PENDING
-        rows.append(
+        calls.append(
             Contribution(
-                iteration=iteration,
                 agent=bid.agent,
                 est_cost=bid.est_cost if affordable else 0,
                 confidence=bid.confidence or 0.0,
@@ -304,21 +290,20 @@ def select_and_claim(run, spec, iteration: Iteration, bids: list[Bid], events: E
             )
         )
         kind = "agent.call.requested" if affordable else "agent.call.refused"
-        events.append((run.pk, kind, {"agent": bid.agent_id, "layer": "retry"}))
-    # The iteration was still bidding, so none of these rows can exist yet.
-    iteration.claimed = Contribution.objects.bulk_create(rows)  # kept for execute()
-    if iteration.status != Iteration.Status.EXECUTING:  # else written so (open_iteration)
-        iteration.status = Iteration.Status.EXECUTING
-        iteration.save(update_fields=["status"])
+        tx.trace.add(run.pk, kind, {"agent": bid.agent_id, "layer": "retry"})
+    iteration.status = Iteration.Status.EXECUTING
+    return calls
 
 
-def no_quorum(run, spec, iteration, selected: int, events: Events) -> None:
-    events.append((run.pk, "iteration.no_quorum", {"selected": selected, "quorum": spec.quorum}))
+def no_quorum(step: Step, tx: Tx, iteration: Iteration, selected: int) -> None:
+    spec = step.spec
+    assert spec is not None
+    tx.trace.add(tx.run.pk, "iteration.no_quorum", {"selected": selected, "quorum": spec.quorum})
     mark_closed(
         iteration, Iteration.Outcome.NO_QUORUM, f"{selected} selected, quorum {spec.quorum}"
     )
     if spec.policy.on_insufficient_bids == "fail":
         why = f"{selected} agents bid; the quorum is {spec.quorum}"
-        finish(run, State.FAILED, Reason.INSUFFICIENT_BIDS, why, events)
+        finish(tx.run, tx.trace, State.FAILED, Reason.INSUFFICIENT_BIDS, why)
     else:
-        carry_on(run, spec, events)
+        carry_on(step, tx.run, tx.trace)

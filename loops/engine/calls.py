@@ -1,82 +1,70 @@
-"""Step 2: the selected agents' calls (outside any transaction) and child spawns."""
+"""Step 2: the selected agents' calls, outside any transaction, each inside the retry layer
+(Loopcraft L1, CONCEPTS 55 to 59)."""
 
 from __future__ import annotations
 
+import functools
 import random
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone
 
-from loops import services
+from common import backoff as waits
+from common.backoff import RNG
 from loops.agents import AgentError, adapter_for
-from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH, BlueprintSpec, Retry, Spawn, Task
+from loops.declare import BlueprintSpec, Retry, Task
 from loops.engine.broadcast import callable_here, task_for
-from loops.engine.judge import judge_and_close
-from loops.engine.lease import LEASE, Events, State, Status, StepAborted, lock, locked, worker
+from loops.engine.lease import LEASE, Status, StepAborted, worker
 from loops.engine.results import Result, apply_results
-from loops.models import Blueprint, Contribution, Iteration, LoopRun
+from loops.engine.step import Step
+from loops.engine.tx import step_tx
+from loops.engine.writes import write_close
+from loops.models import Contribution, Iteration
 from oversight import gates
 
+__all__ = ["RNG", "AgentError", "Result", "backoff", "hold", "perform", "perform_claimed"]
 
-def execute(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> None:
-    """Make the claimed calls (in process, or remote through the retry layer), then close
-    the iteration, or spawn and wait."""
-    phase = spec.phases[iteration.phase]
-    if phase.call:
-        requests = (
-            beam(run, spec, iteration)
-            if phase.beam
-            else [Spawn(name, call_input(run, spec, iteration.phase)) for name in phase.call]
-        )
-        if not requests or spawn(run.pk, spec, iteration, requests):
-            judge_and_close(run, spec, iteration, [], [])
-        return
-    # Claimed just now in this step, or (after a wait or a crash) read back.
-    contributions = iteration.claimed or list(iteration.contributions.select_related("agent"))
-    task = task_for(
-        run, spec, iteration.number, iteration.phase, iteration.broadcast.get("feedback", [])
-    )
+
+def perform_claimed(
+    step: Step, iteration: Iteration, calls: list[Contribution]
+) -> list[Result] | None:
+    """Make the calls this step claimed (or, after a wait or a crash, those left running)
+    that this worker can make; None while others are still out (remote agents answer
+    through the API, and their answer steps the run again)."""
+    spec = step.spec
+    assert spec is not None
+    feedback = iteration.broadcast.get("feedback", [])
+    task = task_for(step.run, spec, iteration.number, iteration.phase, feedback)
     results: list[Result] = []
     try:
-        for c in contributions:
-            if claimed_here(c):
-                results.append(perform(spec, c, task))
+        for call in calls:
+            if call.status == Status.RUNNING and callable_here(call.agent):
+                results.append(perform(spec, call, task))
     except StepAborted:
         # A halt (or a lost lease) stopped a remote call before it started: keep the calls
         # already made, held back from the merge, and stop here (DESIGN.md H1).
-        record(run.pk, results)
+        record(step, results)
         raise
     done = {r.contribution.pk for r in results}
-    if any(not c.is_terminal and c.pk not in done for c in contributions):
-        record(run.pk, results)  # remote calls are still out; their arrival re-enqueues
-        return
-    spawns = [s for r in results if r.outcome for s in r.outcome.spawn]
-    if spawns:
-        record(run.pk, results)
-        if not spawn(run.pk, spec, iteration, spawns):
-            return
-        contributions = list(iteration.contributions.select_related("agent"))
-        results = []
-    judge_and_close(run, spec, iteration, contributions, results)
-
-
-def claimed_here(contribution: Contribution) -> bool:
-    """A call claimed by this step, or left `running` by a dead worker, that this worker
-    can make (in process, or over HTTP)."""
-    return contribution.status == Status.RUNNING and callable_here(contribution.agent)
-
-
-# The jitter's randomness: not a secret, and seeded by tests (CONCEPTS 57).
-RNG = random.Random()  # noqa: S311
+    if any(not c.is_terminal and c.pk not in done for c in calls):
+        record(step, results)
+        return None
+    return results
 
 
 def perform(
-    spec: BlueprintSpec, contribution: Contribution, task: Task, *, rng: random.Random = RNG
+    spec: BlueprintSpec,
+    contribution: Contribution,
+    task: Task,
+    *,
+    rng: random.Random = RNG,
+    keep_lease: Callable[[float], None] | None = None,
 ) -> Result:
-    """One agent call with its attempts: the retry layer (Loopcraft L1, CONCEPTS 55 to 59).
+    """One agent call with its attempts: the retry layer.
 
     1. Before each attempt of a remote call, re-read the run: if the gate closed (a halt, a
        breaker, a pause) or our lease is gone, make no call and stop (StepAborted), leaving
@@ -85,7 +73,10 @@ def perform(
     3. A retryable error waits countdown (backoff()), then tries again with retry_context
        naming the error, up to the policy's max_attempts; any other error ends the call.
     """
-    adapter = adapter_for(contribution.agent)
+    keep_lease = keep_lease or functools.partial(hold, task.run_id)
+    # A remote adapter that makes several calls in one attempt (ReAct) holds the lease over
+    # each of them the same way.
+    adapter = adapter_for(contribution.agent, keep_lease=keep_lease)
     remote = adapter is not None and adapter.remote
     timeout = adapter.timeout_s if adapter is not None else 0.0
     retry, attempts, started = spec.policy.retry, list(contribution.attempts), timezone.now()
@@ -93,7 +84,7 @@ def perform(
     failures: list[AgentError] = []
     for n in range(len(attempts) + 1, retry.max_attempts + 1):
         if remote:
-            hold_or_keep(task.run_id, timeout, contribution, attempts)
+            _hold_or_keep(keep_lease, timeout, contribution, attempts)
         began = timezone.now()
         try:
             if adapter is None:  # its implementation or address went away since the claim
@@ -112,7 +103,7 @@ def perform(
                 **exc.adjust,
             }
             if remote:
-                hold_or_keep(task.run_id, countdown + timeout, contribution, attempts)
+                _hold_or_keep(keep_lease, countdown + timeout, contribution, attempts)
             time.sleep(countdown)
         else:
             attempts.append(attempt(n, began, "", "", None))
@@ -120,7 +111,7 @@ def perform(
     return Result(contribution, None, attempts, started, failures=failures)
 
 
-def attempt(n: int, began, error_class: str, message: str, countdown: float | None) -> dict:
+def attempt(n: int, began: datetime, error_class: str, message: str, countdown) -> dict:
     return {
         "n": n,
         "started": began.isoformat(),
@@ -131,16 +122,19 @@ def attempt(n: int, began, error_class: str, message: str, countdown: float | No
 
 
 def backoff(retry: Retry, n: int, exc: AgentError, rng: random.Random) -> float | None:
-    """Seconds to wait before attempt n + 1, or None when there is none (CONCEPTS 56 to 58).
-
-    delay_n = min(cap, base·2^(n-1)), and with jitter a uniform draw from [0, delay_n] (full
-    jitter). A 429's Retry-After is a floor; one beyond the cap ends the call instead, since
-    asking sooner would be refused again and waiting longer would pass the policy's cap.
-    """
+    """Seconds to wait before attempt n + 1, or None when there is none (CONCEPTS 56 to 58):
+    common.backoff's full jitter (or its ceiling without jitter). A 429's Retry-After is a
+    floor; one beyond the cap ends the call instead, since asking sooner would be refused
+    again and waiting longer would pass the policy's cap."""
     if not exc.retryable or n >= retry.max_attempts:
         return None
-    delay = min(retry.cap_ms, retry.base_ms * 2 ** (n - 1)) / 1000
-    wait = rng.uniform(0, delay) if retry.jitter else delay
+    wait = waits.backoff(
+        n,
+        base=retry.base_ms / 1000,
+        cap=retry.cap_ms / 1000,
+        jitter="full" if retry.jitter else "none",
+        rng=rng,
+    )
     if exc.retry_after is not None:
         if exc.retry_after > retry.cap_ms / 1000:
             return None
@@ -156,11 +150,13 @@ def resumed_context(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"attempt": last["n"], "error_class": last["error_class"], "message": last["message"]}
 
 
-def hold_or_keep(run_id: int, seconds: float, contribution: Contribution, attempts: list) -> None:
-    """hold(); when the run may not go on, the attempts made so far are kept on the call,
+def _hold_or_keep(
+    keep_lease: Callable[[float], None], seconds: float, contribution: Contribution, attempts: list
+) -> None:
+    """keep_lease(); when the run may not go on, the attempts made so far are kept on the call,
     still running, so that it resumes after them (numbered on, with the last error)."""
     try:
-        hold(run_id, seconds)
+        keep_lease(seconds)
     except StepAborted:
         if contribution.pk is not None and len(attempts) > len(contribution.attempts):
             Contribution.objects.filter(
@@ -169,139 +165,34 @@ def hold_or_keep(run_id: int, seconds: float, contribution: Contribution, attemp
         raise
 
 
+# Our lease extended over the call, in one statement, only while the run may still go on:
+# running, ours, and the gate open (a halt committed since the step began stops the call).
+_HOLD = f"""
+UPDATE loops_looprun r SET lease_expires_at = %(until)s
+FROM (SELECT {gates.stop_columns("s")} FROM loops_looprun s WHERE s.id = %(run)s) gate
+WHERE r.id = %(run)s AND r.state = 'running' AND r.lease_worker = %(me)s
+  AND gate.stop_halt IS NULL AND gate.stop_breaker IS NULL
+"""
+
+
 def hold(run_id: int, seconds: float) -> None:
-    """Before a remote call: a fresh read of the run must still let it proceed (a halt
-    committed since the step began stops the call: DESIGN.md H1), and our lease must cover
-    the call, which can outlast LOOP_LEASE_SECONDS (a compare-and-set on our lease)."""
-    run = LoopRun.objects.get(pk=run_id)
-    if run.lease_worker != worker() or not gates.may_proceed(run):
-        raise StepAborted
+    """Before a remote call (DESIGN.md H1): a fresh read must still let the run proceed, and
+    our lease must cover the call, which can outlast LOOP_LEASE_SECONDS."""
     until = timezone.now() + timedelta(seconds=seconds) + LEASE
-    ours = LoopRun.objects.filter(pk=run_id, lease_worker=worker())
-    if not ours.update(lease_expires_at=until):
-        raise StepAborted  # another worker took the run over meanwhile
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLD, {"run": run_id, "me": worker(), "until": until})
+        if cursor.rowcount != 1:
+            raise StepAborted  # stopped, or another worker took the run over meanwhile
 
 
-def record(run_id: int, results: list[Result]) -> None:
+def record(step: Step, results: list[Result]) -> None:
     """Write results in their own transaction; if the run stopped meanwhile, they are held
     back from the merge until it may proceed again (CONCEPTS 42)."""
     if not results:
         return
-    with transaction.atomic():
-        run, may = lock(run_id)
-        events: Events = []
-        apply_results(run, results, held=not may, events=events)
-        services.events_write(run.root_id, events)
-    if not may:
+    with step_tx(step.run.pk, agents=[r.contribution.agent_id for r in results]) as tx:
+        step.run = tx.run
+        apply_results(tx, results, held=not tx.may)
+        write_close(tx.run, results=[r.contribution for r in results])
+    if not tx.may:
         raise StepAborted
-
-
-def call_input(run: LoopRun, spec: BlueprintSpec, phase: int) -> Any:
-    """Like a function call's arguments: the previous phase's result, or the run's input."""
-    if phase == 0:
-        return run.input
-    previous = run.context.get("phases", {}).get(spec.phases[phase - 1].name)
-    return previous if isinstance(previous, dict) else {"value": previous}
-
-
-def spawn(run_id: int, spec: BlueprintSpec, iteration: Iteration, requests: list[Spawn]) -> bool:
-    """Start the requested children (CONCEPTS 8, 9, 26, 43, 69); the parent waits for them.
-
-    Refused requests (undeclared, too deep, over budget) are recorded with their reason.
-    Returns True when nothing was started, so the iteration can close at once.
-    """
-    with transaction.atomic():
-        run = locked(run_id)
-        events: Events = []
-        called = run.children.filter(spawned_by=iteration)
-        seen = {key or name for key, name in called.values_list("call_key", "blueprint__name")}
-        started = 0
-        for request in requests:
-            refusal = spawn_refusal(run, spec, request, seen)
-            budget = None if refusal else child_budget(run, BLUEPRINTS[request.blueprint])
-            if budget is False:
-                refusal = "the parent's remaining budget cannot cover it"
-            if refusal:
-                events.append(
-                    (run.pk, "child.refused", {"blueprint": request.blueprint, "reason": refusal})
-                )
-                continue
-            seen.add(request.call_key)
-            child = services.create_run(
-                BLUEPRINTS[request.blueprint],
-                Blueprint.objects.get(name=request.blueprint),
-                run.domain,
-                input=request.input,
-                parent=run,
-                spawned_by=iteration,
-                budget=budget,
-                call_key=request.call_key,
-            )
-            events.append(
-                (run.pk, "child.started", {"child": child.pk, "blueprint": request.blueprint})
-            )
-            started += 1
-        if started or called.exclude(state__in=LoopRun.TERMINAL).exists():
-            iteration.status = Iteration.Status.WAITING_CHILDREN
-            iteration.save(update_fields=["status"])
-            run.move_to(State.WAITING)
-            run.lease_worker, run.lease_expires_at = "", None
-            run.save(update_fields=["state", "updated_at", "lease_worker", "lease_expires_at"])
-        services.events_write(run.root_id, events)
-    return not started
-
-
-def beam(run: LoopRun, spec: BlueprintSpec, iteration: Iteration) -> list[Spawn]:
-    """Tree of Thoughts (CONCEPTS 62): a child for each of the `beam` best thoughts the
-    previous phase ranked, the rest pruned; none at the depth bound, where the run is a leaf
-    and its best thought stands (judge)."""
-    phase = spec.phases[iteration.phase]
-    bound = min(MAX_STACK_DEPTH - 1, spec.max_depth if spec.max_depth is not None else 99)
-    if run.depth + 1 > bound:
-        return []
-    ranked = run.context.get("phases", {}).get(spec.phases[iteration.phase - 1].name) or []
-    kept, pruned = ranked[: phase.beam], ranked[phase.beam :]
-    with transaction.atomic():
-        services.events_write(
-            run.root_id,
-            [
-                (
-                    run.pk,
-                    "thoughts.pruned",
-                    {
-                        "kept": [t["agent"] for t in kept],
-                        "pruned": [t["agent"] for t in pruned],
-                        "layer": "validation",
-                    },
-                )
-            ],
-        )
-    child = phase.call[0]
-    return [
-        Spawn(child, {"thought": t["output"], "score": t["score"]}, key=f"{child}#{i}")
-        for i, t in enumerate(kept, start=1)
-    ]
-
-
-def spawn_refusal(run: LoopRun, spec: BlueprintSpec, request: Spawn, seen: set[str]) -> str:
-    if request.blueprint not in spec.children:
-        return f"{request.blueprint!r} is not a declared child of {spec.name!r}"
-    if request.call_key in seen:
-        return f"{request.call_key!r} was already called in this iteration"
-    depth = run.depth + 1
-    if depth >= MAX_STACK_DEPTH or (spec.max_depth is not None and depth > spec.max_depth):
-        return f"a child at depth {depth} would pass the depth bound"
-    return ""
-
-
-def child_budget(run: LoopRun, child_spec: BlueprintSpec) -> float | bool | None:
-    """The child's budget, reserved from the parent's remainder; False if it cannot be."""
-    wanted = child_spec.policy.exits.budget
-    run.refresh_from_db(fields=["cost", "cost_reserved"])
-    left = run.budget_left
-    if left is None:
-        return wanted
-    budget = left if wanted is None else min(wanted, left)
-    if budget <= 0 or not services.cost_reserve(run.pk, budget):
-        return False
-    return budget

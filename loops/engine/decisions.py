@@ -14,23 +14,25 @@ a run that was waiting for its children when it was interrupted waits for them a
 
 from __future__ import annotations
 
-from django.db import transaction
-
-from loops import services
-from loops.declare import BlueprintSpec
+from loops.engine.close import decide
 from loops.engine.exits import carry_on
-from loops.engine.judge import Judgement, decide
-from loops.engine.lease import Events, State, locked
+from loops.engine.judge import Judgement
+from loops.engine.lease import State
+from loops.engine.step import Step
+from loops.engine.tx import Tx, step_tx
+from loops.engine.writes import write_run
 from loops.models import LoopRun
 
 
-def apply_decision(run: LoopRun, spec: BlueprintSpec) -> bool:
-    """True if a decision was applied (the step ends here; carry_on enqueued the next)."""
-    with transaction.atomic():
-        run = locked(run.pk)
+def apply_decision(step: Step) -> bool:
+    """True if a decision was applied (the step ends here; what comes next is sent or
+    kept); False if another step applied it first."""
+    assert step.spec is not None
+    with step_tx(step.run.pk) as tx:
+        run = step.run = tx.require()
         decision = run.context.pop("decision", None)
         if decision is None:
-            return False  # another step applied it first
+            return False
         kind, by = decision["decision"], decision["by"]
         run.context["human"] = {
             "decision": kind,
@@ -38,33 +40,38 @@ def apply_decision(run: LoopRun, spec: BlueprintSpec) -> bool:
             "comment": decision["comment"],
             "by": by,
         }
-        events: Events = [(run.pk, "decision.applied", {"decision": kind, "by": by})]
+        tx.trace.add(run.pk, "decision.applied", {"decision": kind, "by": by})
         iteration = None
         if decision["iteration"] is not None:
             iteration = run.iterations.filter(number=decision["iteration"]).first()
         if kind == "reject":
             run.context["feedback"] = [f"rejected by {by}: {decision['comment']}"]
             run.context["rounds"] = 0  # a human's answer starts the rounds again
-            go_on(run, spec, events)
+            go_on(step, tx)
         elif iteration is not None and iteration.phase == run.phase:
             value = decision["payload"] if kind == "modify" else decision["proposal"]
-            judged = Judgement(merged=value, rationale=f"{kind} by {by}", ok=True)
-            decide(run, spec, iteration, judged, True, events)
+            decide(
+                step,
+                tx,
+                iteration,
+                Judgement(merged=value, rationale=f"{kind} by {by}", ok=True),
+                True,
+            )
         else:
-            go_on(run, spec, events)
-        services.events_write(run.root_id, events)
+            go_on(step, tx)
+        write_run(run)
     return True
 
 
-def go_on(run: LoopRun, spec: BlueprintSpec, events: Events) -> None:
+def go_on(step: Step, tx: Tx) -> None:
     """The next step; or, for a run an agent interrupted while it waited for its children,
     the wait again while any of them still runs (the last one's return wakes it). Without
     this, the next step would judge the children's results before they exist."""
+    run = tx.run
     live = list(run.children.exclude(state__in=LoopRun.TERMINAL).values_list("pk", flat=True))
     if not live:
-        return carry_on(run, spec, events)
+        carry_on(step, run, tx.trace)
+        return
     run.move_to(State.WAITING)
     run.lease_worker, run.lease_expires_at = "", None
-    run.save(update_fields=["state", "context", "updated_at", "lease_worker", "lease_expires_at"])
-    events.append((run.pk, "run.waiting", {"children": live}))
-    return None
+    tx.trace.add(run.pk, "run.waiting", {"children": live})

@@ -1,4 +1,5 @@
-"""Step 3: merge, validate and decide, in one transaction."""
+"""Step 3, judged: merge the gathered contributions (or the children's results) and validate
+them, and say whether a human must decide before the result is used. No writes."""
 
 from __future__ import annotations
 
@@ -6,16 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
-from django.db import transaction
 
-from console import metrics
-from loops import learning, merge, services
+from loops import merge
 from loops.declare import IMPLEMENTATIONS, VALIDATORS, Verdict
-from loops.engine.exits import best_so_far, carry_on, finish, mark_closed
-from loops.engine.lease import Events, Reason, State, Status, StepAborted, lock
-from loops.engine.results import apply_results
-from loops.models import Agent, Iteration
-from oversight.services import interrupts
+from loops.engine.lease import State, Status
+from loops.models import Agent
 
 
 @dataclass
@@ -121,84 +117,6 @@ def schema_verdict(schema: dict[str, Any], value: Any) -> Verdict:
     return Verdict(ok=not problems, feedback="; ".join(problems))
 
 
-def judge_and_close(run, spec, iteration, contributions, results) -> None:
-    """Record the calls, merge, validate and decide, in one transaction."""
-    judged = judge(run, spec, iteration, contributions, results)
-    with transaction.atomic():
-        run, may = lock(run.pk)
-        events: Events = []
-        apply_results(run, results, held=not may, events=events)
-        if may:
-            close(run, spec, iteration, judged, contributions, results, events)
-        services.events_write(run.root_id, events)
-    if not may:
-        # Outside the transaction, so the held results commit; nothing is decided while
-        # the run is stopped (CONCEPTS 42).
-        raise StepAborted
-
-
-def close(run, spec, iteration, judged: Judgement, contributions, results, events) -> None:
-    """Inside the transaction holding the run: record the judgement and decide."""
-    ok = judged.ok and not judged.error
-    iteration.merged, iteration.rationale = judged.merged, judged.rationale
-    iteration.feedback = list(judged.feedback) or ([judged.error] if judged.error else [])
-    iteration.validation = {
-        "ok": ok,
-        "score": judged.score,
-        "feedback": list(judged.feedback),
-        "error": judged.error,
-        "skipped": judged.skipped,
-    }
-    outcome = (
-        Iteration.Outcome.VALIDATED
-        if ok
-        else Iteration.Outcome.MERGE_FAILED
-        if judged.error
-        else Iteration.Outcome.REJECTED
-    )
-    mark_closed(iteration, outcome, judged.rationale or judged.error)
-    metrics.iteration_closed(spec.domain, iteration)
-    # Outcome recording (L3, CONCEPTS 53, 64): what each agent's part earned it; the
-    # posteriors take it in through learning.stats_fold.
-    earned = {c.agent_id: learning.outcome_of(c, outcome) for c in contributions}
-    events.append(
-        (
-            run.pk,
-            "iteration.merged" if not judged.error else "merge.failed",
-            {"iteration": iteration.number, "rationale": iteration.rationale},
-        )
-    )
-    events.append(
-        (
-            run.pk,
-            "validation.passed" if ok else "validation.failed",
-            {
-                "iteration": iteration.number,
-                "score": judged.score,
-                "feedback": iteration.feedback,
-                "layer": "validation",
-            },
-        )
-    )
-    events.append(
-        (
-            run.pk,
-            "outcome.recorded",
-            {"iteration": iteration.number, "agents": earned, "layer": "meta"},
-        )
-    )
-    if ok:  # who won this phase, for a later phase's audience (CONCEPTS 28)
-        winners = [c.agent_id for c in contributions if c.status != Status.FAILED]
-        run.context.setdefault("winners", {})[iteration.phase_name] = winners
-    if not ok and any(c.error_class == "budget" for c in contributions):
-        why = "the budget left cannot pay for the calls this iteration needed"
-        finish(run, State.EXHAUSTED, Reason.BUDGET, why, events, best_so_far(run))
-    elif asked := escalation(spec, iteration, judged, contributions, results, ok):
-        interrupts.interrupt_raise(run=run, iteration=iteration, events=events, **asked)
-    else:
-        decide(run, spec, iteration, judged, ok, events)
-
-
 def escalation(spec, iteration, judged: Judgement, contributions, results, ok: bool) -> dict:
     """Whether a human must decide on this result before it is used (CONCEPTS 37): an
     agent asked in its result, or the policy's confidence floor or value limits say so.
@@ -236,59 +154,3 @@ def escalation(spec, iteration, judged: Judgement, contributions, results, ok: b
             reason = f"{key} = {value:g} is over the limit {limit:g}"
             return {**common, "source": "policy", "reason": reason, "severity": "critical"}
     return {}
-
-
-def decide(run, spec, iteration, judged: Judgement, ok: bool, events: Events) -> None:
-    """After a closed iteration: a quality exit, the next phase, another round, or the end."""
-    phase = spec.phases[iteration.phase]
-    context = run.context
-    context.setdefault("phases", {})[phase.name] = judged.merged
-    context["feedback"] = [] if ok else iteration.feedback
-    context["rounds"] = 0 if ok else context.get("rounds", 0) + 1  # failed rounds this phase
-    if judged.score is not None:  # the score history and the best so far (CONCEPTS 54, 68)
-        context.setdefault("scores", []).append(judged.score)
-        if judged.score >= context.get("best", {}).get("score", float("-inf")):
-            context["best"] = {"score": judged.score, "result": judged.merged}
-    if phase.call and judged.error:
-        return finish(run, State.FAILED, Reason.CHILD_FAILED, judged.error, events)
-    exits = spec.policy.exits
-    if ok and "score_target" in exits.quality and (judged.score or 0) >= exits.score_target:
-        why = f"score {judged.score}"
-        return finish(run, State.SUCCEEDED, Reason.SCORE_TARGET, why, events, judged.merged)
-    if ok and iteration.phase + 1 < len(spec.phases):
-        run.phase = iteration.phase + 1
-        events.append((run.pk, "phase.advanced", {"phase": spec.phases[run.phase].name}))
-    elif ok and "validated" in exits.quality:
-        why = "the last phase validated"
-        return finish(run, State.SUCCEEDED, Reason.QUALITY, why, events, judged.merged)
-    elif not ok and no_progress(context.get("scores", []), exits.no_progress):
-        epsilon, k = exits.no_progress
-        why = f"the best score improved by less than {epsilon} in {k} iterations"
-        best = context["best"]["result"]
-        return finish(run, State.EXHAUSTED, Reason.NO_PROGRESS, why, events, best)
-    elif not ok and context["rounds"] >= spec.policy.validation_rounds:
-        if spec.policy.on_validation_exhausted == "interrupt":
-            rounds = context["rounds"]
-            interrupts.interrupt_raise(
-                run=run,
-                iteration=iteration,
-                source="policy",
-                reason=f"validation failed {rounds} rounds: {'; '.join(iteration.feedback)}"[:1000],
-                policy=spec.policy.escalation,
-                proposal=judged.merged,
-                proposal_schema=phase.output_schema,
-                events=events,
-            )
-            return None
-        why = "; ".join(iteration.feedback) or "validation failed every round"
-        return finish(run, State.FAILED, Reason.VALIDATION_EXHAUSTED, why, events)
-    return carry_on(run, spec, events)
-
-
-def no_progress(scores: list[float], rule: tuple[float, int] | None) -> bool:
-    """Whether the best score rose by less than epsilon in each of the last k iterations."""
-    if rule is None or len(scores) <= rule[1]:
-        return False
-    epsilon, k = rule
-    best = [max(scores[: i + 1]) for i in range(len(scores))]
-    return all(best[i] - best[i - 1] < epsilon for i in range(len(best) - k, len(best)))

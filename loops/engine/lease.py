@@ -1,18 +1,22 @@
-"""Who holds a run: the lease, and the run row locked and re-checked (the gate)."""
+"""Who holds a run: the lease, taken with a compare-and-set that also reads what the step
+starts from (the run, its open iteration, the gate's answer and the domain's live agents),
+in one statement."""
 
 from __future__ import annotations
 
-import functools
+import json
 import os
 import socket
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 
-from loops.models import Blueprint, Contribution, LoopRun
+from loops.engine.rows import Rows
+from loops.models import Agent, Blueprint, Contribution, Iteration, LoopRun
 from oversight import gates
 
 State = LoopRun.State
@@ -22,7 +26,6 @@ LEASE = timedelta(seconds=settings.LOOP_LEASE_SECONDS)
 STALE = timedelta(seconds=settings.LOOP_STALE_SECONDS)
 HEARTBEAT = timedelta(seconds=settings.AGENT_HEARTBEAT_SECONDS)
 HOST = socket.gethostname()
-Events = list[tuple[int, str, dict[str, Any]]]
 
 
 class StepAborted(Exception):
@@ -34,77 +37,98 @@ def worker() -> str:
     return f"{HOST}:{os.getpid()}:{threading.get_ident()}"
 
 
-# The compare-and-set and the reads the step starts from, in one statement: the run, and
-# the id of its open iteration if it has one.
-_CLAIM = """
-WITH claimed AS (
-    UPDATE loops_looprun SET lease_worker = %s, lease_expires_at = %s
-    WHERE id = %s AND state = 'running' AND (lease_worker = '' OR lease_expires_at < %s)
+RUNS = Rows(LoopRun, "r")
+ITERATIONS = Rows(Iteration, "i")
+AGENTS = Rows(
+    Agent, "a", ("id", "domain_id", "name", "adapter", "config", "capabilities", "task_types")
+)
+
+# The compare-and-set (a free or expired lease, or ours: a task going on with the run it
+# holds) and, in the same statement, the run, its open iteration if it has one, the gate,
+# and — when an iteration is to be opened — the domain's agents that may hear a broadcast:
+# online, and alive (in-process and LLM agents always; a remote one while it beats), with
+# whether a breaker of theirs is not closed (those go through the gate's trial logic).
+_CLAIM = f"""
+WITH r AS (
+    UPDATE loops_looprun SET lease_worker = %(me)s, lease_expires_at = %(until)s
+    WHERE id = %(run)s AND state = 'running'
+      AND (lease_worker IN ('', %(me)s) OR lease_expires_at < %(now)s)
     RETURNING *
 )
-SELECT claimed.*,
-       (SELECT i.id FROM loops_iteration i
-        WHERE i.run_id = claimed.id AND i.status <> 'closed'
-        ORDER BY i.number DESC LIMIT 1) AS open_iteration_id
-FROM claimed
+SELECT {RUNS.columns}, {ITERATIONS.columns}, {gates.stop_columns("r")},
+    CASE WHEN i.id IS NULL THEN (
+        SELECT json_agg(json_build_array({AGENTS.columns}, EXISTS (
+            SELECT 1 FROM oversight_circuitbreaker b
+            WHERE b.scope = 'agent' AND b.agent_id = a.id AND b.state <> 'closed'
+        )) ORDER BY a.name)::text
+        FROM loops_agent a
+        WHERE a.domain_id = r.domain_id AND a.status = 'online'
+          AND (a.adapter IN ('python', 'llm') OR a.heartbeat_at >= %(alive_since)s)
+    ) END AS agents
+FROM r LEFT JOIN LATERAL (
+    SELECT * FROM loops_iteration WHERE run_id = r.id AND status <> 'closed'
+    ORDER BY number DESC LIMIT 1
+) i ON true
 """
 
 
-def claim(run_id: int, now: datetime) -> tuple[LoopRun, int | None] | None:
-    """The run, now held by this worker, and its open iteration's id (or None) as of the
-    claim; None if the run is not running or somebody else holds it."""
-    claimed = list(LoopRun.objects.raw(_CLAIM, [worker(), now + LEASE, run_id, now]))
-    if not claimed:
+@dataclass
+class Claim:
+    run: LoopRun
+    iteration: Iteration | None  # the open one, if any
+    stop: gates.Stop  # what stops the run (a halt or a breaker), if anything
+    agents: list[Agent]  # with .breaker_not_closed; only when no iteration is open
+
+
+def claim(run_id: int, now: datetime) -> Claim | None:
+    """The run, now held by this worker, with what its step starts from; None if the run is
+    not running or somebody else holds it."""
+    params = {
+        "me": worker(),
+        "until": now + LEASE,
+        "run": run_id,
+        "now": now,
+        "alive_since": now - HEARTBEAT,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, params)
+        row = cursor.fetchone()
+    if row is None:
         return None
-    run = claimed[0]
-    run.blueprint = _blueprint(run.blueprint_id)
-    return run, run.open_iteration_id  # type: ignore[attr-defined]  # _CLAIM's extra column
+    run = RUNS.build(row[: RUNS.width])
+    run.blueprint = blueprint(run.blueprint_id)
+    rest = row[RUNS.width :]
+    iteration = ITERATIONS.build(rest[: ITERATIONS.width]) if rest[0] is not None else None
+    halt, breaker, agents = rest[ITERATIONS.width :]
+    return Claim(run, iteration, gates.stop_of(halt, breaker), _agents(agents))
 
 
-@functools.lru_cache(maxsize=1024)
-def _blueprint(blueprint_id: int) -> Blueprint:
+def _agents(found: str | None) -> list[Agent]:
+    agents = []
+    for values in json.loads(found) if found else []:
+        agent = AGENTS.build(values[:-1])
+        agent.breaker_not_closed = values[-1]  # type: ignore[attr-defined]
+        agents.append(agent)
+    return agents
+
+
+@lru_cache(maxsize=1024)
+def blueprint(blueprint_id: int) -> Blueprint:
     """Blueprint rows are written from the declarations a process loads when it starts,
     which the engine reads from memory too (loops.declare.BLUEPRINTS): one query per
     blueprint and process rather than one per step."""
     return Blueprint.objects.get(pk=blueprint_id)
 
 
-def release(run_id: int) -> None:
-    LoopRun.objects.filter(pk=run_id, lease_worker=worker()).update(
-        lease_worker="", lease_expires_at=None
-    )
+_RELEASE = """
+UPDATE loops_looprun SET lease_worker = '', lease_expires_at = NULL,
+    updated_at = CASE WHEN %(touch)s THEN now() ELSE updated_at END
+WHERE id = %(run)s AND lease_worker = %(me)s
+"""
 
 
-def lock(run_id: int) -> tuple[LoopRun, bool]:
-    """The run under its row lock, and whether it is still running, ours and allowed to go."""
-    # NO KEY: foreign-key checks of rows inserted elsewhere must not wait for it (services).
-    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
-    ours = run.state == State.RUNNING and run.lease_worker == worker()
-    return run, ours and gates.may_proceed(run)
-
-
-def locked(run_id: int) -> LoopRun:
-    run, may = lock(run_id)
-    if not may:
-        raise StepAborted
-    return run
-
-
-def park_if_stopped(run_id: int) -> None:
-    """A running run that a halt or an open breaker covers but did not park (it was started
-    or spawned as the halt committed): park it now, so the lift or the reset resumes it."""
-    from loops import services  # services import the engine's tasks; keep the cycle lazy
-
-    with transaction.atomic():
-        run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
-        if run.state != State.RUNNING or (reason := gates.stop_reason(run)) is None:
-            return
-        kind, pk = reason
-        if kind == "halt":
-            run.move_to(State.HALTED)
-        else:
-            run.move_to(State.PAUSED)
-            run.paused_by = f"breaker:{pk}"
-        run.save(update_fields=["state", "prior_state", "paused_by", "updated_at"])
-        event = "run.halted" if kind == "halt" else "run.paused"
-        services.events_write(run.root_id, [(run.pk, event, {kind: pk, "prior_state": "running"})])
+def release(run_id: int, *, touch: bool = False) -> None:
+    """Give the lease up; touch: and mark the run as just seen, so the reaper does not send
+    a step for it while it waits (for its bid window, say) with no lease."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RELEASE, {"run": run_id, "me": worker(), "touch": touch})

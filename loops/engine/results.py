@@ -1,4 +1,5 @@
-"""The results of agent calls, written under the run's lock (with the merge, or alone)."""
+"""The results of agent calls, applied to their rows (in memory) in the transaction holding
+the run, with what they feed: the run's cost, the failure patterns and the breakers."""
 
 from __future__ import annotations
 
@@ -6,14 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
 from django.utils import timezone
 
-from loops import services
 from loops.declare import Outcome
-from loops.engine.lease import Events, Status
-from loops.models import Contribution, LoopRun
+from loops.engine.lease import Status
+from loops.engine.tx import Tx
+from loops.models import Contribution
 from oversight.services.breakers import Call, breakers_record_calls
 from oversight.services.patterns import failures_record
 
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Result:
-    """One in-process call, made outside any transaction, waiting to be recorded."""
+    """One call, made outside any transaction, waiting to be recorded."""
 
     contribution: Contribution
     outcome: Outcome | None
@@ -35,49 +34,10 @@ class Result:
     failures: list[AgentError] = field(default_factory=list)
 
 
-# Every call's result in one statement: the ORM's per-row UPDATEs cost about 1 ms of Python
-# each, and its bulk_update builds a CASE per field, slower still (docs/BENCHMARKS.md).
-_RESULTS_WRITE = """
-UPDATE loops_contribution AS c
-SET status = r.status, output = r.output, cost = r.cost, tokens = r.tokens,
-    attempts = r.attempts, finished_at = r.finished_at, held = r.held, late = r.late,
-    latency_ms = r.latency_ms, error_class = r.error_class, error = r.error
-FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(outputs)s::jsonb[], %(costs)s::float8[],
-            %(tokens)s::int[], %(attempts)s::jsonb[], %(finished)s::timestamptz[],
-            %(held)s::bool[], %(late)s::bool[], %(latencies)s::float8[],
-            %(error_classes)s::text[], %(errors)s::text[])
-     AS r(id, status, output, cost, tokens, attempts, finished_at, held, late, latency_ms,
-          error_class, error)
-WHERE c.id = r.id
-"""
-
-
-def _results_write(rows: list[Contribution]) -> None:
-    if not rows:
-        return
-    encoder = DjangoJSONEncoder()  # as the model's JSONFields; None stays SQL NULL
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _RESULTS_WRITE,
-            {
-                "ids": [c.pk for c in rows],
-                "statuses": [c.status for c in rows],
-                "outputs": [None if c.output is None else encoder.encode(c.output) for c in rows],
-                "costs": [c.cost for c in rows],
-                "tokens": [c.tokens for c in rows],
-                "attempts": [encoder.encode(c.attempts) for c in rows],
-                "finished": [c.finished_at for c in rows],
-                "held": [c.held for c in rows],
-                "late": [c.late for c in rows],
-                "latencies": [c.latency_ms for c in rows],
-                "error_classes": [c.error_class for c in rows],
-                "errors": [c.error for c in rows],
-            },
-        )
-
-
-def apply_results(run: LoopRun, results: list[Result], held: bool, events: Events) -> None:
-    """Inside the transaction holding the run: write the calls' results, settle their cost."""
+def apply_results(tx: Tx, results: list[Result], *, held: bool) -> None:
+    """Set each call's result on its row (written by the step's statement), settle its cost
+    on the run, and feed the failure patterns and the breakers (H3)."""
+    run = tx.run
     reserved, actual, tokens = 0.0, 0.0, 0
     for r in results:
         c, o = r.contribution, r.outcome
@@ -96,43 +56,35 @@ def apply_results(run: LoopRun, results: list[Result], held: bool, events: Event
         # The agent's own steps (CONCEPTS 61), inside the call, before its answer.
         for step in (step for u in used for step in u.trace):
             kind, payload = step["type"], {k: v for k, v in step.items() if k != "type"}
-            events.append((run.pk, kind, {**payload, "agent": c.agent_id}))
-        kind = "agent.call.responded" if o else "agent.call.errored"
-        events.append(
-            (
-                run.pk,
-                kind,
-                {
-                    "agent": c.agent_id,
-                    "tokens": c.tokens,
-                    "late": c.late,
-                    "held": held,
-                    "attempts": len(r.attempts),
-                    "layer": "retry",
-                },
-            )
-        )
-    _results_write([r.contribution for r in results])
-    if reserved or actual or tokens:
-        services.cost_settle(run.pk, reserved=reserved, actual=actual, tokens=tokens)
-        run.cost, run.tokens = run.cost + actual, run.tokens + tokens
+            tx.trace.add(run.pk, kind, {**payload, "agent": c.agent_id})
+        payload = {
+            "agent": c.agent_id,
+            "tokens": c.tokens,
+            "late": c.late,
+            "held": held,
+            "attempts": len(r.attempts),
+            "layer": "retry",
+        }
+        tx.trace.add(run.pk, "agent.call.responded" if o else "agent.call.errored", payload)
+    run.cost_reserved -= reserved
+    run.cost, run.tokens = run.cost + actual, run.tokens + tokens
     # Identical failures repeating raise one advisory alert, not one each (CONCEPTS 66).
     failures_record(
         (r.contribution.agent_id, r.contribution.error_class, r.contribution.error)
         for r in results
         if r.outcome is None and r.contribution.error_class != "budget"
     )
-    # Every finished call counts for the breakers of its agent, blueprint and domain (H3).
-    breakers_record_calls(
-        run,
-        (
-            Call(
-                r.contribution.agent_id,
-                ok=r.outcome is not None,
-                cost=r.contribution.cost,
-                latency_ms=r.contribution.latency_ms or 0.0,
-                metrics=r.outcome.metrics if r.outcome is not None else None,
-            )
-            for r in results
-        ),
-    )
+    if tx.breakers:  # every finished call counts for its agent's, blueprint's, domain's (H3)
+        breakers_record_calls(
+            run,
+            [
+                Call(
+                    r.contribution.agent_id,
+                    ok=r.outcome is not None,
+                    cost=r.contribution.cost,
+                    latency_ms=r.contribution.latency_ms or 0.0,
+                    metrics=r.outcome.metrics if r.outcome is not None else None,
+                )
+                for r in results
+            ],
+        )

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET
 
-from loops.agent_selectors import agent_list_with_stats
+from loops.selectors import agent_list_with_stats
 
 
 @require_GET

@@ -16,11 +16,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import CommandError
 
+from common.refusals import Refused
 from console.roles import role_for
-from loops.models import TransitionRejected
-from oversight.services.breakers import BreakerRejected
-from oversight.services.halts import HaltRejected
-from oversight.services.interrupts import DecisionRejected
 
 
 def add_user_argument(parser) -> None:
@@ -59,9 +56,9 @@ def refusals() -> Iterator[None]:
     """A refused service call rolled back its durable transaction: say why, exit non-zero."""
     try:
         yield
-    except (HaltRejected, DecisionRejected, BreakerRejected) as exc:
+    except Refused as exc:  # a wrong state too (common.states.TransitionRejected)
         raise CommandError(exc.detail) from exc
-    except (TransitionRejected, ObjectDoesNotExist) as exc:  # a row changed or vanished meanwhile
+    except ObjectDoesNotExist as exc:  # a row vanished meanwhile
         raise CommandError(str(exc)) from exc
 
 

@@ -13,18 +13,20 @@ the alert out of every open console's feed.
 from __future__ import annotations
 
 import logging
-import random
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.backoff import backoff
 from common.push import CONSOLE_GROUP, push_on_commit
-from oversight import fragments, tasks
+from common.refusals import Refused
+from oversight import fragments
 from oversight.audit import audit_record
 from oversight.models import Alert, Notification
 from oversight.notifiers import NotifyError, notifier_for
@@ -40,14 +42,6 @@ SWEEP_BATCH = 200
 FIRST_SEND_GRACE_SECONDS = 30
 
 Status = Notification.Status
-
-
-class AlertRejected(Exception):
-    """An acknowledgement that cannot be taken: HTTP status, contract code and a sentence."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        self.status, self.code, self.detail = status, code, detail
-        super().__init__(detail)
 
 
 def alert_raise(
@@ -94,7 +88,8 @@ def alert_channels(*, audience: str) -> list[str]:
 
 
 def _enqueue(notification_id: int) -> None:
-    tasks.notification_deliver.delay(notification_id)
+    """The delivery task, sent by name (services import no tasks module)."""
+    current_app.send_task("oversight.tasks.notification_deliver", (notification_id,))
 
 
 def notification_deliver(*, notification_id: int, now: datetime | None = None) -> None:
@@ -163,8 +158,8 @@ def notification_backoff(*, attempts: int) -> timedelta:
     one receiver that came back; the fixed half keeps every wait longer than the one before
     (until the cap), which the "equal jitter" of AWS's backoff article guarantees and full
     jitter does not."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
-    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 — not a secret
+    wait = backoff(attempts, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS, jitter="equal")
+    return timedelta(seconds=wait)
 
 
 def notifications_deliver_due(*, now: datetime | None = None) -> list[int]:
@@ -191,7 +186,7 @@ def notifications_deliver_due(*, now: datetime | None = None) -> list[int]:
         .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
     for notification_id in due:
-        tasks.notification_deliver.delay(notification_id)
+        _enqueue(notification_id)
     return due
 
 
@@ -208,9 +203,9 @@ def alert_acknowledge(*, alert_id: int, actor, note: str = "") -> Alert:
     """
     alert = Alert.objects.select_for_update(no_key=True).filter(pk=alert_id).first()
     if alert is None:
-        raise AlertRejected(404, "not_found", f"There is no alert {alert_id}.")
+        raise Refused(404, "not_found", f"There is no alert {alert_id}.")
     if alert.acknowledged_at is not None:
-        raise AlertRejected(409, "already_acknowledged", already_acknowledged(alert))
+        raise Refused(409, "already_acknowledged", already_acknowledged(alert))
     alert.acknowledged_by, alert.acknowledged_at = actor, timezone.now()
     alert.save(update_fields=["acknowledged_by", "acknowledged_at"])
     audit_record(

@@ -16,26 +16,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.db import retry_deadlocks
 from common.push import BREAKERS_GROUP, overview_push, push_on_commit
+from common.refusals import Refused
 from loops import services as loop_services
 from loops.declare import BREAKERS
 from loops.models import Agent, Blueprint, Domain, LoopRun
+from loops.trace import events_write_many
+from oversight import fragments
 from oversight.audit import audit_record
 from oversight.models import Alert, CircuitBreaker
+from oversight.services.alerts import alert_raise
 
 State = CircuitBreaker.State
 Metric = CircuitBreaker.Metric
 MAX_SAMPLES = 1000  # a window of calls kept on the row; older ones fall out first
-
-
-class BreakerRejected(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        self.status, self.code, self.detail = status, code, detail
-        super().__init__(detail)
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,7 @@ def _open(
     breaker: CircuitBreaker, now: datetime, why: str, *, run=None, actor=None, forced=False
 ) -> None:
     before = _snapshot(breaker)
-    breaker.state, breaker.forced = State.OPEN, forced
-    breaker.opened_at, breaker.retry_at = now, now + timedelta(seconds=breaker.cooldown_s)
-    breaker.trial_at, breaker.trial_run, breaker.last_reason = None, None, why
-    breaker.failures, breaker.updated_at = 0, now
+    breaker.move_to(State.OPEN, now=now, reason=why, forced=forced)
     breaker.save()
     audit_record(
         actor=actor,
@@ -155,8 +152,6 @@ def _open(
         after=_snapshot(breaker),
         data={"run": run.pk} if run is not None else {},
     )
-    from oversight.services.alerts import alert_raise
-
     alert_raise(
         kind="breaker.opened",
         level=Alert.Level.CRITICAL,
@@ -166,9 +161,7 @@ def _open(
         data={"breaker": breaker.name, "guards": breaker.guards},
     )
     if breaker.scope != CircuitBreaker.Scope.AGENT:
-        from oversight.tasks import breaker_pause_guarded
-
-        transaction.on_commit(lambda: breaker_pause_guarded.delay(breaker.pk), robust=True)
+        _send_on_commit("oversight.tasks.breaker_pause_guarded", breaker.pk)
     push_on_commit(BREAKERS_GROUP, lambda: _row(breaker.pk))
     overview_push()  # open breakers
 
@@ -185,9 +178,7 @@ def _close(
     """Close it and resume what it paused: here the runs the caller locked first (`paused`,
     the lock order), or with None in a task after commit (the engine holds only its run)."""
     before = _snapshot(breaker)
-    breaker.state, breaker.forced, breaker.failures, breaker.samples = State.CLOSED, False, 0, []
-    breaker.opened_at = breaker.retry_at = breaker.trial_at = None
-    breaker.trial_run, breaker.last_reason, breaker.updated_at = None, why, now
+    breaker.move_to(State.CLOSED, now=now, reason=why)
     breaker.save()
     verb = "breaker.reset" if actor is not None else "breaker.closed"
     audit_record(
@@ -201,18 +192,21 @@ def _close(
     if paused is not None:
         _resume_guarded(breaker, paused)
     else:
-        from oversight.tasks import breaker_resume_guarded
-
-        transaction.on_commit(lambda: breaker_resume_guarded.delay(breaker.pk), robust=True)
+        _send_on_commit("oversight.tasks.breaker_resume_guarded", breaker.pk)
     push_on_commit(BREAKERS_GROUP, lambda: _row(breaker.pk))
     overview_push()  # open breakers
+
+
+def _send_on_commit(task: str, breaker_id: int) -> None:
+    """Send a task by name after commit (services import no tasks module)."""
+    transaction.on_commit(lambda: current_app.send_task(task, (breaker_id,)), robust=True)
 
 
 def _snapshot(breaker: CircuitBreaker) -> dict:
     return {"state": breaker.state, "forced": breaker.forced, "failures": breaker.failures}
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def breaker_pause_guarded(*, breaker_id: int) -> int:
     """After a blueprint or domain breaker opened: pause its running and waiting runs,
@@ -231,7 +225,7 @@ def breaker_pause_guarded(*, breaker_id: int) -> int:
         run.move_to(LoopRun.State.PAUSED)
         run.paused_by = f"breaker:{breaker.pk}"
         run.save(update_fields=["state", "prior_state", "paused_by", "updated_at"])
-    loop_services.events_write_many(
+    events_write_many(
         [(r.root_id, r.pk, "run.paused", {"by": f"breaker {breaker.name}"}) for r in runs]
     )
     return len(runs)
@@ -248,7 +242,7 @@ def _lock_paused(breaker_id: int) -> list[LoopRun]:
     return list(runs.select_for_update(no_key=True).order_by("pk"))
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def breaker_resume_guarded(*, breaker_id: int) -> int:
     """After the breaker closed on a successful trial: resume the runs it paused."""
@@ -267,7 +261,7 @@ def _resume_guarded(breaker: CircuitBreaker, runs: list[LoopRun]) -> list[LoopRu
         run.save(update_fields=["state", "prior_state", "paused_by", "started_at", "updated_at"])
         if run.state == LoopRun.State.RUNNING:
             loop_services.enqueue(run.pk, urgent=True)
-    loop_services.events_write_many(
+    events_write_many(
         [
             (r.root_id, r.pk, "run.resumed", {"by": f"breaker {breaker.name}", "state": r.state})
             for r in runs
@@ -286,7 +280,7 @@ def breakers_half_open_due(now: datetime | None = None) -> int:
     return sum(_half_open(breaker_id=pk, now=now) for pk in list(due.values_list("pk", flat=True)))
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def _half_open(*, breaker_id: int, now: datetime) -> int:
     # Runs before breakers (the lock order): the trial run is picked and locked first.
@@ -311,8 +305,7 @@ def _half_open(*, breaker_id: int, now: datetime) -> int:
     if not (due or stale or untried):
         return 0
     before = _snapshot(breaker)
-    breaker.state, breaker.updated_at = State.HALF_OPEN, now
-    breaker.trial_at, breaker.trial_run = None, None
+    breaker.move_to(State.HALF_OPEN, now=now)
     if trial is not None and breaker.scope != CircuitBreaker.Scope.AGENT:
         breaker.trial_at, breaker.trial_run = now, trial
         trial.move_to(loop_services.resume_target(trial, trial.prior_state))
@@ -335,29 +328,29 @@ def _half_open(*, breaker_id: int, now: datetime) -> int:
     return 1
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def breaker_reset(*, breaker_id: int, actor, reason: str) -> CircuitBreaker:
     """An operator closes the breaker (with a reason); what it paused goes on."""
     if not reason.strip():
-        raise BreakerRejected(400, "reason_required", "A reset needs a reason.")
+        raise Refused(400, "reason_required", "A reset needs a reason.")
     paused = _lock_paused(breaker_id)  # runs before breakers: the lock order
     breaker = CircuitBreaker.objects.select_for_update().get(pk=breaker_id)
     if breaker.state == State.CLOSED:
-        raise BreakerRejected(409, "wrong_state", f"Breaker {breaker.name} is already closed.")
+        raise Refused(409, "wrong_state", f"Breaker {breaker.name} is already closed.")
     _close(breaker, timezone.now(), "reset by an operator", actor=actor, paused=paused, note=reason)
     return breaker
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def breaker_force_open(*, breaker_id: int, actor, reason: str) -> CircuitBreaker:
     """The manual kill switch: open until an operator resets it, with no half-open."""
     if not reason.strip():
-        raise BreakerRejected(400, "reason_required", "Forcing a breaker open needs a reason.")
+        raise Refused(400, "reason_required", "Forcing a breaker open needs a reason.")
     breaker = CircuitBreaker.objects.select_for_update().get(pk=breaker_id)
     if breaker.state == State.OPEN and breaker.forced:
-        raise BreakerRejected(409, "wrong_state", f"Breaker {breaker.name} is already forced open.")
+        raise Refused(409, "wrong_state", f"Breaker {breaker.name} is already forced open.")
     _open(breaker, timezone.now(), reason, actor=actor, forced=True)
     return breaker
 
@@ -392,6 +385,4 @@ def breakers_sync() -> None:
 
 
 def _row(breaker_id: int) -> str:
-    from oversight import fragments
-
     return fragments.breaker_row(breaker_id)

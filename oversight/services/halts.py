@@ -12,24 +12,26 @@ from __future__ import annotations
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from common.push import CONSOLE_GROUP, domain_group, push_on_commit, push_soon_on_commit
+from common.db import retry_deadlocks
+from common.push import (
+    CONSOLE_GROUP,
+    domain_group,
+    overview_push,
+    push_on_commit,
+    push_soon_on_commit,
+)
+from common.refusals import Refused
 from loops import services as loop_services
-from loops.models import Domain, LoopRun
+from loops.models import Contribution, Domain, LoopRun
+from loops.subtree import SUBTREE
+from loops.trace import events_write_many
+from oversight import fragments
 from oversight.audit import audit_record
+from oversight.halt_scope import PARKABLE, halt_scope_ids
 from oversight.models import Alert, Halt
 from oversight.services.alerts import alert_raise
 
 State = LoopRun.State
-# A halt parks every run that can still do something; terminal and halted ones stay.
-PARKABLE = [State.PENDING, State.RUNNING, State.WAITING, State.INTERRUPTED, State.PAUSED]
-
-
-class HaltRejected(Exception):
-    """A halt or a lift that cannot be done: HTTP status, contract code and a sentence."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        self.status, self.code, self.detail = status, code, detail
-        super().__init__(detail)
 
 
 def halt_scope_parse(scope: str) -> tuple[str, Domain | None, LoopRun | None]:
@@ -40,24 +42,34 @@ def halt_scope_parse(scope: str) -> tuple[str, Domain | None, LoopRun | None]:
     if kind == Halt.Kind.DOMAIN and name:
         domain = Domain.objects.filter(slug=name).first()
         if domain is None:
-            raise HaltRejected(404, "unknown_domain", f"There is no domain {name!r}.")
+            raise Refused(404, "unknown_domain", f"There is no domain {name!r}.")
         return Halt.Kind.DOMAIN, domain, None
     if kind == Halt.Kind.RUN and name.isdigit():
         run = LoopRun.objects.filter(pk=int(name)).first()
         if run is None:
-            raise HaltRejected(404, "unknown_run", f"There is no run {name}.")
+            raise Refused(404, "unknown_run", f"There is no run {name}.")
         return Halt.Kind.RUN, None, run
-    raise HaltRejected(
+    raise Refused(
         400,
         "invalid_scope",
         f"{scope!r} is not a halt scope; use global, domain:<slug> or run:<id>.",
     )
 
 
-@loop_services.retry_deadlocks
+def may_engage(actor, scope: str) -> bool:
+    """Whether this person may halt this scope (DESIGN.md H6): an operator a domain or a run,
+    only an admin everything."""
+    kind = scope.strip().partition(":")[0]
+    perm = "oversight.engage_global_halt" if kind == Halt.Kind.GLOBAL else "oversight.engage_halt"
+    return actor is not None and actor.has_perm(perm)
+
+
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
-    """Halt a scope; returns (halt, created). A second press finds the active halt.
+    """Halt a scope; returns (halt, created). A second press finds the active halt. A
+    global halt needs an admin (403); the engine, a test or a command may halt a domain or
+    a run as the system (actor None).
 
     1. Lock the scope's domain rows, so no run of it starts meanwhile (loops.services.run_start).
     2. Park the runs in scope, pass after pass until a pass finds none: a pass locks the runs
@@ -67,6 +79,8 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
        committed before it, and none can start after the commit.
     """
     kind, domain, run = halt_scope_parse(scope)
+    if kind == Halt.Kind.GLOBAL and not may_engage(actor, scope):
+        raise Refused(403, "forbidden", "Halting everything needs the admin role.")
     name = domain.slug if domain else run.pk if run else ""
     canonical = kind if kind == Halt.Kind.GLOBAL else f"{kind}:{name}"
     _lock_domains(domain if kind == Halt.Kind.DOMAIN else None, every=kind == Halt.Kind.GLOBAL)
@@ -85,7 +99,7 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
         parked += batch
     halt.created_at, halt.parked = timezone.now(), len(parked)
     halt.save(update_fields=["created_at", "parked"])
-    loop_services.events_write_many(
+    events_write_many(
         [
             (root, pk, "run.halted", {"halt": halt.pk, "prior_state": prior})
             for pk, root, prior in parked
@@ -121,12 +135,8 @@ def _lock_domains(domain: Domain | None, *, every: bool) -> None:
 
 # Runs in scope, locked in id order (so two halts cannot deadlock on them), then parked in
 # one UPDATE that keeps each prior state. For a run scope, the run and its subtree.
-_PARK = """
-WITH RECURSIVE subtree AS (
-    SELECT id FROM loops_looprun WHERE id = %(run)s
-    UNION ALL
-    SELECT c.id FROM loops_looprun c JOIN subtree s ON c.parent_id = s.id
-),
+_PARK = f"""
+WITH RECURSIVE {SUBTREE},
 target AS (
     SELECT r.id FROM loops_looprun r
     WHERE r.state = ANY(%(parkable)s)
@@ -140,7 +150,7 @@ UPDATE loops_looprun r
 SET prior_state = r.state, state = 'halted', updated_at = %(now)s
 FROM target WHERE r.id = target.id AND r.state = ANY(%(parkable)s)
 RETURNING r.id, r.root_id, r.prior_state
-"""
+"""  # noqa: S608  (the subtree CTE of loops.subtree; every value is a parameter)
 
 
 def _park_pass(halt: Halt) -> list[tuple[int, int | None, str]]:
@@ -158,7 +168,7 @@ def _park_pass(halt: Halt) -> list[tuple[int, int | None, str]]:
         return list(cursor.fetchall())
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
     """Lift a halt: every run it parked that no other active halt covers goes back to its
@@ -167,7 +177,7 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
     halt = Halt.objects.select_for_update(of=("self",)).get(pk=halt_id)
     if not halt.is_active:
         by = _name(halt.confirmed_by or halt.lifted_by)
-        raise HaltRejected(
+        raise Refused(
             409,
             "already_lifted",
             f"Halt {halt.pk} was already lifted by {by} at {_iso(halt.lifted_at)}.",
@@ -188,7 +198,7 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
         return halt
     if halt.kind == Halt.Kind.GLOBAL:
         if halt.lift_requested_by_id == actor.pk:
-            raise HaltRejected(
+            raise Refused(
                 409,
                 "needs_second_admin",
                 f"{_name(actor)} asked to lift this global halt at "
@@ -225,59 +235,35 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
 
 def _restore(halt: Halt) -> list[LoopRun]:
     """Back to the prior state, except runs another active halt still covers."""
-    covered = LoopRun.objects.filter(pk__in=_scope_ids(halt), state=State.HALTED)
     others = Halt.objects.filter(lifted_at__isnull=True).exclude(pk=halt.pk)
     if others.filter(kind=Halt.Kind.GLOBAL).exists():
         return []
     still = set()
     for other in others:
-        still |= _scope_ids(other)
+        still |= halt_scope_ids(other)
+    covered = LoopRun.objects.filter(pk__in=halt_scope_ids(halt), state=State.HALTED)
     runs = list(covered.exclude(pk__in=still).select_for_update(no_key=True).order_by("pk"))
     events = []
     for run in runs:
         prior = run.prior_state
-        target = State.PAUSED if prior == State.PAUSED else loop_services.resume_target(run, prior)
-        run.state, run.prior_state, run.updated_at = target, "", timezone.now()
-        run.save(update_fields=["state", "prior_state", "updated_at"])
-        events.append((run.root_id, run.pk, "run.lifted", {"halt": halt.pk, "state": target}))
-        if target == State.RUNNING:
-            loop_services.enqueue(run.pk, urgent=True)
-    loop_services.events_write_many(events)
-    return runs
-
-
-def _scope_ids(halt: Halt) -> set[int]:
-    runs = LoopRun.objects.all()
-    if halt.kind == Halt.Kind.DOMAIN:
-        runs = runs.filter(domain=halt.domain)
-    elif halt.kind == Halt.Kind.RUN:
-        return set(_subtree(halt.run_id))
-    return set(runs.filter(state=State.HALTED).values_list("pk", flat=True))
-
-
-def _subtree(run_id: int | None) -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH RECURSIVE subtree AS (
-                SELECT id FROM loops_looprun WHERE id = %s
-                UNION ALL
-                SELECT c.id FROM loops_looprun c JOIN subtree s ON c.parent_id = s.id
-            ) SELECT id FROM subtree
-            """,
-            [run_id],
+        run.move_to(
+            State.PAUSED if prior == State.PAUSED else loop_services.resume_target(run, prior)
         )
-        return [row[0] for row in cursor.fetchall()]
+        run.prior_state = ""  # a paused run keeps its pause, not the halt's memory of it
+        run.save(update_fields=["state", "prior_state", "paused_by", "started_at", "updated_at"])
+        events.append((run.root_id, run.pk, "run.lifted", {"halt": halt.pk, "state": run.state}))
+        if run.state == State.RUNNING:
+            loop_services.enqueue(run.pk, urgent=True)
+    events_write_many(events)
+    return runs
 
 
 def halt_in_flight(halt: Halt) -> list[dict]:
     """Agent calls in scope that started before the halt and have not answered: their
     results will be held (what operators watch after pressing halt)."""
-    from loops.models import Contribution
-
     calls = Contribution.objects.filter(
         status__in=[Contribution.Status.RUNNING, Contribution.Status.PENDING],
-        iteration__run_id__in=_scope_ids(halt),
+        iteration__run_id__in=halt_scope_ids(halt),
     ).select_related("agent", "iteration")
     return [
         {
@@ -291,8 +277,6 @@ def halt_in_flight(halt: Halt) -> list[dict]:
 
 
 def _halt_banner() -> str:
-    from oversight import fragments
-
     return fragments.halt_banner()
 
 
@@ -301,8 +285,6 @@ def _push_views(halt: Halt) -> None:
     covers (all of them for a global one), whose frames turn halted or come back. A worker
     renders them (a stack of a thousand frames takes a while), so the halt answers at once;
     the banner, small, is pushed from here."""
-    from common.push import overview_push
-
     overview_push(at_once=True)
     domains = Domain.objects.all()
     if halt.kind != Halt.Kind.GLOBAL:

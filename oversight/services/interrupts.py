@@ -4,23 +4,28 @@ Raised by an agent (in its result, or through the API), by a policy (validation 
 confidence under a floor, a value over a limit) or by a breaker, always in the transaction
 that holds the run. The run waits in `interrupted`. Exactly one decision wins: deciders lock
 the run, then the interrupt, and the losers find it decided (409 naming who and when). The
-decision goes into the run's context; the run's next step applies it (loops.engine).
+decision goes into the run's context; the run's next step applies it (loops.engine). What
+happens at the deadline, or when the run ends first, is in oversight.services.deadlines.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import jsonschema
 from django.db import transaction
 from django.utils import timezone
 
+from common.db import retry_deadlocks
+from common.metrics import interrupt_decided_on_commit
 from common.push import INBOX_GROUP, overview_push, push_on_commit
-from console import metrics
+from common.refusals import Refused
 from loops import services as loop_services
 from loops.declare import Escalate
 from loops.models import Agent, Iteration, LoopRun
+from loops.trace import Trace
+from oversight import fragments
 from oversight.audit import audit_record
 from oversight.models import Alert, CircuitBreaker, Interrupt
 from oversight.services.alerts import alert_raise
@@ -34,17 +39,10 @@ _LEVEL = {
 }
 
 
-class DecisionRejected(Exception):
-    """A decision that cannot be taken: HTTP status, contract code and a sentence."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        self.status, self.code, self.detail = status, code, detail
-        super().__init__(detail)
-
-
 def interrupt_raise(
     *,
     run: LoopRun,
+    trace: Trace,
     source: str,
     reason: str,
     policy: Escalate,
@@ -55,11 +53,10 @@ def interrupt_raise(
     iteration: Iteration | None = None,
     agent: Agent | None = None,
     breaker: CircuitBreaker | None = None,
-    events: list | None = None,
 ) -> Interrupt:
     """Inside the transaction holding the run (locked): move it to interrupted and record
-    what the human must decide, by when, and what happens if nobody does. The trace event
-    goes into `events` when the caller writes a batch, else it is written here."""
+    what the human must decide, by when, and what happens if nobody does. Its event joins
+    the transaction's trace."""
     assert transaction.get_connection().in_atomic_block, "interrupt_raise needs a transaction"
     before = run.state
     run.move_to(State.INTERRUPTED)
@@ -84,17 +81,10 @@ def interrupt_raise(
     )
     # Registered first, so that after commit the inbox push leaves before anything else
     # (the alert's notifications are enqueued after it): operators wait for this one.
-    push_on_commit(INBOX_GROUP, lambda: _raised(interrupt))
+    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_raised(interrupt))
     overview_push()  # pending approvals
-    event = (
-        run.pk,
-        "interrupt.raised",
-        {"interrupt": interrupt.pk, "source": source, "reason": reason},
-    )
-    if events is not None:
-        events.append(event)
-    else:
-        loop_services.events_write(run.root_id, [event])
+    raised = {"interrupt": interrupt.pk, "source": source, "reason": reason}
+    trace.add(run.pk, "interrupt.raised", raised)
     audit_record(
         actor=None,
         verb="interrupt.raised",
@@ -108,7 +98,7 @@ def interrupt_raise(
         kind="interrupt.raised",
         level=_LEVEL.get(severity, Alert.Level.WARNING),
         title=f"Decision needed: {reason}"[:200],
-        body=f"Run {run.pk} ({_where(interrupt.address)}) waits for a decision until "
+        body=f"Run {run.pk} ({where(interrupt.address)}) waits for a decision until "
         f"{interrupt.deadline_at:%H:%M:%S %Z}; if nobody decides, it will {policy.default_action}.",
         target=interrupt,
         data={"run": run.pk, "severity": severity},
@@ -127,7 +117,7 @@ def stack_address(run: LoopRun, iteration: Iteration | None) -> dict[str, Any]:
     return address
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def interrupt_raise_by_agent(
     *, agent: Agent, run_id: int, reason: str, proposal: Any, severity: str, rationale: str = ""
@@ -142,18 +132,20 @@ def interrupt_raise_by_agent(
         .get(pk=run_id)
     )
     if run.domain_id != agent.domain_id:
-        raise DecisionRejected(
+        raise Refused(
             403, "forbidden", f"Agent {agent} belongs to another domain than run {run.pk}."
         )
     if run.state not in (State.RUNNING, State.WAITING):
-        raise DecisionRejected(
+        raise Refused(
             409,
             "wrong_state",
             f"Run {run.pk} is {run.state}; only a running or waiting run can be interrupted.",
         )
     spec = BLUEPRINTS.get(run.blueprint.name)
-    return interrupt_raise(
+    trace = Trace(run.root_id)
+    interrupt = interrupt_raise(
         run=run,
+        trace=trace,
         source=Interrupt.Source.AGENT,
         reason=reason,
         policy=spec.policy.escalation if spec else Escalate(),
@@ -162,9 +154,11 @@ def interrupt_raise_by_agent(
         rationale=rationale,
         agent=agent,
     )
+    trace.write()
+    return interrupt
 
 
-@loop_services.retry_deadlocks
+@retry_deadlocks
 @transaction.atomic(durable=True)
 def interrupt_decide(
     *, interrupt_id: int, actor, decision: str, payload: Any = None, comment: str = ""
@@ -175,20 +169,28 @@ def interrupt_decide(
     run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
     if not interrupt.is_pending:
-        raise DecisionRejected(409, "already_decided", already_decided(interrupt))
+        raise Refused(409, "already_decided", already_decided(interrupt))
     if run.is_terminal:  # the withdrawal sweep has not got to it yet
-        raise DecisionRejected(
+        raise Refused(
             409, "run_ended", f"Run {run.pk} has ended ({run.state}): there is nothing to decide."
         )
     _check_decision(interrupt, decision, payload, comment)
-    interrupt.status, interrupt.decision = Interrupt.Status.DECIDED, decision
-    interrupt.payload = payload if decision == Interrupt.Decision.MODIFY else None
-    interrupt.comment, interrupt.decided_by, interrupt.decided_at = comment, actor, timezone.now()
+    interrupt.move_to(
+        Interrupt.Status.DECIDED,
+        at=timezone.now(),
+        decision=decision,
+        by=actor,
+        payload=payload,
+        comment=comment,
+    )
     interrupt.save(
         update_fields=["status", "decision", "payload", "comment", "decided_by", "decided_at"]
     )
-    metrics.interrupt_decided(interrupt, how="human")
-    run_state = _continue(run, interrupt, by=actor.get_username())
+    assert interrupt.decided_at is not None
+    interrupt_decided_on_commit(
+        how="human", raised=interrupt.created_at, decided=interrupt.decided_at
+    )
+    run_state = continue_after(run, interrupt, by=actor.get_username())
     audit_record(
         actor=actor,
         verb=f"interrupt.{_PAST[decision]}",
@@ -203,7 +205,7 @@ def interrupt_decide(
         },
         data={"run": run.pk},
     )
-    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_update(interrupt.pk))
     overview_push()
     return interrupt
 
@@ -228,33 +230,33 @@ def already_decided(interrupt: Interrupt) -> str:
 
 def _check_decision(interrupt: Interrupt, decision: str, payload: Any, comment: str) -> None:
     if decision not in Interrupt.Decision.values:
-        raise DecisionRejected(
+        raise Refused(
             400,
             "invalid_decision",
             f"{decision!r} is not a decision; use approve, reject or modify.",
         )
     if decision == Interrupt.Decision.REJECT and not comment.strip():
-        raise DecisionRejected(
+        raise Refused(
             400, "reason_required", "A rejection needs a comment saying why; the loop is told."
         )
     if decision != Interrupt.Decision.MODIFY:
         return
     if payload is None:
-        raise DecisionRejected(400, "payload_required", "A modification needs a payload.")
+        raise Refused(400, "payload_required", "A modification needs a payload.")
     if interrupt.proposal_schema:
         problems = [
             f"{'/'.join(map(str, e.absolute_path)) or 'payload'}: {e.message}"
             for e in jsonschema.Draft202012Validator(interrupt.proposal_schema).iter_errors(payload)
         ]
         if problems:
-            raise DecisionRejected(
+            raise Refused(
                 400,
                 "invalid_payload",
                 "The payload does not match the proposal's schema: " + "; ".join(problems),
             )
 
 
-def _continue(run: LoopRun, interrupt: Interrupt, *, by: str) -> str:
+def continue_after(run: LoopRun, interrupt: Interrupt, *, by: str) -> str:
     """Hand the decision to the run's next step, and let the run go on (inside the lock).
 
     A run halted or paused since the interrupt keeps waiting for its lift or resume; it
@@ -276,19 +278,13 @@ def _continue(run: LoopRun, interrupt: Interrupt, *, by: str) -> str:
         if run.state == State.RUNNING:
             loop_services.enqueue(run.pk, urgent=True)
     elif run.prior_state == State.INTERRUPTED:
-        run.prior_state = State.RUNNING
+        run.prior_state = State.RUNNING  # where the lift or the resume will take it
         fields.append("prior_state")
     run.save(update_fields=fields)
-    loop_services.events_write(
-        run.root_id,
-        [
-            (
-                run.pk,
-                "interrupt.decided",
-                {"interrupt": interrupt.pk, "decision": interrupt.decision, "by": by},
-            )
-        ],
-    )
+    trace = Trace(run.root_id)
+    decided = {"interrupt": interrupt.pk, "decision": interrupt.decision, "by": by}
+    trace.add(run.pk, "interrupt.decided", decided)
+    trace.write()
     return run.state
 
 
@@ -297,126 +293,19 @@ def interrupt_claim(*, interrupt_id: int, actor) -> Interrupt:
     """ "X is reviewing": a visible claim, not a lock; anyone with the role may still decide."""
     interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
     if not interrupt.is_pending:
-        raise DecisionRejected(409, "already_decided", already_decided(interrupt))
+        raise Refused(409, "already_decided", already_decided(interrupt))
     interrupt.claimed_by, interrupt.claimed_at = actor, timezone.now()
     interrupt.save(update_fields=["claimed_by", "claimed_at"])
     audit_record(actor=actor, verb="interrupt.claimed", target=interrupt)
-    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_update(interrupt.pk))
     return interrupt
 
 
-@loop_services.retry_deadlocks
-@transaction.atomic(durable=True)
-def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Interrupt | None:
-    """Past its deadline: apply the default, audit it, and escalate to the admins."""
-    now = now or timezone.now()
-    run_id = Interrupt.objects.values_list("run_id", flat=True).get(pk=interrupt_id)
-    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
-    interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
-    if not interrupt.is_pending or interrupt.deadline_at > now:
-        return None  # decided meanwhile, or not due: another sweep got there first
-    if run.is_terminal:
-        return None  # nothing to apply a default to: interrupts_withdraw_ended takes it
-    interrupt.status, interrupt.decision = Interrupt.Status.EXPIRED, interrupt.default_action
-    interrupt.decided_at, interrupt.tier = now, Interrupt.Tier.ADMIN
-    if interrupt.default_action == Interrupt.Decision.REJECT:
-        interrupt.comment = "No decision before the deadline; the default (reject) applied."
-    interrupt.save(update_fields=["status", "decision", "decided_at", "tier", "comment"])
-    metrics.interrupt_decided(interrupt, how="expired")
-    run_state = _continue(run, interrupt, by="deadline")
-    audit_record(
-        actor=None,
-        verb="interrupt.expired",
-        target=interrupt,
-        note=f"deadline {interrupt.deadline_at.isoformat()} passed; "
-        f"default {interrupt.default_action} applied",
-        before={"status": Interrupt.Status.PENDING},
-        after={"status": interrupt.status, "decision": interrupt.decision, "run_state": run_state},
-        data={"run": run.pk},
-    )
-    alert_raise(
-        kind="interrupt.expired",
-        level=Alert.Level.CRITICAL,
-        audience=Alert.Audience.ADMINS,
-        title=f"Nobody decided in time: {interrupt.reason}"[:200],
-        body=f"Interrupt {interrupt.pk} on run {run.pk} ({_where(interrupt.address)}) passed its "
-        f"deadline; its default, {interrupt.default_action}, was applied.",
-        target=interrupt,
-        data={"run": run.pk},
-    )
-    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
-    overview_push()
-    return interrupt
-
-
-def interrupts_expire_overdue(now: datetime | None = None) -> int:
-    """The beat sweep: expire every pending interrupt past its deadline."""
-    now = now or timezone.now()
-    due = Interrupt.objects.filter(status=Interrupt.Status.PENDING, deadline_at__lte=now)
-    return sum(
-        1
-        for pk in list(due.values_list("pk", flat=True)[:500])
-        if interrupt_expire(interrupt_id=pk, now=now)
-    )
-
-
-@loop_services.retry_deadlocks
-@transaction.atomic(durable=True)
-def interrupt_withdraw(*, interrupt_id: int) -> Interrupt | None:
-    """Its run ended (cancelled, out of time or budget) while the interrupt waited: there is
-    nothing left to decide, so it leaves every inbox, and no default or deadline alert
-    follows. Lock order: the run, then the interrupt."""
-    run_id = Interrupt.objects.values_list("run_id", flat=True).get(pk=interrupt_id)
-    run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
-    interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
-    if not interrupt.is_pending or not run.is_terminal:
-        return None  # decided meanwhile, or another sweep got there first
-    interrupt.status, interrupt.decided_at = Interrupt.Status.WITHDRAWN, timezone.now()
-    interrupt.comment = f"run {run.pk} ended ({run.state}) before a decision"
-    interrupt.save(update_fields=["status", "decided_at", "comment"])
-    audit_record(
-        actor=None,
-        verb="interrupt.withdrawn",
-        target=interrupt,
-        note=interrupt.comment,
-        before={"status": Interrupt.Status.PENDING},
-        after={"status": interrupt.status, "run_state": run.state},
-        data={"run": run.pk},
-    )
-    push_on_commit(INBOX_GROUP, lambda: _card(interrupt.pk))
-    overview_push()
-    return interrupt
-
-
-def interrupts_withdraw_ended() -> int:
-    """The beat sweep (with the expiry): withdraw every pending interrupt whose run ended."""
-    ended = Interrupt.objects.filter(
-        status=Interrupt.Status.PENDING, run__state__in=LoopRun.TERMINAL
-    )
-    return sum(
-        1
-        for pk in list(ended.values_list("pk", flat=True)[:500])
-        if interrupt_withdraw(interrupt_id=pk) is not None
-    )
-
-
-def _where(address: dict[str, Any]) -> str:
+def where(address: dict[str, Any]) -> str:
     frames = [address[k]["blueprint"] for k in ("main", "sub", "micro") if k in address]
     return (
         f"{address.get('domain', '?')} / {' / '.join(frames)}, iteration {address.get('iteration')}"
     )
-
-
-def _card(interrupt_id: int) -> str:
-    from oversight import fragments
-
-    return fragments.interrupt_update(interrupt_id)
-
-
-def _raised(interrupt: Interrupt) -> str:
-    from oversight import fragments
-
-    return fragments.interrupt_raised(interrupt)
 
 
 def _iso(moment) -> str:

@@ -14,8 +14,9 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from common.refusals import Refused
 from oversight import fragments
-from oversight.services.alerts import AlertRejected, alert_acknowledge
+from oversight.services.alerts import alert_acknowledge
 
 ACKNOWLEDGE = "oversight.acknowledge_alert"
 NOTE_MAX = 2000
@@ -33,7 +34,7 @@ def alert_acknowledge_view(request: HtmxRequest, pk: int) -> HttpResponse:
     note = request.POST.get("note", "").strip()[:NOTE_MAX]
     try:
         alert_acknowledge(alert_id=pk, actor=request.user, note=note)
-    except AlertRejected as exc:
+    except Refused as exc:
         if exc.status == 404:
             raise Http404(exc.detail) from exc
         return _too_late(request, pk, exc)
@@ -42,7 +43,7 @@ def alert_acknowledge_view(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, fragments.ALERT_GONE, {"alert_id": pk})
 
 
-def _too_late(request: HtmxRequest, pk: int, exc: AlertRejected) -> HttpResponse:
+def _too_late(request: HtmxRequest, pk: int, exc: Refused) -> HttpResponse:
     """Someone else acknowledged it first. htmx 2 does not swap a 4xx, so htmx hears 200 with
     the notice in the alert's place (as the inbox answers a lost race); others hear 409."""
     if not request.htmx:

@@ -13,9 +13,10 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from common.refusals import Refused
 from oversight.breaker_selectors import breaker_get_with_history, breaker_list_with_history
 from oversight.models import CircuitBreaker
-from oversight.services.breakers import BreakerRejected, breaker_force_open, breaker_reset
+from oversight.services.breakers import breaker_force_open, breaker_reset
 
 PAGE = "oversight/breakers.html"
 BODY = PAGE + "#breaker-body"
@@ -54,7 +55,7 @@ def _act(request: HtmxRequest, breaker_id: int, action, field: str) -> HttpRespo
         return render(request, BODY, {"item": item}, status=200 if request.htmx else 400)
     try:
         action(breaker_id=breaker.pk, actor=request.user, reason=form.cleaned_data["reason"])
-    except BreakerRejected as exc:
+    except Refused as exc:
         if not request.htmx:
             return redirect("oversight:breakers")
         response = render(request, BODY, {"item": breaker_get_with_history(breaker.pk)})

@@ -10,10 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from common.refusals import Refused
 from oversight import fragments
 from oversight.halt_selectors import halt_in_flight_count
 from oversight.models import Halt
-from oversight.services.halts import HaltRejected, halt_engage, halt_lift
+from oversight.services.halts import halt_engage, halt_lift, may_engage
 
 NEW = "oversight/halt_new.html"
 LIFT = "oversight/halt_lift.html"
@@ -26,11 +27,6 @@ class HaltForm(forms.Form):
 
 class LiftForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), strip=True)
-
-
-def _may_engage(request: HttpRequest, scope: str) -> bool:
-    perm = "oversight.engage_global_halt" if scope.strip() == "global" else "oversight.engage_halt"
-    return request.user.has_perm(perm)
 
 
 def _get_halt_for_admin(request: HttpRequest, pk: int) -> Halt | None:
@@ -47,7 +43,7 @@ def _forbidden(request: HttpRequest) -> HttpResponse:
 @login_required
 def halt_new(request: HttpRequest) -> HttpResponse:
     scope = request.GET.get("scope", "")
-    if not _may_engage(request, scope):
+    if not may_engage(request.user, scope):
         return _forbidden(request)
     return render(request, NEW, {"form": HaltForm(initial={"scope": scope}), "scope": scope})
 
@@ -57,13 +53,13 @@ def halt_new(request: HttpRequest) -> HttpResponse:
 def halt_engage_view(request: HttpRequest) -> HttpResponse:
     form = HaltForm(request.POST)
     scope = request.POST.get("scope", "")
-    if not _may_engage(request, scope):
+    if not may_engage(request.user, scope):
         return _forbidden(request)
     if not form.is_valid():
         return render(request, NEW, {"form": form, "scope": scope}, status=400)
     try:
         halt_engage(actor=request.user, scope=scope, reason=form.cleaned_data["reason"])
-    except HaltRejected as exc:
+    except Refused as exc:
         form.add_error(None, exc.detail)
         return render(request, NEW, {"form": form, "scope": scope}, status=exc.status)
     if getattr(request, "htmx", False):  # django-htmx's middleware sets it
@@ -83,7 +79,7 @@ def halt_lift_view(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, LIFT, ctx, status=400 if form.is_bound else 200)
     try:
         halt = halt_lift(halt_id=halt.pk, actor=request.user, reason=form.cleaned_data["reason"])
-    except HaltRejected as exc:
+    except Refused as exc:
         form.add_error(None, exc.detail)
         return render(request, LIFT, ctx, status=exc.status)
     if halt.is_active:  # a global halt: the first admin asked, a second one must confirm

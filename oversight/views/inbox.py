@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from common.refusals import Refused
 from oversight import fragments
 from oversight.models import Interrupt
 from oversight.services import interrupts
@@ -79,7 +80,7 @@ def interrupt_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                 payload=payload,
                 comment=comment,
             )
-        except interrupts.DecisionRejected as exc:
+        except Refused as exc:
             return _rejected(request, pk, exc)
     return _answer(request, pk, error=error)
 
@@ -91,7 +92,7 @@ def interrupt_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return _forbidden(request)
     try:
         interrupts.interrupt_claim(interrupt_id=pk, actor=request.user)
-    except interrupts.DecisionRejected as exc:
+    except Refused as exc:
         return _rejected(request, pk, exc)
     return _answer(request, pk)
 
@@ -117,7 +118,7 @@ def _refused(request: HttpRequest, detail: str, *, status: int) -> HttpResponse:
     return render(request, REFUSED, {"detail": detail, "back": back}, status=status)
 
 
-def _rejected(request: HtmxHttpRequest, pk: int, exc: interrupts.DecisionRejected) -> HttpResponse:
+def _rejected(request: HtmxHttpRequest, pk: int, exc: Refused) -> HttpResponse:
     """200 with the current truth and a notice: htmx 2 does not swap 4xx (STYLE.md B.5)."""
     if not request.htmx:
         return _refused(request, exc.detail, status=exc.status)

@@ -19,6 +19,7 @@ from common import logs
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import Iteration
+from loops.services import runs
 from loops.tasks import advance
 from tests.conftest import ROOT, Worker, start_worker, wait_for
 
@@ -134,7 +135,7 @@ def test_a_step_on_a_worker_logs_json_with_its_run_and_root_ids(tmp_path, monkey
     output = tmp_path / "worker.log"
     queue = f"logs-{uuid.uuid4().hex[:8]}"
     # The run's first step goes to this test's worker alone, not to another test's worker.
-    monkeypatch.setattr(services, "enqueue", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runs, "enqueue", lambda *args, **kwargs: None)
     run = services.run_start(domain="arena", blueprint="arena-all", input={})
     with output.open("w") as stderr:
         worker = _start_worker(queue, stderr)

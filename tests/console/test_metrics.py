@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from console import launcher, metrics
+from common import metrics
+from console import launcher
 from console.auth import token_create
 from console.roles import roles_sync
 from loops import services
@@ -21,7 +22,8 @@ from loops.models import Iteration, LoopRun
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts
 from oversight.services.breakers import breaker_force_open
-from oversight.services.interrupts import interrupt_decide, interrupt_expire
+from oversight.services.deadlines import interrupt_expire
+from oversight.services.interrupts import interrupt_decide
 from tests.conftest import bearer, drive, signed_in, wait_for, with_role
 
 pytestmark = pytest.mark.django_db
@@ -181,6 +183,7 @@ def test_iterations_closed_on_the_real_worker_are_counted(celery_worker, scrape)
     )
 
 
+@pytest.mark.django_db(transaction=True)  # observed after commit (common.metrics)
 def test_a_decision_and_an_expiry_are_counted_with_their_latency(scrape, django_user_model):
     operator = with_role(django_user_model.objects.create_user("otto", password="x"), "operator")
     decided = drive(services.run_start(domain="ward", blueprint="ward-dose", input={}))

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from common.redis import redis_client
-from loops import charts, engine, services, tasks
+from loops import engine, rollup, selectors, services, tasks
 from loops.declare import sync_declarations
 from loops.models import Agent, Contribution, Domain, DomainMinute, Iteration, LoopRun
 from oversight.models import AuditEvent
@@ -116,8 +116,8 @@ def test_it_aggregates_latency_errors_and_cost_per_minute():
     lab, a, b = make_activity()
     since = timezone.now() - timedelta(minutes=60)
 
-    charts.domain_minutes_sweep()  # the beat's pass: the first fills the last hour
-    iterations, calls = charts.activity_minutes(lab.pk, since)
+    rollup.domain_minutes_sweep()  # the beat's pass: the first fills the last hour
+    iterations, calls = selectors.activity_minutes(lab.pk, since)
 
     assert [(r["minute"], r["closed"]) for r in iterations] == [(a, 5), (b, 1)]
     assert [round(r["p50"], 3) for r in iterations] == [2.5, 10.0]
@@ -129,7 +129,7 @@ def test_it_aggregates_latency_errors_and_cost_per_minute():
 
 def test_the_domain_page_draws_the_four_charts_from_those_numbers(client, viewer):
     lab, _, _ = make_activity()
-    charts.domain_minutes_sweep()
+    rollup.domain_minutes_sweep()
 
     response = client.get("/loops/domains/lab/")
 
@@ -156,7 +156,7 @@ def _domain_page_queries(client) -> int:
 
 def test_the_domain_page_costs_the_same_queries_however_much_happened(client, operator):
     make_activity()
-    charts.domain_minutes_sweep()
+    rollup.domain_minutes_sweep()
     client.get("/loops/domains/lab/")  # warm: session, permissions
     few = _domain_page_queries(client)
 
@@ -169,13 +169,13 @@ def test_the_domain_page_costs_the_same_queries_however_much_happened(client, op
             it = iteration(run, n, now - timedelta(minutes=n * 3), seconds=n)
             for agent in agents:
                 call(it, agent, it.closed_at, Contribution.Status.COMPLETED, 0.01)
-    charts.domain_minutes_sweep(since=now - timedelta(hours=1))
+    rollup.domain_minutes_sweep(since=now - timedelta(hours=1))
     assert DomainMinute.objects.filter(domain__slug="lab").count() > 2  # more minutes to draw
 
     assert _domain_page_queries(client) == few
 
 
-def rollup() -> list[tuple]:
+def minute_rows() -> list[tuple]:
     return list(
         DomainMinute.objects.order_by("domain_id", "minute").values_list(
             "domain__slug", "minute", "closed", "p50", "p95", "calls", "failed", "cost"
@@ -186,12 +186,12 @@ def rollup() -> list[tuple]:
 def test_the_sweep_run_again_writes_the_same_rows():
     _, a, b = make_activity()
 
-    assert charts.domain_minutes_sweep() == 3  # lab's two minutes and arena's one
-    first = rollup()
-    assert charts.domain_minutes_sweep(since=a - timedelta(minutes=5)) == 3
-    assert charts.domain_minutes_sweep() == 1  # from b on, the latest minute rolled up
+    assert rollup.domain_minutes_sweep() == 3  # lab's two minutes and arena's one
+    first = minute_rows()
+    assert rollup.domain_minutes_sweep(since=a - timedelta(minutes=5)) == 3
+    assert rollup.domain_minutes_sweep() == 1  # from b on, the latest minute rolled up
 
-    assert rollup() == first
+    assert minute_rows() == first
     assert sorted((row[0], row[1], row[2], row[5]) for row in first) == [
         ("arena", a, 1, 1),
         ("lab", a, 5, 5),
@@ -206,14 +206,14 @@ def test_the_current_minute_is_recomputed_on_every_pass(client, viewer):
     current = now.replace(second=0, microsecond=0)
     first = iteration(lab_run, 1, now, seconds=2)
     call(first, agent, now, Contribution.Status.COMPLETED, 0.5)
-    charts.domain_minutes_sweep()
+    rollup.domain_minutes_sweep()
     row = DomainMinute.objects.get(domain__slug="lab")
     assert (row.minute, row.closed, row.p50, row.calls, row.cost) == (current, 1, 2.0, 1, 0.5)
 
     # The minute goes on: another iteration, a failed call, in the same minute.
     second = iteration(lab_run, 2, now, seconds=4)
     call(second, agent, now, Contribution.Status.FAILED, 0.25)
-    charts.domain_minutes_sweep()
+    rollup.domain_minutes_sweep()
 
     row = DomainMinute.objects.get(domain__slug="lab")  # the same row, recomputed whole
     assert (row.closed, row.p50, row.calls, row.failed, row.cost) == (2, 3.0, 2, 1, 0.75)
@@ -223,13 +223,13 @@ def test_the_current_minute_is_recomputed_on_every_pass(client, viewer):
 
 def test_the_sweep_drops_minutes_whose_rows_are_gone_and_old_minutes():
     lab, a, b = make_activity()
-    charts.domain_minutes_sweep()
+    rollup.domain_minutes_sweep()
     ancient = DomainMinute.objects.create(
-        domain=lab, minute=a - charts.ROLLUP_KEEP - timedelta(hours=1), closed=1
+        domain=lab, minute=a - rollup.ROLLUP_KEEP - timedelta(hours=1), closed=1
     )
     Iteration.objects.filter(run__domain=lab, closed_at__gte=b).delete()
 
-    charts.domain_minutes_sweep(since=a)
+    rollup.domain_minutes_sweep(since=a)
 
     assert not DomainMinute.objects.filter(pk=ancient.pk).exists()
     assert list(
@@ -242,14 +242,14 @@ def test_a_racing_sweep_skips_its_turn():
     other = connections.create_connection("default")  # another session, as another beat's
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", [charts.SWEEP_LOCK])
-        assert charts.domain_minutes_sweep() == 0
+            cursor.execute("SELECT pg_advisory_lock(%s)", [rollup.SWEEP_LOCK])
+        assert rollup.domain_minutes_sweep() == 0
         assert not DomainMinute.objects.exists()
         with other.cursor() as cursor:  # released now: a closing session frees it later
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [charts.SWEEP_LOCK])
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [rollup.SWEEP_LOCK])
     finally:
         other.close()
-    assert charts.domain_minutes_sweep() == 3
+    assert rollup.domain_minutes_sweep() == 3
 
 
 def test_the_beat_sweeps_through_its_task(settings):

@@ -7,6 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import F
 
+from common.db import retry_deadlocks
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import Blueprint, LoopRun, TransitionRejected
@@ -115,7 +116,7 @@ def test_it_runs_a_deadlock_victim_again():
     )
     barrier, outcomes = threading.Barrier(2), []
 
-    @services.retry_deadlocks
+    @retry_deadlocks
     @transaction.atomic(durable=True)
     def lock_both(a: int, b: int) -> None:
         LoopRun.objects.select_for_update(no_key=True).get(pk=a)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.refusals import Refused
 from console.asgi import application
 from console.auth import token_create
 from console.roles import roles_sync
@@ -22,7 +23,7 @@ from loops.declare import sync_declarations
 from loops.models import Agent
 from oversight import fragments
 from oversight.models import Alert, AuditEvent
-from oversight.services.alerts import AlertRejected, alert_acknowledge
+from oversight.services.alerts import alert_acknowledge
 from oversight.services.breakers import breakers_sync
 from oversight.services.patterns import failures_record
 from tests.conftest import agent_bearer, bearer, post_json, signed_in, with_role
@@ -271,7 +272,7 @@ def test_exactly_one_of_two_concurrent_acknowledgements_wins(django_user_model):
         try:
             alert_acknowledge(alert_id=alert.pk, actor=person)
             outcomes.append("won")
-        except AlertRejected as exc:
+        except Refused as exc:
             outcomes.append(exc.code)
         finally:
             connection.close()

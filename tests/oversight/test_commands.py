@@ -21,6 +21,7 @@ from console.roles import roles_sync
 from loops.declare import Escalate, sync_declarations
 from loops.models import Blueprint, Domain, LoopRun
 from loops.services import run_start
+from loops.trace import Trace
 from oversight.models import AuditEvent, CircuitBreaker, Halt, Interrupt
 from oversight.services.interrupts import interrupt_raise
 from tests.conftest import ROOT, with_role
@@ -71,14 +72,18 @@ def _interrupt(run: LoopRun) -> Interrupt:
     """A policy stops the run for a human, as the engine does it: in the run's transaction."""
     with transaction.atomic():
         locked = LoopRun.objects.select_for_update().get(pk=run.pk)
-        return interrupt_raise(
+        trace = Trace(locked.root_id)
+        interrupt = interrupt_raise(
             run=locked,
+            trace=trace,
             source=Interrupt.Source.POLICY,
             reason="the crane load is over its limit",
             policy=Escalate(),
             proposal={"tonnes": 12},
             proposal_schema={"type": "object", "required": ["tonnes"]},
         )
+        trace.write()
+        return interrupt
 
 
 def _quay() -> Domain:

@@ -22,7 +22,7 @@ from loops.models import Agent, Domain, Event, LoopRun
 from oversight import fragments, tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
 from oversight.services.alerts import notification_deliver
-from oversight.services.interrupts import interrupts_expire_overdue, interrupts_withdraw_ended
+from oversight.services.deadlines import interrupts_expire_overdue, interrupts_withdraw_ended
 from tests.conftest import (
     agent_bearer,
     bearer,

@@ -1,48 +1,21 @@
-# Import direction (STYLE.md B.2): oversight.models may import loops.models; loops.models
-# never imports oversight. Lock order: Halt → LoopRun → Interrupt → CircuitBreaker.
+"""The controls people hold over loops: halts, circuit breakers and interrupts, each a state
+machine whose move method is the only code that changes its state (STYLE.md B.4).
+Lock order: Halt → LoopRun → Interrupt → CircuitBreaker."""
+
 from __future__ import annotations
 
-from typing import ClassVar
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from common.states import check_move
 from loops.models import Agent, Blueprint, Domain, Iteration, LoopRun
 
 USER = settings.AUTH_USER_MODEL
-
-
-class AuditEvent(models.Model):
-    """Who did what, when, why, with the state before and after (DESIGN.md H5).
-
-    Append-only: oversight.audit.audit_record() is the only writer, and a trigger in the
-    migration makes PostgreSQL refuse every UPDATE and DELETE of a row, whoever asks.
-    """
-
-    at = models.DateTimeField(default=timezone.now)
-    # PROTECT: a person with a history is deactivated, never deleted (the row cannot change).
-    actor = models.ForeignKey(USER, models.PROTECT, null=True, blank=True, related_name="+")
-    actor_name = models.CharField(max_length=150)  # "system" when no person acted
-    verb = models.CharField(max_length=40)  # <entity>.<past tense>: halt.engaged
-    target_type = models.CharField(max_length=20)  # run, interrupt, breaker, halt, agent
-    target_id = models.CharField(max_length=40)
-    note = models.TextField(blank=True)  # the reason a person gave
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
-    data = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-        indexes = [
-            models.Index(fields=["target_type", "target_id"], name="audit_target"),
-            models.Index(fields=["verb"], name="audit_verb"),
-            models.Index(fields=["-at"], name="audit_at"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.verb} {self.target_id}"
 
 
 class Halt(models.Model):
@@ -130,7 +103,8 @@ class CircuitBreaker(models.Model):
     TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
         State.CLOSED: frozenset({State.OPEN}),
         State.OPEN: frozenset({State.HALF_OPEN, State.CLOSED, State.OPEN}),
-        State.HALF_OPEN: frozenset({State.CLOSED, State.OPEN}),
+        # Half-open again: the trial never reported (its worker died), another is let through.
+        State.HALF_OPEN: frozenset({State.CLOSED, State.OPEN, State.HALF_OPEN}),
     }
 
     name = models.SlugField(max_length=100, unique=True)
@@ -185,6 +159,22 @@ class CircuitBreaker(models.Model):
         target = self.agent or self.blueprint or self.domain
         return f"{self.scope} {target}"
 
+    def move_to(self, to: str, *, now: datetime, reason: str = "", forced: bool = False) -> None:
+        """Validate the move and set what goes with it: an open breaker counts its cooldown
+        from now (or waits for an operator when forced); a closed one forgets its calls;
+        every move ends the trial in progress."""
+        check_move(self.TRANSITIONS, "breaker", self.name, self.state, to)
+        self.state, self.updated_at = to, now
+        self.trial_at, self.trial_run = None, None
+        if to == self.State.OPEN:
+            self.forced, self.failures = forced, 0
+            self.opened_at, self.retry_at = now, now + timedelta(seconds=self.cooldown_s)
+        elif to == self.State.CLOSED:
+            self.forced, self.failures, self.samples = False, 0, []
+            self.opened_at = self.retry_at = None
+        if reason:
+            self.last_reason = reason
+
 
 class Interrupt(models.Model):
     """A decision escalated to a human (DESIGN.md H2, CONCEPTS 37, 40).
@@ -198,6 +188,14 @@ class Interrupt(models.Model):
         DECIDED = "decided"
         EXPIRED = "expired"
         WITHDRAWN = "withdrawn"  # its run ended (cancelled, timed out) before anyone decided
+
+    # Exactly one outcome per interrupt (H2): pending is left once, and for good.
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        Status.PENDING: frozenset({Status.DECIDED, Status.EXPIRED, Status.WITHDRAWN}),
+        Status.DECIDED: frozenset(),
+        Status.EXPIRED: frozenset(),
+        Status.WITHDRAWN: frozenset(),
+    }
 
     class Decision(models.TextChoices):
         APPROVE = "approve"
@@ -277,100 +275,19 @@ class Interrupt(models.Model):
     def is_pending(self) -> bool:
         return self.status == self.Status.PENDING
 
-
-class Alert(models.Model):
-    """Something people must hear about; the outbox row its notifications are sent from."""
-
-    class Level(models.TextChoices):
-        INFO = "info"
-        WARNING = "warning"
-        CRITICAL = "critical"
-
-    class Audience(models.TextChoices):
-        OPERATORS = "operators"  # operators and admins
-        ADMINS = "admins"
-
-    kind = models.CharField(max_length=40)  # like an audit verb: breaker.opened
-    level = models.CharField(max_length=8, choices=Level, default=Level.WARNING)
-    audience = models.CharField(max_length=10, choices=Audience, default=Audience.OPERATORS)
-    title = models.CharField(max_length=200)
-    body = models.TextField(blank=True)
-    target_type = models.CharField(max_length=20, blank=True)
-    target_id = models.CharField(max_length=40, blank=True)
-    data = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    acknowledged_by = models.ForeignKey(
-        USER, models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    acknowledged_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        permissions = [("acknowledge_alert", "Can acknowledge alerts")]
-        indexes = [
-            # The live feed on every page: the newest unacknowledged alerts.
-            models.Index(
-                fields=["-created_at", "-id"],
-                name="alert_unacknowledged",
-                condition=Q(acknowledged_at__isnull=True),
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.level} {self.kind}: {self.title}"
-
-
-class Notification(models.Model):
-    """One delivery of an alert through one channel, retried with backoff until sent."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        SENDING = "sending"
-        SENT = "sent"
-        FAILED = "failed"  # gave up after the last attempt
-
-    alert = models.ForeignKey(Alert, models.CASCADE, related_name="notifications")
-    channel = models.CharField(max_length=120)  # "console", "email", "webhook:<name>"
-    status = models.CharField(max_length=8, choices=Status, default=Status.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(fields=["alert", "channel"], name="notification_once")
-        ]
-        indexes = [
-            models.Index(
-                fields=["next_attempt_at"],
-                name="notification_due",
-                condition=Q(status__in=["pending", "sending"]),
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.channel} for alert {self.alert_id} ({self.status})"
-
-
-class FailurePattern(models.Model):
-    """Identical failures of one agent, counted so that N of them raise one advisory alert,
-    not N (CONCEPTS 66). The signature is the agent, the error class and the message with
-    its numbers blanked out ("timeout after 3.2 s" and "after 4.1 s" are one pattern)."""
-
-    signature = models.CharField(max_length=64, unique=True)
-    agent = models.ForeignKey(Agent, models.CASCADE, related_name="+")
-    error_class = models.CharField(max_length=40)
-    message = models.TextField(blank=True)  # the latest instance, as it was
-    count = models.PositiveIntegerField(default=0)  # in the current streak
-    first_at = models.DateTimeField(default=timezone.now)
-    last_at = models.DateTimeField(default=timezone.now)
-    alert = models.ForeignKey(Alert, models.SET_NULL, null=True, blank=True, related_name="+")
-
-    class Meta:
-        ordering = ["-last_at"]
-
-    def __str__(self) -> str:
-        return f"{self.count} x {self.error_class} of agent {self.agent_id}"
+    def move_to(
+        self,
+        to: str,
+        *,
+        at: datetime,
+        decision: str = "",
+        by: Any = None,
+        payload: Any = None,
+        comment: str = "",
+    ) -> None:
+        """Settle it: decided by a person, expired with its default, or withdrawn (its run
+        ended). The decision's payload is kept only for a modification."""
+        check_move(self.TRANSITIONS, "interrupt", self.pk, self.status, to)
+        self.status, self.decided_at, self.decided_by = to, at, by
+        self.decision, self.comment = decision, comment
+        self.payload = payload if decision == self.Decision.MODIFY else None
