@@ -23,9 +23,10 @@ DAPHNE_APP = "console.asgi:application"
 # second (an interrupt a second is already a busy ward), the single one five a second.
 # The 50 go first, on an empty inbox; the single one then has their 30 interrupts on its page.
 BROWSERS = ((50, 30, 1.0), (1, 60, 0.2))
-# What `./bin/bench [part …]` can measure; all of them by default, in this order. The pages
-# go last: they seed 10,000 runs and a million iterations into the same database.
-PARTS = ("core", "oversight", "push", "fanout", "pages")
+# What `./bin/bench [part …]` can measure; all of them by default, in this order. Peers (the
+# same iteration in LangGraph) right after core, whose figures they are compared with, on a
+# machine in the same state; the pages last: they seed 10,000 runs and a million iterations.
+PARTS = ("core", "peers", "oversight", "push", "fanout", "pages")
 
 
 def main() -> int:
@@ -106,10 +107,14 @@ def measure(sup: Supervisor, base_url: str, parts: list[str], daphne_pid: int) -
         },
         "parts": parts,
     }
-    if "core" in parts:
+    if "core" in parts or "peers" in parts:  # peers' ratios need our figures of the same run
         from bench.core import core
 
         results.update(core())
+    if "peers" in parts:
+        from bench.peers import peers
+
+        results["peers"] = peers(results)
     if "oversight" in parts:
         from bench.oversight import oversight
 
@@ -147,6 +152,10 @@ def report(results: dict[str, Any]) -> None:
         from bench.core import rows as core_rows
 
         rows += core_rows(results)
+    if "peers" in results:
+        from bench.peers import rows as peers_rows
+
+        rows += peers_rows(results)
     if "halt" in results:
         from bench.oversight import rows as oversight_rows
 
@@ -167,6 +176,10 @@ def report(results: dict[str, Any]) -> None:
     print()
     for name, value, target in rows:
         print(f"  {name:<48} {value:>15}   {target}")
+    if "peers" in results:
+        from bench.peers import verdict
+
+        print(f"\n  {verdict(results)}")
     print()
     print(json.dumps(results, indent=2))
 
