@@ -95,7 +95,7 @@ def broadcast(state: IterationState) -> dict[str, Any]:
 
 def select(state: IterationState) -> list[str]:
     """Every agent that bid, as `selection="all"`: the fan-out to their nodes."""
-    return [name for name, confidence in state["bids"].items() if confidence is not None]
+    return list(state["bids"])
 
 
 def agent_node(name: str) -> Any:
