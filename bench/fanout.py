@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import percentiles
+
 CLIENTS = (1, 50, 200)
 ONCE_EVENTS, ONCE_RATE = 20, 5.0  # the uncoalesced events: a few a second
 FINAL_WAIT = 30.0  # after the last event, for every client to hold the last state
@@ -57,12 +59,11 @@ def fanout_latency(
     from django.conf import settings
     from django.db import connections
 
-    from bench.__main__ import _admin
-    from bench.push import _session_key
+    from bench.common import admin_user, session_key
     from common.push import domain_group
     from loops.models import Domain
 
-    cookie = f"{settings.SESSION_COOKIE_NAME}={_session_key(_admin())}"
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session_key(admin_user())}"
     group = domain_group(Domain.objects.get(slug="bench").pk)
     connections.close_all()
     prefix = f"bench-fanout:{uuid.uuid4().hex[:12]}"
@@ -82,7 +83,7 @@ def fanout_latency(
         "seconds": seconds,
         **result,
         "uncoalesced_ms": _uncoalesced(run["frames"], once_at, ONCE_EVENTS),
-        "raw_pubsub_ms": _percentiles(run["raw"]),
+        "raw_pubsub_ms": percentiles(run["raw"]),
         "raw_pubsub_rate": run["raw_rate"],
         "event_vs_raw": round(
             result["event_ms"]["median"] / max(statistics.median(run["raw"]), 0.001), 1
@@ -261,10 +262,10 @@ def _coalesced(
         missed_final += k <= last
     return {
         "events": len(stamps),
-        "event_ms": _percentiles(latencies),
+        "event_ms": percentiles(latencies),
         # Arrival minus the stamp of the seq the frame carries: the push path alone,
         # without the wait for the coalesced push.
-        "frame_age_ms": _percentiles(ages),
+        "frame_age_ms": percentiles(ages),
         "frames_per_second_per_client": round(statistics.median(per_client), 2),
         "clients_missing_final_state": missed_final,
         "final_state_at_last_client_ms": round(max(final), 1) if final else None,
@@ -283,15 +284,7 @@ def _uncoalesced(
                 seen[int(m.group(1))] = at
         latencies += [(seen[k] - once_at[k]) * 1000 for k in once_at if k in seen]
         missed += expected - len(seen)
-    return {**_percentiles(latencies), "missed": missed}
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"median": float("nan"), "p99": float("nan"), "max": float("nan"), "samples": 0}
-    from bench.__main__ import _percentiles as percentiles
-
-    return percentiles(values)
+    return {**percentiles(latencies), "missed": missed}
 
 
 class _Cpu:
@@ -313,3 +306,27 @@ class _Cpu:
         if self.pid is not None:
             use["daphne"] = round((self._daphne() - self.daphne) / wall, 2)
         return use
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    table = []
+    for fan in results["fanout"]:
+        n, event, raw = fan["clients"], fan["event_ms"], fan["raw_pubsub_ms"]
+        once = fan["uncoalesced_ms"]
+        target = " (must p99 ≤ 250, aim ≤ 100)" if n >= 200 else ""
+        table += [
+            (
+                f"100 events/s → {n} websocket client{'s' if n > 1 else ''} (ms)",
+                f"{event['median']} / {event['p99']}",
+                f"median / p99, coalesced; raw pub/sub {raw['median']} / {raw['p99']}, "
+                f"{fan['event_vs_raw']}x; {fan['clients_missing_final_state']} missed the "
+                f"latest state{target}",
+            ),
+            (
+                f"  one event alone → {n} client{'s' if n > 1 else ''} (ms)",
+                f"{once['median']} / {once['p99']}",
+                f"median / p99, uncoalesced; {once['missed']} missed"
+                + (" (must p99 ≤ 20, aim ≤ 5)" if n == 1 else ""),
+            ),
+        ]
+    return table

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,17 +50,6 @@ new MutationObserver(function (records) {
 """
 
 
-def wait_until_serving(base_url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base_url}/api/v1/health", timeout=2):  # noqa: S310
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"Daphne did not answer at {base_url}")
-
-
 def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict[str, Any]:
     """Open `browsers` inboxes; send `samples` bare pushes, then raise `samples` interrupts
     on the worker, `gap` seconds apart. Every (page, event) pair is one sample."""
@@ -69,12 +57,12 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
     from django.db import connections
     from playwright.sync_api import sync_playwright
 
-    from bench.__main__ import _admin, _percentiles, _stop_all, _wait_for
+    from bench.common import admin_user, percentiles, session_key, stop_all, wait_for
     from common.push import CONSOLE_GROUP, push_html
     from loops import services
     from oversight.models import Interrupt
 
-    cookie = _session_key(_admin())
+    cookie = session_key(admin_user())
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         context = browser.new_context()
@@ -100,7 +88,7 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
         def raise_one() -> Interrupt:
             """A bench-escalate run; its first step on the worker raises an interrupt."""
             run = services.run_start(domain="bench", blueprint="bench-escalate", input={})
-            return _wait_for(lambda: Interrupt.objects.filter(run=run).first())
+            return wait_for(lambda: Interrupt.objects.filter(run=run).first())
 
         # Playwright's event loop owns this thread, where Django's ORM refuses to run: the
         # queries (and, alike, the pushes, as a worker sends them) go through another thread.
@@ -120,32 +108,32 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
 
         seen = [page.evaluate("window.benchSeen") for page in pages]
         browser.close()
-    _stop_all()
+    stop_all()
     missing = sum(element not in s for s in seen for element in [*bare, *events])
     bare_ms = [s[e] - at for s in seen for e, at in bare.items() if e in s]
     event_ms = [s[e] - at for s in seen for e, at in events.items() if e in s]
     return {
         "browsers": browsers,
-        "event_ms": _percentiles(event_ms),
-        "bare_push_ms": _percentiles(bare_ms),
+        "event_ms": percentiles(event_ms),
+        "bare_push_ms": percentiles(bare_ms),
         "event_vs_bare_push": round(
-            _percentiles(event_ms)["median"] / max(_percentiles(bare_ms)["median"], 0.01), 2
+            percentiles(event_ms)["median"] / max(percentiles(bare_ms)["median"], 0.01), 2
         ),
         "missed": missing,
     }
 
 
-def _session_key(user) -> str:
-    """A signed-in session for the benchmark's pages, as a login would make it."""
-    from importlib import import_module
-
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-
-    session = import_module(settings.SESSION_ENGINE).SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    # The backend that loads users: the first one, axes, only refuses locked-out logins.
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.save()
-    return session.session_key
+def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    table = []
+    for push in results["push"]:
+        n, event, bare = push["browsers"], push["event_ms"], push["bare_push_ms"]
+        table.append(
+            (
+                f"worker event → in the DOM, {n} browser{'s' if n > 1 else ''} (ms)",
+                f"{event['median']} / {event['p99']}",
+                f"median / p99; bare push {bare['median']} / {bare['p99']}, "
+                f"{push['event_vs_bare_push']}x; {push['missed']} missed"
+                + (" (must p99 ≤ 20, aim ≤ 5)" if n == 1 else ""),
+            )
+        )
+    return table

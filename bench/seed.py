@@ -15,6 +15,10 @@ heavy: about 5 % of the iterations, to time the run page of a run with many. Bid
 contributions are seeded for the last 10 iterations of every run and the last 200 of the
 heavy one (the pages read those); the trace holds each run's start and end and the broadcast
 and close of those iterations.
+
+Here: the registry (domains, agents, blueprints), the halt and the breakers, and the order
+of the work; the plan of the runs is bench.seed_plan, the SQL of each table's rows
+bench.seed_rows.
 """
 
 from __future__ import annotations
@@ -25,13 +29,12 @@ from typing import Any
 
 from django.db import connection, transaction
 
-DOMAINS = (("seed-clinic", "Seeded clinic"), ("seed-school", "Seeded school"))
-HALTED_DOMAIN = ("seed-lab", "Seeded lab")  # under an active domain halt
+from bench.seed_plan import DOMAINS, HALTED_DOMAIN, plan
+from bench.seed_rows import STEPS
+
 AGENTS_PER_DOMAIN = 4  # three bid and two are selected, one declines
 CALLS_PER_RUN = 10  # iterations with bids and contributions, the newest of each run
 CALLS_HEAVY = 200
-HEAVY_SHARE = 0.05
-LIVE_SHARE = 0.1
 USERNAME = "bench-admin"
 TABLES = (
     "loops_looprun",
@@ -70,8 +73,8 @@ def seed(*, runs: int = 10_000, iterations: int = 1_000_000, analyze: bool = Tru
         domains, agents, blueprints = _registry()
         cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute("DROP TABLE IF EXISTS seed_plan")
-        _plan(cursor, runs, iterations, domains, blueprints)
-        for name, sql in _STEPS:
+        plan(cursor, runs, iterations, domains, blueprints)
+        for name, sql in STEPS:
             step = time.perf_counter()
             cursor.execute(sql, {"admin": admin, "username": USERNAME})
             result.rows[name] = max(cursor.rowcount, 0)
@@ -128,336 +131,6 @@ def _registry() -> tuple[dict[str, int], list[tuple[int, int, int]], dict[tuple[
             )
             blueprints[(slug, kind)] = blueprint.pk
     return domains, agents, blueprints
-
-
-def _plan(cursor: Any, runs: int, iterations: int, domains: dict, blueprints: dict) -> None:
-    """seed_plan: one row per run to insert, with its id taken from the sequence, its place
-    in the stack, state, number of iterations, pace and times."""
-    mains = runs // 4
-    subs = 2 * mains
-    micros = runs - mains - subs
-    slugs = [slug for slug, _ in DOMAINS] + [HALTED_DOMAIN[0]]
-    cursor.execute(
-        """
-        CREATE TEMP TABLE seed_plan ON COMMIT DROP AS
-        WITH main AS (
-            SELECT nextval(pg_get_serial_sequence('loops_looprun', 'id')) AS id, i,
-                   (i %% 3) AS d, i > %(mains)s * (1 - %(live)s) AS live
-            FROM generate_series(1, %(mains)s) i
-        ), sub AS (
-            SELECT nextval(pg_get_serial_sequence('loops_looprun', 'id')) AS id, m.i, m.d,
-                   m.live AND j = 1 AS live, m.id AS parent_id, m.id AS root_id, j
-            FROM main m CROSS JOIN generate_series(1, 2) j
-        ), micro AS (
-            SELECT nextval(pg_get_serial_sequence('loops_looprun', 'id')) AS id, s.i, s.d,
-                   s.live, s.id AS parent_id, s.root_id
-            FROM sub s WHERE s.j = 1 AND s.i <= %(micros)s
-        )
-        SELECT id, i, d, live, NULL::bigint AS parent_id, id AS root_id, 0 AS depth,
-               'main' AS kind, ''::text AS call_key FROM main
-        UNION ALL
-        SELECT id, i, d, live, parent_id, root_id, 1, 'sub', 'sub#' || j FROM sub
-        UNION ALL
-        SELECT id, i, d, live, parent_id, root_id, 2, 'micro', 'micro' FROM micro
-        """,
-        {"mains": mains, "micros": micros, "live": LIVE_SHARE},
-    )
-    # Domains and blueprints by d; states, iterations and pace by a random draw per run.
-    cursor.execute(
-        """
-        ALTER TABLE seed_plan ADD COLUMN domain_id bigint, ADD COLUMN blueprint_id bigint,
-            ADD COLUMN state text, ADD COLUMN prior text DEFAULT '', ADD COLUMN exit text,
-            ADD COLUMN n int, ADD COLUMN step interval, ADD COLUMN t0 timestamptz,
-            ADD COLUMN heavy boolean DEFAULT false, ADD COLUMN r double precision
-        """
-    )
-    cases = " ".join(f"WHEN {d} THEN {domains[slug]}" for d, slug in enumerate(slugs))
-    bps = " ".join(
-        f"WHEN d = {d} AND kind = '{kind}' THEN {blueprints[(slug, kind)]}"
-        for d, slug in enumerate(slugs)
-        for kind in ("main", "sub", "micro")
-    )
-    cursor.execute(
-        f"""
-        UPDATE seed_plan SET r = random(), domain_id = CASE d {cases} END,
-            blueprint_id = CASE {bps} END,
-            step = make_interval(secs => 5 + 25 * random())
-        """  # noqa: S608 — ids and literals of our own
-    )
-    cursor.execute(
-        """
-        UPDATE seed_plan SET heavy = true WHERE id = (
-            SELECT max(id) FROM seed_plan WHERE kind = 'main' AND live AND d = 0
-        )
-        """
-    )
-    # Live: mostly running or waiting, some paused or interrupted; halted in the halted
-    # domain. Ended: mostly succeeded.
-    cursor.execute(
-        """
-        UPDATE seed_plan SET state = CASE
-            WHEN live AND heavy THEN 'running'
-            WHEN live AND kind = 'main' AND r < 0.5 THEN 'waiting'
-            WHEN live AND r < 0.75 THEN 'running'
-            WHEN live AND r < 0.85 THEN 'paused'
-            WHEN live AND kind = 'main' THEN 'interrupted'
-            WHEN live THEN 'pending'
-            WHEN r < 0.70 THEN 'succeeded'
-            WHEN r < 0.85 THEN 'exhausted'
-            WHEN r < 0.95 THEN 'failed'
-            ELSE 'cancelled' END
-        """
-    )
-    # At least one run waits for a decision, at any size: the inbox then reads its history.
-    cursor.execute(
-        """
-        UPDATE seed_plan SET state = 'interrupted' WHERE id = (
-            SELECT min(id) FROM seed_plan WHERE kind = 'main' AND live AND d = 1
-        )
-        """
-    )
-    cursor.execute(
-        """
-        UPDATE seed_plan SET exit = CASE state
-            WHEN 'succeeded' THEN 'quality' WHEN 'exhausted' THEN 'max_iterations'
-            WHEN 'failed' THEN 'validation_exhausted' WHEN 'cancelled' THEN 'cancelled'
-            ELSE '' END
-        """
-    )
-    cursor.execute(
-        "UPDATE seed_plan SET prior = state, state = 'halted' WHERE live AND d = 2"
-        " AND state <> 'pending'"
-    )
-    # Iterations: weights 6 : 2 : 1 for main, sub and micro, scaled so that the others hold
-    # (1 - HEAVY_SHARE) of them; the heavy run takes the rest, to the exact total.
-    cursor.execute(
-        """
-        WITH w AS (
-            SELECT sum(CASE kind WHEN 'main' THEN 6 WHEN 'sub' THEN 2 ELSE 1 END * (0.5 + r))
-                AS total
-            FROM seed_plan WHERE NOT heavy
-        )
-        UPDATE seed_plan p SET n = greatest(1, floor(
-            CASE kind WHEN 'main' THEN 6 WHEN 'sub' THEN 2 ELSE 1 END * (0.5 + p.r)
-            * %(share)s / w.total))
-        FROM w WHERE NOT p.heavy
-        """,
-        {"share": iterations * (1 - HEAVY_SHARE)},
-    )
-    cursor.execute(
-        """
-        UPDATE seed_plan SET n = greatest(1, %(total)s
-            - (SELECT sum(n) FROM seed_plan WHERE NOT heavy)) WHERE heavy
-        """,
-        {"total": iterations},
-    )
-    # Ended runs spread over the last 30 days; live ones end their last iteration now.
-    cursor.execute(
-        """
-        UPDATE seed_plan SET t0 = CASE WHEN live OR heavy THEN now() - n * step
-            ELSE now() - interval '30 days' * (1.0 - i::float / (SELECT max(i) FROM seed_plan))
-                 - n * step - interval '1 hour' END
-        """
-    )
-    cursor.execute("CREATE INDEX ON seed_plan (id)")
-    cursor.execute("ANALYZE seed_plan")
-
-
-_STEPS: list[tuple[str, str]] = [
-    (
-        "runs",
-        """
-        INSERT INTO loops_looprun (
-            id, blueprint_id, domain_id, parent_id, root_id, depth, call_key, state,
-            prior_state, paused_by, phase, iteration, input, context, result, exit_reason,
-            exit_detail, cost, cost_reserved, tokens, lease_worker, lease_expires_at,
-            created_at, started_at, finished_at, updated_at, created_by_id)
-        SELECT id, blueprint_id, domain_id, parent_id, root_id, depth, call_key, state,
-            prior, CASE WHEN state = 'paused' THEN 'user:' || %(username)s ELSE '' END,
-            0, n, jsonb_build_object('case', id),
-            jsonb_build_object('notes', 'seeded', 'iteration', n),
-            CASE WHEN state = 'succeeded' THEN jsonb_build_object('answer', id) END,
-            exit, '', n * 0.002, 0, n * 40,
-            CASE WHEN live THEN 'seed' ELSE '' END,
-            CASE WHEN live THEN now() + interval '1 day' END,
-            t0, t0, CASE WHEN live THEN NULL ELSE t0 + n * step END,
-            CASE WHEN live THEN now() ELSE t0 + n * step END,
-            CASE WHEN depth = 0 THEN %(admin)s END
-        FROM seed_plan
-        """,
-    ),
-    (
-        "iterations",
-        """
-        INSERT INTO loops_iteration (
-            run_id, number, phase, phase_name, status, outcome, broadcast,
-            bid_window_ends_at, gather_deadline_at, merged, validation, feedback, rationale,
-            started_at, closed_at)
-        SELECT p.id, k, 0, 'draft',
-            CASE WHEN k = p.n AND p.live THEN 'executing' ELSE 'closed' END,
-            CASE WHEN k = p.n AND p.live THEN ''
-                 WHEN k = p.n AND p.state = 'succeeded' THEN 'validated'
-                 ELSE 'rejected' END,
-            jsonb_build_object('task_type', 'seed.draft', 'payload', jsonb_build_object('k', k)),
-            p.t0 + (k - 1) * p.step + interval '1 second',
-            p.t0 + (k - 1) * p.step + interval '3 seconds',
-            CASE WHEN k = p.n AND p.live THEN NULL ELSE jsonb_build_object('text', 'draft') END,
-            CASE WHEN k = p.n AND p.live THEN '{}'::jsonb
-                 ELSE jsonb_build_object('ok', k = p.n) END,
-            '[]'::jsonb, 'seeded',
-            p.t0 + (k - 1) * p.step,
-            CASE WHEN k = p.n AND p.live THEN NULL ELSE p.t0 + (k - 0.2) * p.step END
-        FROM seed_plan p CROSS JOIN LATERAL generate_series(1, p.n) k
-        """,
-    ),
-    (
-        "bids",
-        """
-        INSERT INTO loops_bid (
-            iteration_id, agent_id, decision, confidence, est_cost, reason, started_at,
-            received_at, late, selected, selection_reason)
-        SELECT i.id, a.id, CASE WHEN a.k = 4 THEN 'decline' ELSE 'bid' END,
-            CASE WHEN a.k = 4 THEN NULL ELSE 0.9 - a.k * 0.1 END, 0.001, '',
-            i.started_at, i.started_at + interval '200 milliseconds' * a.k, false,
-            a.k <= 2, CASE WHEN a.k <= 2 THEN 'top confidence' ELSE '' END
-        FROM seed_plan p
-        JOIN loops_iteration i ON i.run_id = p.id
-            AND i.number > p.n - CASE WHEN p.heavy THEN 200 ELSE 10 END
-        JOIN (SELECT id, domain_id, row_number() OVER (PARTITION BY domain_id ORDER BY id) k
-              FROM loops_agent) a ON a.domain_id = p.domain_id AND a.k <= 4
-        """,
-    ),
-    (
-        "contributions",
-        """
-        INSERT INTO loops_contribution (
-            iteration_id, agent_id, status, output, error_class, error, attempts, est_cost,
-            confidence, cost, tokens, latency_ms, validated, late, held, counted, started_at,
-            finished_at)
-        SELECT b.iteration_id, b.agent_id,
-            CASE WHEN i.status = 'executing' THEN 'running'
-                 WHEN (b.iteration_id + b.agent_id) %% 20 = 0 THEN 'failed'
-                 ELSE 'completed' END AS status,
-            CASE WHEN i.status = 'closed' THEN jsonb_build_object('text', 'draft') END,
-            CASE WHEN i.status = 'closed' AND (b.iteration_id + b.agent_id) %% 20 = 0
-                 THEN 'timeout' ELSE '' END,
-            CASE WHEN i.status = 'closed' AND (b.iteration_id + b.agent_id) %% 20 = 0
-                 THEN 'no answer after 30 s' ELSE '' END,
-            jsonb_build_array(jsonb_build_object('n', 1, 'ok', true)), 0.001, b.confidence,
-            0.001, 40, 350, i.outcome = 'validated', false, false, true,
-            i.started_at + interval '1 second',
-            CASE WHEN i.status = 'closed' THEN i.started_at + interval '2 seconds' END
-        FROM loops_bid b
-        JOIN loops_iteration i ON i.id = b.iteration_id
-        JOIN seed_plan p ON p.id = i.run_id
-        WHERE b.selected
-        """,
-    ),
-    (
-        "events",
-        """
-        INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
-        SELECT root_id, run_id,
-            row_number() OVER (PARTITION BY root_id ORDER BY ts, run_id, o), type, payload, ts
-        FROM (
-            SELECT p.root_id, p.id AS run_id, 0 AS o, 'run.started' AS type,
-                '{}'::jsonb AS payload, p.t0 AS ts
-            FROM seed_plan p
-            UNION ALL
-            SELECT p.root_id, p.id, 1, 'iteration.broadcast',
-                jsonb_build_object('iteration', i.number), i.started_at
-            FROM seed_plan p JOIN loops_iteration i ON i.run_id = p.id
-                AND i.number > p.n - CASE WHEN p.heavy THEN 200 ELSE 10 END
-            UNION ALL
-            SELECT p.root_id, p.id, 2, 'iteration.closed',
-                jsonb_build_object('iteration', i.number, 'outcome', i.outcome), i.closed_at
-            FROM seed_plan p JOIN loops_iteration i ON i.run_id = p.id
-                AND i.number > p.n - CASE WHEN p.heavy THEN 200 ELSE 10 END
-            WHERE i.closed_at IS NOT NULL
-            UNION ALL
-            SELECT p.root_id, p.id, 3, 'run.ended', jsonb_build_object('state', p.state),
-                p.t0 + p.n * p.step + interval '1 second'
-            FROM seed_plan p WHERE NOT p.live
-        ) e
-        """,
-    ),
-    (
-        "event counters",
-        """
-        INSERT INTO loops_eventcounter (root_id, last_seq)
-        SELECT e.root_id, max(e.seq) FROM loops_event e
-        WHERE e.root_id IN (SELECT id FROM seed_plan WHERE depth = 0)
-        GROUP BY e.root_id
-        """,
-    ),
-    (
-        "pending interrupts",
-        """
-        INSERT INTO oversight_interrupt (
-            run_id, iteration_id, source, address, reason, rationale, proposal, severity,
-            status, decision, comment, deadline_at, default_action, tier, created_at)
-        SELECT p.id, i.id, 'policy',
-            jsonb_build_object('main', p.root_id, 'iteration', p.n),
-            'The dose is over its limit', 'seeded', jsonb_build_object('dose', 2),
-            CASE WHEN p.r < 0.83 THEN 'critical' ELSE 'warning' END, 'pending', '', '',
-            now() + interval '1 day', 'reject', 'operator', now() - interval '5 minutes'
-        FROM seed_plan p JOIN loops_iteration i ON i.run_id = p.id AND i.number = p.n
-        WHERE p.state = 'interrupted'
-        """,
-    ),
-    (
-        "decided interrupts",
-        """
-        INSERT INTO oversight_interrupt (
-            run_id, iteration_id, source, address, reason, rationale, proposal, severity,
-            status, decision, comment, decided_by_id, decided_at, deadline_at,
-            default_action, tier, created_at)
-        SELECT p.id, NULL, 'policy', jsonb_build_object('main', p.root_id),
-            'The dose is over its limit', 'seeded', jsonb_build_object('dose', 2), 'warning',
-            'decided', CASE WHEN p.r < 0.5 THEN 'approve' ELSE 'reject' END, 'seeded',
-            %(admin)s, p.t0 + p.step, p.t0 + interval '1 day', 'reject', 'operator', p.t0
-        FROM seed_plan p WHERE p.kind = 'main' AND (p.i %% 4 = 0 OR p.state = 'interrupted')
-        """,
-    ),
-    (
-        "audit",
-        """
-        INSERT INTO oversight_auditevent (
-            at, actor_id, actor_name, verb, target_type, target_id, note, before, after, data)
-        SELECT p.t0 + p.step * v, CASE WHEN v %% 2 = 0 THEN %(admin)s END,
-            CASE WHEN v %% 2 = 0 THEN %(username)s ELSE 'system' END,
-            (ARRAY['run.started', 'interrupt.decided', 'run.paused', 'run.resumed',
-                   'run.cancelled'])[v],
-            'run', p.id::text, 'seeded', jsonb_build_object('state', 'running'),
-            jsonb_build_object('state', p.state), '{}'::jsonb
-        FROM seed_plan p CROSS JOIN generate_series(1, 5) v
-        """,
-    ),
-    (
-        "alerts",
-        """
-        INSERT INTO oversight_alert (
-            kind, level, audience, title, body, target_type, target_id, data, created_at,
-            acknowledged_by_id, acknowledged_at)
-        SELECT 'run.failed', CASE WHEN p.r < 0.97 THEN 'warning' ELSE 'critical' END,
-            'operators', 'Run ' || p.id || ' failed', 'seeded', 'run', p.id::text, '{}'::jsonb,
-            p.t0 + p.n * p.step, CASE WHEN p.i %% 50 <> 0 THEN %(admin)s END,
-            CASE WHEN p.i %% 50 <> 0 THEN p.t0 + p.n * p.step + interval '10 minutes' END
-        FROM seed_plan p WHERE p.state = 'failed' OR p.kind = 'main' AND p.i %% 5 = 0
-        """,
-    ),
-    (
-        "lifted halts",
-        """
-        INSERT INTO oversight_halt (
-            scope, kind, run_id, reason, created_by_id, created_at, parked, lifted_by_id,
-            lifted_at, lift_reason)
-        SELECT 'run:' || p.id, 'run', p.id, 'seeded', %(admin)s, p.t0 + p.step, 1, %(admin)s,
-            p.t0 + 2 * p.step, 'seeded'
-        FROM seed_plan p WHERE p.kind = 'main' AND p.i %% 25 = 0
-        """,
-    ),
-]
 
 
 def _halt_domain(admin: int, domain_id: int) -> None:
