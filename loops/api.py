@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from common.pagination import Page, PageParams, page, whole
 from console.auth import Needs
 from loops import selectors, services
+from loops.declare import BLUEPRINTS
 from loops.models import Agent, LoopRun
 
 router = Router(tags=["loops"])
@@ -163,8 +164,18 @@ class RunOut(RunSummary):
         return [child.pk for child in obj.children.all()]
 
 
+def _main_loops(schema: dict[str, Any]) -> None:
+    # Read when the document is built, after the declarations are loaded. run_start refuses
+    # any other name (400 unknown_blueprint or not_a_main_loop), so the document says so.
+    schema["enum"] = sorted(name for name, spec in BLUEPRINTS.items() if spec.kind == "main")
+
+
 class RunStart(Schema):
-    blueprint: str
+    blueprint: str = Field(
+        description="a main loop the domain declares (GET /api/v1/blueprints?domain=); one "
+        "that only another domain declares is a 404",
+        json_schema_extra=_main_loops,
+    )
     input: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -178,7 +189,12 @@ class RunCancel(Schema):
 
 class RunFilters(Schema):
     domain: str | None = Field(None, description="a domain's slug")
-    state: str | None = Field(None, description=f"one of {', '.join(LoopRun.State.values)}")
+    # The values stated as an enum too, for clients; _known_state says what is wrong in words.
+    state: str | None = Field(
+        None,
+        description=f"one of {', '.join(LoopRun.State.values)}",
+        json_schema_extra={"enum": list(LoopRun.State.values)},
+    )
     parent: int | None = None
     root: int | None = None
 
@@ -342,15 +358,32 @@ def agent_list(request: HttpRequest, domain: str | None = None) -> dict:
 
 @router.post(
     "/domains/{slug}/runs",
-    response={201: RunCreated, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    response={201: RunCreated, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 423: ErrorOut},
     auth=Needs(OPERATE),
 )
 def run_start(request: HttpRequest, slug: str, body: RunStart) -> Status:
-    """Start a main loop of the domain; the worker takes it from there."""
+    """Start a main loop of the domain; the worker takes it from there. 423 while a halt
+    covers the domain."""
+    if problem := _not_a_main_loop(body.blueprint):
+        return Status(400, problem)
     run = services.run_start(
         domain=slug, blueprint=body.blueprint, input=body.input, actor=request.user
     )
     return Status(201, {"id": run.pk})
+
+
+def _not_a_main_loop(name: str) -> dict[str, str] | None:
+    """The error for a name that RunStart's enum does not list, before run_start (H7: the
+    body's fault is named; run_start answers 423 for any body while a halt covers the
+    domain, which the fuzz test saw for an unknown blueprint)."""
+    spec = BLUEPRINTS.get(name)
+    if spec is None:
+        detail = f"No domain declares a blueprint {name!r}; GET /api/v1/blueprints lists them."
+        return {"error": "unknown_blueprint", "detail": detail}
+    if spec.kind != "main":
+        detail = f"{name!r} is a {spec.kind}-loop; only main loops start from the API."
+        return {"error": "not_a_main_loop", "detail": detail}
+    return None
 
 
 _CONTROL_RESPONSES = {200: RunOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}

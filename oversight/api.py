@@ -10,12 +10,14 @@ own domain, and nothing else here.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
 from django.db.models import Q
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
+from pydantic import ConfigDict
 
 from common.pagination import Moment, Page, PageParams, page
 from console.auth import Needs, require_perm
@@ -29,6 +31,16 @@ router = Router(tags=["oversight"])
 
 # Free text people type is capped, so a pasted novel is a clear 400, not a stored megabyte.
 TEXT = 2000
+# What str.strip() removes, for the patterns below: spelled out, since ECMA's \s, which a
+# client's validator reads, differs from Python's (\x1c-\x1f, \x85, \ufeff).
+SPACE = (
+    "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029"
+    "\\u202f\\u205f\\u3000"
+)
+# A reason or a comment that says something: a character that str.strip() keeps. The services
+# (and halt_engage and halt_lift below) refuse one of whitespace only (400 reason_required);
+# the document states it with this pattern.
+NOT_BLANK = f"[^{SPACE}]"
 
 
 def _username(user) -> str | None:
@@ -92,10 +104,39 @@ class InterruptIn(Schema):
     rationale: str = Field("", max_length=TEXT)
 
 
+def _when(decision: str, then: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "if": {"properties": {"decision": {"const": decision}}, "required": ["decision"]},
+        "then": then,
+    }
+
+
 class DecisionIn(Schema):
+    # What interrupt_decide refuses with a 400, stated for clients (it stays the one check).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                # reason_required: a rejection is fed back to the loop, so it says why.
+                _when(
+                    "reject",
+                    {"properties": {"comment": {"pattern": NOT_BLANK}}, "required": ["comment"]},
+                ),
+                # payload_required: a modification carries what replaces the proposal.
+                _when(
+                    "modify",
+                    {"properties": {"payload": {"not": {"type": "null"}}}, "required": ["payload"]},
+                ),
+            ]
+        }
+    )
+
     decision: Literal["approve", "reject", "modify"]
-    payload: Any = None
-    comment: str = Field("", max_length=TEXT)
+    payload: Any = Field(
+        None,
+        description="with modify: what replaces the proposal; it must match the interrupt's "
+        "proposal_schema, when it has one (400 invalid_payload)",
+    )
+    comment: str = Field("", max_length=TEXT, description="with reject: why, for the loop")
 
 
 class InterruptFilters(Schema):
@@ -209,7 +250,7 @@ class BreakerOut(Schema):
 
 
 class ReasonIn(Schema):
-    reason: str = Field(min_length=1, max_length=TEXT)
+    reason: str = Field(min_length=1, max_length=TEXT, json_schema_extra={"pattern": NOT_BLANK})
 
 
 @router.get("/breakers", response=Page[BreakerOut], auth=Needs("oversight.view_circuitbreaker"))
@@ -289,11 +330,21 @@ class HaltDetail(HaltOut):
         return halts.halt_in_flight(obj)
 
 
+# The scopes of the contract, as the document states them (HaltIn) and halt_engage checks
+# them before halts.halt_scope_parse, which takes spaces around a scope too. It took more:
+# "run:²" (isdigit() is true, int() fails: a 500, issue 14) and "global:", a global halt
+# that the admin check here, comparing the text with "global", let an operator engage.
+HALT_SCOPE = f"^[{SPACE}]*(?:global|domain:[-A-Za-z0-9_]+|run:[0-9]+)[{SPACE}]*$"
+
+
 class HaltIn(Schema):
     scope: str = Field(
-        min_length=1, max_length=120, description="global, domain:<slug> or run:<id>"
+        min_length=1,
+        max_length=120,
+        description="global, domain:<slug> or run:<id>",
+        json_schema_extra={"pattern": HALT_SCOPE},
     )
-    reason: str = Field(min_length=1, max_length=TEXT)
+    reason: str = Field(min_length=1, max_length=TEXT, json_schema_extra={"pattern": NOT_BLANK})
 
 
 _HALT_USERS = ("created_by", "lift_requested_by", "lifted_by", "confirmed_by")
@@ -307,8 +358,15 @@ _HALT_USERS = ("created_by", "lift_requested_by", "lifted_by", "confirmed_by")
 def halt_engage(request: HttpRequest, body: HaltIn) -> Status:
     """Halt a scope now: 201 with the commit time as created_at; 200 with the halt that was
     already active for that scope. A global halt needs the admin role."""
+    if not re.fullmatch(HALT_SCOPE, body.scope):
+        raise halts.HaltRejected(
+            400,
+            "invalid_scope",
+            f"{body.scope!r} is not a halt scope; use global, domain:<slug> or run:<id>.",
+        )
     if body.scope.strip() == Halt.Kind.GLOBAL:
         require_perm(request, "oversight.engage_global_halt")
+    _require_reason(body.reason, "A halt")
     halt, created = halts.halt_engage(actor=request.user, scope=body.scope, reason=body.reason)
     return Status(201 if created else 200, halt)
 
@@ -345,8 +403,16 @@ def halt_lift(request: HttpRequest, id: int, body: ReasonIn) -> Status:
     """Lift a halt (admin, with a reason): 200 once lifted. A global halt answers 202 to the
     first admin, and is lifted when a different admin confirms."""
     _get(Halt.objects, id, "halt")
+    _require_reason(body.reason, "Lifting a halt")
     halt = halts.halt_lift(halt_id=id, actor=request.user, reason=body.reason)
     return Status(200 if not halt.is_active else 202, halt)
+
+
+def _require_reason(reason: str, what: str) -> None:
+    """H1: a halt and its lift need a reason, and whitespace is none: the console's forms
+    strip it, the breakers' services refuse it; halts.halt_engage and halt_lift took it."""
+    if not reason.strip():
+        raise halts.HaltRejected(400, "reason_required", f"{what} needs a reason.")
 
 
 # --- Alerts -------------------------------------------------------------------------------
