@@ -6,6 +6,7 @@ Every error leaves as {"error": "<code>", "detail": "<human sentence>"} with a 4
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,8 +15,10 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.datastructures import MultiValueDict
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.renderers import JSONRenderer
 from ninja.responses import NinjaJSONEncoder
 
@@ -40,6 +43,40 @@ class _Renderer(JSONRenderer):
     encoder_class = _Encoder
 
 
+class BodyNotAnObject(ValueError):
+    """A JSON body that is not an object; the message names what it is instead."""
+
+
+_JSON_KINDS = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+
+
+class _Parser(Parser):
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        """Every body of this API is a JSON object. ninja's Schema reads its fields as
+        attributes of whatever it is given (it validates ORM objects that way), so [null, null]
+        or 5 passed for a body whose fields all have defaults (a cancel's, an acknowledgement's)
+        and the operation went ahead (H7, found by the fuzz test)."""
+        data = json.loads(request.body)
+        if not isinstance(data, dict):
+            kind = _JSON_KINDS.get(type(data), "a number")
+            raise BodyNotAnObject(f"body: the request body must be a JSON object, not {kind}.")
+        return data
+
+    def parse_querydict(
+        self, data: MultiValueDict, list_fields: list[str], request: HttpRequest
+    ) -> dict[str, Any]:
+        """A parameter of one value given twice (?state=running&state=paused) was read as its
+        last value: a client asking for two got one, without a word (H7, found by the fuzz
+        test). No parameter of this API takes several values; list_fields would."""
+        where = "query" if data is request.GET else "form"
+        repeated = {key: len(values) for key, values in data.lists() if len(values) > 1}
+        if problems := [key for key in repeated if key not in list_fields]:
+            raise ValidationError(
+                [{"loc": (where, key), "msg": f"given {repeated[key]} times"} for key in problems]
+            )
+        return super().parse_querydict(data, list_fields, request)
+
+
 class _API(NinjaAPI):
     def get_openapi_schema(self, **kwargs: Any) -> Any:
         """Document the errors every operation can answer, so that a client (and the fuzz test,
@@ -47,6 +84,7 @@ class _API(NinjaAPI):
         bad parameter or body, 401 and 403 from the operation's auth, 413 for an oversize
         body. They come from the exception handlers below, not from the operations."""
         schema = super().get_openapi_schema(**kwargs)
+        _state_the_request_rules(schema)
         schemes = schema["components"].get("securitySchemes", {})
         if "Needs" in schemes:  # ninja names a scheme after its class (console.auth.Needs)
             schemes["bearer"] = schemes.pop("Needs")
@@ -69,8 +107,100 @@ class _API(NinjaAPI):
         return schema
 
 
+def _state_the_request_rules(schema: dict[str, Any]) -> None:
+    """What the server refuses before any operation, said in the document, so that a client
+    (and a fuzzer) can tell a valid request from one it will refuse (tests/security/test_fuzz.py).
+
+    1. An optional body is left out, not sent as null: ninja documents `X | None` as anyOf X
+       or null, but _Parser refuses every body that is not a JSON object.
+    2. No string, key or free-form value of a request holds a NUL (U+0000): RefuseNulMiddleware
+       refuses one anywhere (PostgreSQL cannot store it), so every string of a parameter or
+       body gets a pattern without it, and every free-form value or extra field is NulFree.
+    """
+    components = schema["components"].setdefault("schemas", {})
+    bodies: list[dict[str, Any]] = []
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                _refuse_nul(parameter["schema"])
+            body = operation.get("requestBody", {})
+            for media in body.get("content", {}).values():
+                options = media["schema"].get("anyOf", [])
+                if not body.get("required") and len(options) == 2 and _NULL in options:
+                    media["schema"] = next(option for option in options if option != _NULL)
+                bodies.append(media["schema"])
+    names: set[str] = set()
+    while bodies:  # the components the bodies use, and the ones those use in turn
+        found = bodies.pop()
+        if isinstance(found, dict):
+            ref = found.get("$ref", "")
+            if ref.startswith(_COMPONENTS) and ref[len(_COMPONENTS) :] not in names:
+                names.add(ref[len(_COMPONENTS) :])
+                bodies.append(components[ref[len(_COMPONENTS) :]])
+            bodies.extend(found.values())
+        elif isinstance(found, list):
+            bodies.extend(found)
+    for name in names:
+        _refuse_nul(components[name])
+    components["NulFree"] = NUL_FREE_VALUE
+
+
+_COMPONENTS = "#/components/schemas/"
+_NULL = {"type": "null"}
+# A string without U+0000, spelled with an escape that ECMA 262, Python and Rust regexes read alike.
+NUL_FREE = "^[^\\u0000]*$"
+_NUL_FREE_REF = {"$ref": _COMPONENTS + "NulFree"}
+NUL_FREE_VALUE = {
+    "description": "Any JSON value with no NUL character (U+0000) in a string or a key: the "
+    "server refuses a NUL anywhere in a request (400).",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NUL_FREE},
+        {"type": "array", "items": _NUL_FREE_REF},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NUL_FREE},
+            "additionalProperties": _NUL_FREE_REF,
+        },
+    ],
+}
+# Keywords that describe a value without constraining it: a schema of only these is any value.
+_ANNOTATIONS = {"title", "description", "default", "examples"}
+
+
+def _refuse_nul(schema: dict[str, Any]) -> None:
+    """In place: no string of the schema, no key of its objects, and none of its free-form
+    values (pydantic's Any, dict[str, Any], or fields the schema does not name, which ninja
+    ignores) can hold a NUL. Conditions (if/then, not) only narrow what this already covers."""
+    for option in schema.get("anyOf", []) + schema.get("oneOf", []) + schema.get("allOf", []):
+        _refuse_nul(option)
+    kind = schema.get("type")
+    if kind == "string":
+        if "pattern" not in schema:
+            schema["pattern"] = NUL_FREE
+        elif schema["pattern"] != NUL_FREE and {"pattern": NUL_FREE} not in schema.get("allOf", []):
+            schema.setdefault("allOf", []).append({"pattern": NUL_FREE})  # one pattern a schema
+    elif kind == "object":
+        for field in schema.get("properties", {}).values():
+            _refuse_nul(field)
+        schema.setdefault("propertyNames", {"pattern": NUL_FREE})
+        extra = schema.get("additionalProperties", True)
+        if isinstance(extra, dict) and set(extra) - _ANNOTATIONS:
+            _refuse_nul(extra)
+        elif extra is not False:
+            schema["additionalProperties"] = _NUL_FREE_REF
+    elif kind == "array":
+        if isinstance(schema.get("items"), dict) and set(schema["items"]) - _ANNOTATIONS:
+            _refuse_nul(schema["items"])
+        else:
+            schema["items"] = _NUL_FREE_REF
+    elif not set(schema) - _ANNOTATIONS:
+        schema.update(_NUL_FREE_REF)
+
+
 _DESCRIPTIONS = {
-    400: "Bad Request: a parameter or the body is wrong; the detail names it",
+    400: "Bad Request: a parameter or the body is wrong (a body that is not a JSON object, a NUL "
+    "character anywhere, a value the schema does not allow); the detail names it",
     401: "Unauthorized: no session; an unknown or revoked token; an agent's bad signature",
     403: "Forbidden: the caller lacks the role, or the CSRF token is missing",
     413: "Content Too Large: the body is over the stated limit (MAX_REQUEST_BYTES)",
@@ -84,6 +214,7 @@ api = _API(
     docs_url=None,  # Swagger UI would load from a CDN; the console must work air-gapped
     auth=API_AUTH,  # every call needs a user or a token, unless it says auth=None
     renderer=_Renderer(),
+    parser=_Parser(),
 )
 api.add_router("/", loops_router)
 api.add_router("/", oversight_router)
@@ -117,6 +248,8 @@ _NINJA_ERRORS = {
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, BodyNotAnObject):  # ninja wraps whatever the parser raises
+        return error_response(request, 400, "invalid_request", str(exc.__cause__))
     message = str(exc)
     code, detail = _NINJA_ERRORS.get(message.split(" (")[0], (None, message))
     # An HttpError of ours may carry its own code (console.auth.SignatureRefused).

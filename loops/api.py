@@ -2,7 +2,7 @@
 iterations, the trace, operator controls, and the agent registry.
 
 Reads need the viewer role, writes the operator role (console.roles). Errors raised here or
-by the services (TransitionRejected, StartRejected, Http404) become the contract's
+by the services (common.refusals.Refused, Http404) become the contract's
 {"error", "detail"} bodies in console.api.
 """
 
@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from common.pagination import Page, PageParams, page, whole
 from console.auth import Needs
 from loops import selectors, services
+from loops.declare import BLUEPRINTS
 from loops.models import Agent, LoopRun
 
 router = Router(tags=["loops"])
@@ -163,8 +164,18 @@ class RunOut(RunSummary):
         return [child.pk for child in obj.children.all()]
 
 
+def _main_loops(schema: dict[str, Any]) -> None:
+    # Read when the document is built, after the declarations are loaded. run_start refuses
+    # any other name (400 unknown_blueprint or not_a_main_loop), so the document says so.
+    schema["enum"] = sorted(name for name, spec in BLUEPRINTS.items() if spec.kind == "main")
+
+
 class RunStart(Schema):
-    blueprint: str
+    blueprint: str = Field(
+        description="a main loop the domain declares (GET /api/v1/blueprints?domain=); one "
+        "that only another domain declares is a 404",
+        json_schema_extra=_main_loops,
+    )
     input: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -178,7 +189,12 @@ class RunCancel(Schema):
 
 class RunFilters(Schema):
     domain: str | None = Field(None, description="a domain's slug")
-    state: str | None = Field(None, description=f"one of {', '.join(LoopRun.State.values)}")
+    # The values stated as an enum too, for clients; _known_state says what is wrong in words.
+    state: str | None = Field(
+        None,
+        description=f"one of {', '.join(LoopRun.State.values)}",
+        json_schema_extra={"enum": list(LoopRun.State.values)},
+    )
     parent: int | None = None
     root: int | None = None
 
@@ -342,11 +358,12 @@ def agent_list(request: HttpRequest, domain: str | None = None) -> dict:
 
 @router.post(
     "/domains/{slug}/runs",
-    response={201: RunCreated, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    response={201: RunCreated, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 423: ErrorOut},
     auth=Needs(OPERATE),
 )
 def run_start(request: HttpRequest, slug: str, body: RunStart) -> Status:
-    """Start a main loop of the domain; the worker takes it from there."""
+    """Start a main loop of the domain; the worker takes it from there. 423 while a halt
+    covers the domain."""
     run = services.run_start(
         domain=slug, blueprint=body.blueprint, input=body.input, actor=request.user
     )

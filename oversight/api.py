@@ -16,6 +16,7 @@ from typing import Any, Literal
 from django.db.models import Q
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
+from pydantic import ConfigDict
 
 from common.pagination import Moment, Page, PageParams, page
 from common.refusals import Refused
@@ -30,6 +31,16 @@ router = Router(tags=["oversight"])
 
 # Free text people type is capped, so a pasted novel is a clear 400, not a stored megabyte.
 TEXT = 2000
+# What str.strip() removes, for the patterns below: spelled out, since ECMA's \s, which a
+# client's validator reads, differs from Python's (\x1c-\x1f, \x85, \ufeff).
+SPACE = (
+    "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029"
+    "\\u202f\\u205f\\u3000"
+)
+# A reason or a comment that says something: a character that str.strip() keeps. The services
+# (and halt_engage and halt_lift below) refuse one of whitespace only (400 reason_required);
+# the document states it with this pattern.
+NOT_BLANK = f"[^{SPACE}]"
 
 
 def _username(user) -> str | None:
@@ -93,10 +104,39 @@ class InterruptIn(Schema):
     rationale: str = Field("", max_length=TEXT)
 
 
+def _when(decision: str, then: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "if": {"properties": {"decision": {"const": decision}}, "required": ["decision"]},
+        "then": then,
+    }
+
+
 class DecisionIn(Schema):
+    # What interrupt_decide refuses with a 400, stated for clients (it stays the one check).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                # reason_required: a rejection is fed back to the loop, so it says why.
+                _when(
+                    "reject",
+                    {"properties": {"comment": {"pattern": NOT_BLANK}}, "required": ["comment"]},
+                ),
+                # payload_required: a modification carries what replaces the proposal.
+                _when(
+                    "modify",
+                    {"properties": {"payload": {"not": {"type": "null"}}}, "required": ["payload"]},
+                ),
+            ]
+        }
+    )
+
     decision: Literal["approve", "reject", "modify"]
-    payload: Any = None
-    comment: str = Field("", max_length=TEXT)
+    payload: Any = Field(
+        None,
+        description="with modify: what replaces the proposal; it must match the interrupt's "
+        "proposal_schema, when it has one (400 invalid_payload)",
+    )
+    comment: str = Field("", max_length=TEXT, description="with reject: why, for the loop")
 
 
 class InterruptFilters(Schema):
@@ -210,7 +250,7 @@ class BreakerOut(Schema):
 
 
 class ReasonIn(Schema):
-    reason: str = Field(min_length=1, max_length=TEXT)
+    reason: str = Field(min_length=1, max_length=TEXT, json_schema_extra={"pattern": NOT_BLANK})
 
 
 @router.get("/breakers", response=Page[BreakerOut], auth=Needs("oversight.view_circuitbreaker"))
@@ -290,11 +330,21 @@ class HaltDetail(HaltOut):
         return halts.halt_in_flight(obj)
 
 
+# The scopes of the contract, as the document states them (HaltIn) and halt_engage checks
+# them before halts.halt_scope_parse, which takes spaces around a scope too. It took more:
+# "run:²" (isdigit() is true, int() fails: a 500, issue 14) and "global:", a global halt
+# that the admin check here, comparing the text with "global", let an operator engage.
+HALT_SCOPE = f"^[{SPACE}]*(?:global|domain:[-A-Za-z0-9_]+|run:[0-9]+)[{SPACE}]*$"
+
+
 class HaltIn(Schema):
     scope: str = Field(
-        min_length=1, max_length=120, description="global, domain:<slug> or run:<id>"
+        min_length=1,
+        max_length=120,
+        description="global, domain:<slug> or run:<id>",
+        json_schema_extra={"pattern": HALT_SCOPE},
     )
-    reason: str = Field(min_length=1, max_length=TEXT)
+    reason: str = Field(min_length=1, max_length=TEXT, json_schema_extra={"pattern": NOT_BLANK})
 
 
 _HALT_USERS = ("created_by", "lift_requested_by", "lifted_by", "confirmed_by")

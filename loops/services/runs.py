@@ -42,6 +42,21 @@ def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None)
     parking: a start and a halt of its domain take turns, so a run either exists when the
     halt parks runs, or sees the halt here (DESIGN.md H1).
     """
+    # The body's own faults first (H7): an unknown name or a sub-loop is wrong whatever the
+    # domain and whether or not a halt covers it.
+    spec = BLUEPRINTS.get(blueprint)
+    if spec is None:
+        raise Refused(
+            400,
+            "unknown_blueprint",
+            f"No domain declares a blueprint {blueprint!r}; GET /api/v1/blueprints lists them.",
+        )
+    if spec.kind != "main":
+        raise Refused(
+            400,
+            "not_a_main_loop",
+            f"{blueprint!r} is a {spec.kind}-loop; only main loops start from the API.",
+        )
     domain_row = Domain.objects.select_for_update(of=("self",)).filter(slug=domain).first()
     if domain_row is None:
         raise Refused(404, "unknown_domain", f"There is no domain {domain!r}.")
@@ -53,16 +68,9 @@ def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None)
             "no run can start until an admin lifts the halt.",
         )
     bp = Blueprint.objects.filter(name=blueprint, domain=domain_row).first()
-    spec = BLUEPRINTS.get(blueprint)
-    if bp is None or spec is None:
+    if bp is None:  # a main loop of another domain: not found under this one
         raise Refused(
-            400, "unknown_blueprint", f"Domain {domain!r} declares no blueprint {blueprint!r}."
-        )
-    if spec.kind != "main":
-        raise Refused(
-            400,
-            "not_a_main_loop",
-            f"{blueprint!r} is a {spec.kind}-loop; only main loops start from the API.",
+            404, "unknown_blueprint", f"Domain {domain!r} declares no blueprint {blueprint!r}."
         )
     run = create_run(spec, bp, domain_row, input=input, parent=None, actor=actor)
     after = {"state": run.state, "blueprint": blueprint, "domain": domain}

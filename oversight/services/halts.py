@@ -9,6 +9,8 @@ already in flight are stored held. Celery revoke is not used: nothing depends on
 
 from __future__ import annotations
 
+import re
+
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -32,28 +34,37 @@ from oversight.models import Alert, Halt
 from oversight.services.alerts import alert_raise
 
 State = LoopRun.State
+# ASCII digits only: str.isdigit() takes "²", which int() refuses.
+_SCOPE = re.compile(r"global|domain:(?P<domain>[-A-Za-z0-9_]+)|run:(?P<run>[0-9]{1,18})", re.ASCII)
 
 
 def halt_scope_parse(scope: str) -> tuple[str, Domain | None, LoopRun | None]:
-    """ "global", "domain:<slug>" or "run:<id>" → (kind, domain, run); 400/404 otherwise."""
-    kind, _, name = scope.strip().partition(":")
-    if kind == Halt.Kind.GLOBAL and not name:
-        return Halt.Kind.GLOBAL, None, None
-    if kind == Halt.Kind.DOMAIN and name:
-        domain = Domain.objects.filter(slug=name).first()
+    """ "global", "domain:<slug>" or "run:<id>" (blanks around it allowed) → (kind, domain,
+    run); 400 for anything else, 404 for a domain or run that does not exist."""
+    match = _SCOPE.fullmatch(scope.strip())
+    if match is None:
+        raise Refused(
+            400,
+            "invalid_scope",
+            f"{scope!r} is not a halt scope; use global, domain:<slug> or run:<id>.",
+        )
+    if match["domain"]:
+        domain = Domain.objects.filter(slug=match["domain"]).first()
         if domain is None:
-            raise Refused(404, "unknown_domain", f"There is no domain {name!r}.")
+            raise Refused(404, "unknown_domain", f"There is no domain {match['domain']!r}.")
         return Halt.Kind.DOMAIN, domain, None
-    if kind == Halt.Kind.RUN and name.isdigit():
-        run = LoopRun.objects.filter(pk=int(name)).first()
+    if match["run"]:
+        run = LoopRun.objects.filter(pk=int(match["run"])).first()
         if run is None:
-            raise Refused(404, "unknown_run", f"There is no run {name}.")
+            raise Refused(404, "unknown_run", f"There is no run {match['run']}.")
         return Halt.Kind.RUN, None, run
-    raise Refused(
-        400,
-        "invalid_scope",
-        f"{scope!r} is not a halt scope; use global, domain:<slug> or run:<id>.",
-    )
+    return Halt.Kind.GLOBAL, None, None
+
+
+def _require_reason(reason: str, what: str) -> None:
+    """H1: a halt and its lift say why, and blanks say nothing."""
+    if not reason.strip():
+        raise Refused(400, "reason_required", f"{what} needs a reason.")
 
 
 def may_engage(actor, scope: str) -> bool:
@@ -79,6 +90,7 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
        committed before it, and none can start after the commit.
     """
     kind, domain, run = halt_scope_parse(scope)
+    _require_reason(reason, "A halt")
     if kind == Halt.Kind.GLOBAL and not may_engage(actor, scope):
         raise Refused(403, "forbidden", "Halting everything needs the admin role.")
     name = domain.slug if domain else run.pk if run else ""
@@ -174,6 +186,7 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
     """Lift a halt: every run it parked that no other active halt covers goes back to its
     prior state, and the running ones step again. A global halt needs two admins: the
     first asks, a different one confirms (DESIGN.md H1)."""
+    _require_reason(reason, "Lifting a halt")
     halt = Halt.objects.select_for_update(of=("self",)).get(pk=halt_id)
     if not halt.is_active:
         by = _name(halt.confirmed_by or halt.lifted_by)

@@ -6,6 +6,8 @@ a halt, an alert nor an audit row (tests/security/conftest.fingerprint)."""
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from console.roles import roles_sync
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import LoopRun
+from oversight.api import NOT_BLANK
 from oversight.models import Alert, CircuitBreaker, Halt
 from oversight.services import alerts, halts, interrupts
 from tests.conftest import bearer, signed_in, with_role
@@ -121,11 +124,46 @@ API_CASES: dict[str, tuple[str, Any, int, str, str]] = {
         "not_a_main_loop",
         "sub",
     ),
+    "start: a main loop of another domain": (
+        "/domains/lab/runs",
+        {"blueprint": "ward-dose"},
+        404,
+        "unknown_blueprint",
+        "ward-dose",
+    ),
+    "start: an array for a body": (
+        "/domains/lab/runs",
+        [{"blueprint": "lab-main"}],
+        400,
+        "invalid_request",
+        "JSON object, not an array",
+    ),
     "start: oversize": ("/domains/lab/runs", too_big, 413, "too_large", "limit"),
     # Run controls
     "pause: unknown run": ("/runs/999999/pause", None, 404, "not_found", "999999"),
     "resume: a running run": ("/runs/{running}/resume", None, 409, "wrong_state", "running"),
     "cancel: malformed JSON": ("/runs/{running}/cancel", MALFORMED, 400, "invalid_json", "JSON"),
+    "cancel: [null, null] for a body": (
+        "/runs/{running}/cancel",
+        [None, None],
+        400,
+        "invalid_request",
+        "JSON object, not an array",
+    ),
+    "cancel: null for a body": (
+        "/runs/{running}/cancel",
+        b"null",
+        400,
+        "invalid_request",
+        "JSON object, not null",
+    ),
+    "cancel: a number for a body": (
+        "/runs/{running}/cancel",
+        5,
+        400,
+        "invalid_request",
+        "JSON object, not a number",
+    ),
     "cancel: reason of a wrong type": (
         "/runs/{running}/cancel",
         {"reason": ["why"]},
@@ -163,6 +201,27 @@ API_CASES: dict[str, tuple[str, Any, int, str, str]] = {
         "reason_required",
         "comment",
     ),
+    "decide: reject with a blank comment": (
+        "/interrupts/{pending}/decision",
+        {"decision": "reject", "comment": " \t\u3000"},
+        400,
+        "reason_required",
+        "comment",
+    ),
+    "decide: modify without a payload": (
+        "/interrupts/{pending}/decision",
+        {"decision": "modify", "payload": None},
+        400,
+        "payload_required",
+        "payload",
+    ),
+    "decide: a string for a body": (
+        "/interrupts/{pending}/decision",
+        "approve",
+        400,
+        "invalid_request",
+        "JSON object, not a string",
+    ),
     "decide: modify with a payload off its schema": (
         "/interrupts/{pending}/decision",
         {"decision": "modify", "payload": {"dose_mg": "lots"}},
@@ -194,6 +253,13 @@ API_CASES: dict[str, tuple[str, Any, int, str, str]] = {
         400,
         "reason_required",
         "reason",
+    ),
+    "reset: an array for a body": (
+        "/breakers/{breaker}/reset",
+        ["looks fine"],
+        400,
+        "invalid_request",
+        "JSON object, not an array",
     ),
     "reset: a closed breaker": (
         "/breakers/{breaker}/reset",
@@ -238,7 +304,28 @@ API_CASES: dict[str, tuple[str, Any, int, str, str]] = {
         "unknown_run",
         "999999",
     ),
+    "halt: a run id in other digits": (
+        "/halts",
+        {"scope": "run:\u00b2", "reason": "x"},
+        400,
+        "invalid_scope",
+        "run:",
+    ),
+    "halt: global with a colon": (
+        "/halts",
+        {"scope": "global:", "reason": "x"},
+        400,
+        "invalid_scope",
+        "global:",
+    ),
     "halt: no reason": ("/halts", {"scope": "domain:lab"}, 400, "invalid_request", "reason"),
+    "halt: a blank reason": (
+        "/halts",
+        {"scope": "domain:lab", "reason": " \n"},
+        400,
+        "reason_required",
+        "reason",
+    ),
     "halt: malformed JSON": ("/halts", MALFORMED, 400, "invalid_json", "JSON"),
     "halt: oversize": ("/halts", too_big, 413, "too_large", "limit"),
     "halt: a NUL in the reason": (
@@ -272,6 +359,13 @@ API_CASES: dict[str, tuple[str, Any, int, str, str]] = {
         "note",
     ),
     "acknowledge: unknown alert": ("/alerts/999999/acknowledge", {}, 404, "not_found", "999999"),
+    "acknowledge: a number for a body": (
+        "/alerts/{alert}/acknowledge",
+        7.018348933796827e16,
+        400,
+        "invalid_request",
+        "JSON object, not a number",
+    ),
 }
 
 
@@ -308,6 +402,75 @@ def test_the_api_names_what_is_wrong_and_changes_nothing(case, world, admin):
     assert changed(before, fingerprint()) == []
 
 
+def test_a_cancel_with_null_null_for_a_body_is_refused_and_the_run_goes_on(world, admin):
+    """[null, null] was read as a cancel without a reason (ninja's Schema takes fields from
+    any object's attributes, and RunCancel's have defaults): a 200, and the run cancelled."""
+    client = bearer(token_create(user=admin))
+    before = fingerprint()
+
+    response = _send(client, _fill("/runs/{running}/cancel", world), [None, None])
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "detail": "body: the request body must be a JSON object, not an array.",
+    }
+    assert changed(before, fingerprint()) == []
+    world.running.refresh_from_db()
+    assert world.running.state == LoopRun.State.RUNNING
+
+
+def test_a_bad_body_is_named_before_a_halt_of_its_domain(world, admin):
+    """A halted domain answers 423 to any start; an invalid body is told what is wrong first."""
+    halts.halt_engage(actor=admin, scope="domain:depot", reason="drill")
+    client = bearer(token_create(user=admin))
+    before = fingerprint()
+
+    unknown = _send(client, _fill("/domains/depot/runs", world), {"blueprint": "depot-nothing"})
+    valid = _send(client, _fill("/domains/depot/runs", world), {"blueprint": "depot-loop"})
+
+    assert (unknown.status_code, unknown.json()["error"]) == (400, "unknown_blueprint")
+    assert "depot-nothing" in unknown.json()["detail"]
+    assert (valid.status_code, valid.json()["error"]) == (423, "halted")
+    assert changed(before, fingerprint()) == []
+
+
+def test_an_operator_cannot_halt_everything_by_another_spelling(world, django_user_model):
+    """halts.halt_scope_parse reads "global:" as the global scope, which the admin check
+    (the text compared with "global") did not: an operator could halt everything (H6)."""
+    operator = with_role(django_user_model.objects.create_user("otto", password="pw"), "operator")
+    client = bearer(token_create(user=operator))
+    before = fingerprint()
+
+    response = _send(client, _fill("/halts", world), {"scope": "global:", "reason": "x"})
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_scope")
+    assert changed(before, fingerprint()) == []
+    assert not Halt.objects.filter(kind=Halt.Kind.GLOBAL).exists()
+
+
+def test_a_lift_with_a_blank_reason_is_refused_and_the_halt_stays(world, admin):
+    """H1: lifting needs a reason; whitespace is none (the console's form strips it)."""
+    halt, _ = halts.halt_engage(actor=admin, scope="domain:depot", reason="drill")
+    client = bearer(token_create(user=admin))
+    before = fingerprint()
+
+    response = _send(client, _fill(f"/halts/{halt.pk}/lift", world), {"reason": "\u2003 "})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "reason_required"
+    assert "reason" in response.json()["detail"]
+    assert changed(before, fingerprint()) == []
+
+
+def test_the_document_calls_blank_what_the_services_strip():
+    """A reason the document allows (NOT_BLANK) is one str.strip() leaves something of, for
+    every character: the fuzz test's valid examples must not be refused as blank."""
+    spaces = [c for c in map(chr, range(sys.maxunicode + 1)) if not re.fullmatch(NOT_BLANK, c)]
+
+    assert spaces == [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]
+
+
 def test_the_stated_limit_is_in_the_error_and_a_body_at_the_limit_is_read(world, admin):
     """The limit is what settings state, and a body just under it is parsed as usual (so
     the 413 above is the size, not the content)."""
@@ -329,6 +492,8 @@ QUERY_CASES = {
     "an offset past PostgreSQL's bigint": ("/runs?offset=83626446635266698446775517184", "offset"),
     "a time before year 1 in UTC": ("/audit?since=0001-01-01T00:00:00%2B05:00", "since"),
     "a time that is not one": ("/audit?until=yesterday", "until"),
+    "a number for a time": ("/audit?until=0.5", "until"),
+    "a filter given twice": ("/runs?state=running&state=paused", "query.state: given 2 times"),
     "a limit over the maximum": ("/runs?limit=100000", "limit"),
     "a run id that is not a number": ("/runs/abc", "id"),
     "a path no call has": ("/runs/1/nothing", "No API call matches"),
