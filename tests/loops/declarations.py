@@ -493,3 +493,39 @@ blueprint(
     merge="rank",
     policy=Policy(exits=Exits(max_iterations=4)),
 )
+
+
+# --- The tally: the benchmark's iteration (bench/declarations.py), for counting statements --
+
+domain("tally", "Tally", "Three no-op agents and a loop that iterates until its bound.")
+
+
+@python_agent("tally.noop")
+class TallyNoOp:
+    def bid(self, task):
+        return Bid(confidence=0.5)
+
+    def perform(self, task):
+        return Outcome(output=None)
+
+
+for _name in ("noop-1", "noop-2", "noop-3"):
+    agent("tally", _name, implementation="tally.noop", capabilities=("noop",))
+
+
+@validator("tally.never")
+def never(value, context):
+    """Reject every round, so a run iterates until its max_iterations."""
+    return Verdict(ok=False, feedback="again")
+
+
+blueprint(
+    "tally-iterate",
+    kind="main",
+    domain="tally",
+    selection="all",
+    merge="collect_all",
+    phases=[Phase("noop", task_type="tally.noop", capabilities=("noop",))],
+    validators=("tally.never",),
+    policy=Policy(exits=Exits(max_iterations=10), validation_rounds=11),
+)

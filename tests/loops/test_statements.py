@@ -1,0 +1,38 @@
+"""What one iteration costs the database, counted in statements (issue 14): the engine's hot
+path is a few set-based statements per transaction, and this count may only go down. It is a
+count, not a time: the benchmark (`./bin/bench core`) measures the time."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from loops import engine, services
+from loops.declare import sync_declarations
+from loops.models import Iteration, LoopRun
+
+# Transactions of their own, as on a worker (inside a test's transaction each would be a
+# savepoint and its release instead of BEGIN and COMMIT).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The claim, one statement: the lease, the run, its open iteration, the gate, the agents.
+# Then two transactions of five: BEGIN; lock the run and ask the gate; one write (the open:
+# the iteration with its bids, selection and calls; the close: the results, the merge, the
+# verdict and the run); the trace; COMMIT. The old engine sent 24 ORM statements and its
+# BEGINs and COMMITs for the same iteration (docs/BENCHMARKS.md).
+STATEMENTS_PER_NO_OP_ITERATION = 11
+
+
+def test_a_no_op_iteration_costs_a_handful_of_statements():
+    sync_declarations()
+    run = services.run_start(domain="tally", blueprint="tally-iterate", input={})
+    engine.advance(run_id=run.pk)  # the first: the run's first claim, warm caches
+
+    with CaptureQueriesContext(connection) as statements:
+        engine.advance(run_id=run.pk)
+
+    closed = Iteration.objects.filter(run=run, closed_at__isnull=False).count()
+    assert (closed, LoopRun.objects.get(pk=run.pk).state) == (2, LoopRun.State.RUNNING)
+    sql = "\n".join(q["sql"] for q in statements.captured_queries)
+    assert len(statements) <= STATEMENTS_PER_NO_OP_ITERATION, f"{len(statements)}:\n{sql}"
