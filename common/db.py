@@ -1,4 +1,4 @@
-"""Database errors a service may safely meet again."""
+"""Database errors a service may safely meet again, and the cursor of the hot path."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from django.db import OperationalError
+from django.db import OperationalError, connection
+from django.db.backends.postgresql.base import ServerBindingCursor
+from django.db.backends.utils import CursorWrapper
 
 
 def is_deadlock(exc: OperationalError) -> bool:
@@ -29,3 +31,16 @@ def retry_deadlocks[F: Callable[..., Any]](service: F) -> F:
         raise AssertionError("unreachable")
 
     return wrapper  # type: ignore[return-value]
+
+
+def prepared_cursor() -> CursorWrapper:
+    """A cursor whose statements are prepared once per connection and then only executed:
+    the parameters are bound by the server, so the same text repeats, and psycopg prepares
+    it from its prepare_threshold-th run on (console.settings). The engine's statements are
+    few but large (CTEs with subqueries): planned afresh each time, planning cost as much as
+    running them. Django's own cursors bind on the client and are never prepared. Wrapped
+    like connection.cursor()'s, so errors, execute wrappers and the debug log work alike."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(ServerBindingCursor(connection.connection))

@@ -119,6 +119,9 @@ _database.setdefault("OPTIONS", {}).update(
         # Which process holds a connection shows in pg_stat_activity: web, worker, beat, …
         "application_name": os.environ.get("CONSOLE_PROCESS", "console"),
         "connect_timeout": 5,
+        # The engine's statements bind on the server and are prepared from their 5th run on
+        # (common.db.prepared_cursor); Django's cursors bind on the client, never prepared.
+        "prepare_threshold": 5,
     }
 )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import transaction
+
+from common.db import prepared_cursor
 
 Event = tuple[int, str, dict[str, Any]]  # (run id, type, payload)
 
@@ -54,6 +56,22 @@ SELECT b.root_id, b.run_id, counter.last_seq - counter.n + b.ord, b.type, b.payl
 FROM batch b JOIN counter ON counter.root_id = b.root_id
 """
 
+# The same as two CTEs a transaction's write statement begins with (engine.writes), so the
+# trace costs no statement of its own. Data-modifying CTEs run whether or not referenced.
+TRACE_CTES = """
+trace_counter AS (
+    UPDATE loops_eventcounter SET last_seq = last_seq + %(trace_n)s
+    WHERE root_id = %(trace_root)s RETURNING last_seq
+),
+trace_events AS (
+    INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
+    SELECT %(trace_root)s, e.run_id, trace_counter.last_seq - %(trace_n)s + e.ord, e.type,
+           e.payload, clock_timestamp()
+    FROM trace_counter,
+         unnest(%(trace_runs)s::bigint[], %(trace_types)s::text[], %(trace_payloads)s::jsonb[])
+             WITH ORDINALITY AS e(run_id, type, payload, ord)
+)"""
+
 _encode = DjangoJSONEncoder().encode
 
 
@@ -67,7 +85,7 @@ def events_write(root_id: int | None, events: Iterable[Event]) -> None:
     events = list(events)
     if not events:
         return
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _TRACE_INSERT,
             {
@@ -87,7 +105,7 @@ def events_write_many(events: list[tuple[int | None, int, str, dict[str, Any]]])
     assert transaction.get_connection().in_atomic_block, "events_write_many needs a transaction"
     if not events:
         return
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _TRACES_INSERT,
             {
@@ -113,3 +131,16 @@ class Trace:
     def write(self) -> None:
         events, self.events = self.events, []
         events_write(self.root_id, events)
+
+    def take_params(self) -> dict[str, Any]:
+        """The events so far, as the parameters of TRACE_CTES; they count as written."""
+        if self.root_id is None:
+            raise ValueError("a trace needs the root run's id")
+        events, self.events = self.events, []
+        return {
+            "trace_n": len(events),
+            "trace_root": self.root_id,
+            "trace_runs": [run_id for run_id, _, _ in events],
+            "trace_types": [kind for _, kind, _ in events],
+            "trace_payloads": [_encode(payload) for _, _, payload in events],
+        }

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from common.db import prepared_cursor
 from loops.models import LoopRun
 from oversight.models import CircuitBreaker, Halt
 
@@ -58,7 +58,7 @@ _STOP = f"SELECT {stop_columns('r')} FROM loops_looprun r WHERE r.id = %(run)s"
 
 def stop_reason(run: LoopRun) -> Stop:
     """("halt", id) or ("breaker", id) when something stops this run; None if nothing does."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_STOP, {"run": run.pk})
         row = cursor.fetchone()
     return stop_of(*row) if row else None

@@ -137,7 +137,7 @@ def _undeclared(step: Step) -> None:
     with step_tx(step.run.pk) as tx:
         why = f"blueprint {tx.run.blueprint.name!r} is no longer declared"
         finish(tx.require(), tx.trace, State.FAILED, Reason.ERROR, why)
-        write_run(tx.run)
+        write_run(tx.run, tx.trace)
     step.run = tx.run
 
 
@@ -145,7 +145,7 @@ def _exhaust(step: Step, exit: tuple[str, str]) -> None:
     with step_tx(step.run.pk) as tx:
         run = step.run = tx.require()
         finish(run, tx.trace, State.EXHAUSTED, *exit, result=best_so_far(run))
-        write_run(run)
+        write_run(run, tx.trace)
 
 
 def park_if_stopped(run_id: int) -> None:

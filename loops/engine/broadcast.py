@@ -97,7 +97,7 @@ def open_iteration(step: Step) -> tuple[Iteration, list[Contribution]]:
         for b in bids:
             tx.trace.add(run.pk, "bid.received", {"agent": b.agent_id, "decision": b.decision})
         calls = select_and_claim(step, tx, iteration, bids) if early else []
-        writes.write_open(run, iteration, bids, calls)
+        writes.write_open(run, iteration, bids, calls, tx.trace)
     return iteration, calls
 
 
@@ -197,7 +197,7 @@ def close_bidding(step: Step, iteration: Iteration) -> list[Contribution] | None
                 {"agent": b.agent_id, "decision": "decline", "reason": b.reason},
             )
         calls = select_and_claim(step, tx, iteration, bids + silent)
-        writes.write_selection(run, iteration, silent, bids, calls)
+        writes.write_selection(run, iteration, silent, bids, calls, tx.trace)
     return calls
 
 

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from common import backoff as waits
 from common.backoff import RNG
+from common.db import prepared_cursor
 from loops.agents import AgentError, adapter_for
 from loops.declare import BlueprintSpec, Retry, Task
 from loops.engine.broadcast import callable_here, task_for
@@ -179,7 +179,7 @@ def hold(run_id: int, seconds: float) -> None:
     """Before a remote call (DESIGN.md H1): a fresh read must still let the run proceed, and
     our lease must cover the call, which can outlast LOOP_LEASE_SECONDS."""
     until = timezone.now() + timedelta(seconds=seconds) + LEASE
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_HOLD, {"run": run_id, "me": worker(), "until": until})
         if cursor.rowcount != 1:
             raise StepAborted  # stopped, or another worker took the run over meanwhile
@@ -193,6 +193,6 @@ def record(step: Step, results: list[Result]) -> None:
     with step_tx(step.run.pk, agents=[r.contribution.agent_id for r in results]) as tx:
         step.run = tx.run
         apply_results(tx, results, held=not tx.may)
-        write_close(tx.run, results=[r.contribution for r in results])
+        write_close(tx.run, tx.trace, results=[r.contribution for r in results])
     if not tx.may:
         raise StepAborted

@@ -60,7 +60,7 @@ def spawn(
             iteration.status = Iteration.Status.WAITING_CHILDREN
             run.move_to(State.WAITING)
             run.lease_worker, run.lease_expires_at = "", None
-        write_close(run, iteration=iteration if waits else None)
+        write_close(run, tx.trace, iteration=iteration if waits else None)
     return not started
 
 

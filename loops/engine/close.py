@@ -32,7 +32,7 @@ def judge_and_close(
         if tx.may:
             close(step, tx, iteration, judged, contributions, results)
         calls = [r.contribution for r in results]
-        write_close(tx.run, results=calls, iteration=iteration if tx.may else None)
+        write_close(tx.run, tx.trace, results=calls, iteration=iteration if tx.may else None)
     if not tx.may:
         raise StepAborted
 

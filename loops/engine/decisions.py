@@ -59,7 +59,7 @@ def apply_decision(step: Step) -> bool:
             )
         else:
             go_on(step, tx)
-        write_run(run)
+        write_run(run, tx.trace)
     return True
 
 

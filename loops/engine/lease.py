@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import connection
 
+from common.db import prepared_cursor
 from loops.engine.rows import Rows
 from loops.models import Agent, Blueprint, Contribution, Iteration, LoopRun
 from oversight import gates
@@ -90,7 +90,7 @@ def claim(run_id: int, now: datetime) -> Claim | None:
         "now": now,
         "alive_since": now - HEARTBEAT,
     }
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CLAIM, params)
         row = cursor.fetchone()
     if row is None:
@@ -130,5 +130,5 @@ WHERE id = %(run)s AND lease_worker = %(me)s
 def release(run_id: int, *, touch: bool = False) -> None:
     """Give the lease up; touch: and mark the run as just seen, so the reaper does not send
     a step for it while it waits (for its bid window, say) with no lease."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_RELEASE, {"run": run_id, "me": worker(), "touch": touch})

@@ -1,5 +1,6 @@
 """One transaction of a step (issue 14): the run locked and the gate asked in one statement,
-the events collected as the step works and written once, at the end, in one more.
+the events collected as the step works and written once: with the transaction's write
+statement (engine.writes), or at the end if something came after it.
 
 Every transaction of a step goes through `step_tx`, so none can forget the re-check that
 makes a pause, a cancel or a halt committed meanwhile turn the rest of the step into a
@@ -13,8 +14,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import transaction
 
+from common.db import prepared_cursor
 from loops.engine.lease import RUNS, State, StepAborted, blueprint, worker
 from loops.models import LoopRun
 from loops.trace import Trace
@@ -62,9 +64,10 @@ class Tx:
 def step_tx(run_id: int, *, agents: Sequence[int] = ()) -> Iterator[Tx]:
     """1. Lock the run and ask the gate (one statement).
     2. The caller works with tx.run, adding its events to tx.trace.
-    3. The trace is written (one statement), and the transaction commits."""
+    3. Whatever events the write statement did not take are written (in a no-op iteration
+       none are left), and the transaction commits."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_LOCK, {"run": run_id, "agents": list(agents)})
             row = cursor.fetchone()
         if row is None:

@@ -14,9 +14,10 @@ from functools import cache
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
 
+from common.db import prepared_cursor
 from loops.models import Bid, Contribution, Iteration, LoopRun
+from loops.trace import TRACE_CTES, Trace
 
 _encode = DjangoJSONEncoder().encode
 
@@ -233,10 +234,23 @@ def _close(results: bool, iteration: bool) -> str:
     return (f"WITH {', '.join(parts)} " if parts else "") + _RUN_UPDATE
 
 
-def _execute(sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-    with connection.cursor() as cursor:
+def _execute(sql: str, params: dict[str, Any], trace: Trace) -> tuple[Any, ...] | None:
+    """Run a write, with the transaction's events so far riding in it: the last write of a
+    transaction leaves step_tx nothing to write (one statement fewer per transaction)."""
+    if trace.events:
+        sql = _with_trace(sql)
+        params = {**params, **trace.take_params()}
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() if cursor.description else None
+
+
+@cache
+def _with_trace(sql: str) -> str:
+    rest = sql.strip()
+    if rest.startswith("WITH "):
+        return f"WITH {TRACE_CTES}, {rest.removeprefix('WITH ')}"
+    return f"WITH {TRACE_CTES} {rest}"
 
 
 def _claimed(found: str, calls: Sequence[Contribution], iteration: Iteration) -> None:
@@ -246,7 +260,11 @@ def _claimed(found: str, calls: Sequence[Contribution], iteration: Iteration) ->
 
 
 def write_open(
-    run: LoopRun, iteration: Iteration, bids: Sequence[Bid], calls: Sequence[Contribution]
+    run: LoopRun,
+    iteration: Iteration,
+    bids: Sequence[Bid],
+    calls: Sequence[Contribution],
+    trace: Trace,
 ) -> None:
     """Insert the iteration, its bids and claimed calls, and write the run; sets their ids."""
     row = _execute(
@@ -257,6 +275,7 @@ def write_open(
             **_bid_params(bids),
             **_call_params(calls),
         },
+        trace,
     )
     assert row is not None
     iteration.pk = row[0]
@@ -269,6 +288,7 @@ def write_selection(
     silent: Sequence[Bid],
     chosen: Sequence[Bid],
     calls: Sequence[Contribution],
+    trace: Trace,
 ) -> None:
     """After the bid window: the silent agents' declines, the selection of the bids already
     there, the claimed calls, the iteration and the run; sets the calls' ids."""
@@ -283,6 +303,7 @@ def write_selection(
             "chosen_reason": [b.selection_reason for b in chosen],
             **_call_params(calls),
         },
+        trace,
     )
     assert row is not None
     _claimed(row[0], calls, iteration)
@@ -290,6 +311,7 @@ def write_selection(
 
 def write_close(
     run: LoopRun,
+    trace: Trace,
     *,
     results: Sequence[Contribution] = (),
     iteration: Iteration | None = None,
@@ -301,8 +323,8 @@ def write_close(
         params.update(_result_params(results))
     if iteration is not None:
         params.update(_iteration_params(iteration))
-    _execute(_close(bool(results), iteration is not None), params)
+    _execute(_close(bool(results), iteration is not None), params, trace)
 
 
-def write_run(run: LoopRun) -> None:
-    _execute(_RUN_UPDATE, _run_params(run))
+def write_run(run: LoopRun, trace: Trace) -> None:
+    _execute(_RUN_UPDATE, _run_params(run), trace)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # the iteration with its bids, selection and calls; the close: the results, the merge, the
 # verdict and the run); the trace; COMMIT. The old engine sent 24 ORM statements and its
 # BEGINs and COMMITs for the same iteration (docs/BENCHMARKS.md).
-STATEMENTS_PER_NO_OP_ITERATION = 11
+STATEMENTS_PER_NO_OP_ITERATION = 9
 
 
 def test_a_no_op_iteration_costs_a_handful_of_statements():
