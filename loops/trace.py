@@ -18,21 +18,25 @@ from common.db import prepared_cursor
 
 Event = tuple[int, str, dict[str, Any]]  # (run id, type, payload)
 
-# Take n seqs from the root's counter and insert the events with them. The timestamp is read
-# by the database once the counter is locked, not by Python before: two writers racing for
-# the counter would otherwise stamp seqs out of order.
-_TRACE_INSERT = """
-WITH counter AS (
-    UPDATE loops_eventcounter SET last_seq = last_seq + %(n)s
-    WHERE root_id = %(root)s RETURNING last_seq
-)
-INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
-SELECT %(root)s, e.run_id, counter.last_seq - %(n)s + e.ord, e.type, e.payload,
-       clock_timestamp()
-FROM counter,
-     unnest(%(runs)s::bigint[], %(types)s::text[], %(payloads)s::jsonb[])
-         WITH ORDINALITY AS e(run_id, type, payload, ord)
-"""
+# Take n seqs from the root's counter and insert the events with them, as two CTEs that a
+# transaction's write statement begins with (engine.writes), so that the trace costs no
+# statement of its own; or alone (events_write). The timestamp is read by the database once
+# the counter is locked, not by Python before: two writers racing for the counter would
+# otherwise stamp seqs out of order. The events come as one JSON array [run, type, payload].
+TRACE_CTES = """
+trace_counter AS (
+    UPDATE loops_eventcounter SET last_seq = last_seq + jsonb_array_length(%(trace)s::jsonb)
+    WHERE root_id = %(trace_root)s RETURNING last_seq
+),
+trace_events AS (
+    INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
+    SELECT %(trace_root)s, (e.event->>0)::bigint,
+           trace_counter.last_seq - jsonb_array_length(%(trace)s::jsonb) + e.ord,
+           e.event->>1, e.event->2, clock_timestamp()
+    FROM trace_counter, jsonb_array_elements(%(trace)s::jsonb) WITH ORDINALITY AS e(event, ord)
+    RETURNING 1
+)"""
+_TRACE_INSERT = f"WITH {TRACE_CTES} SELECT count(*) FROM trace_events"  # noqa: S608 (constants)
 
 # The same for the events of many traces at once (a halt parks a thousand runs): each root's
 # counter moves once, in root order, so two such writers cannot deadlock on counters.
@@ -56,23 +60,14 @@ SELECT b.root_id, b.run_id, counter.last_seq - counter.n + b.ord, b.type, b.payl
 FROM batch b JOIN counter ON counter.root_id = b.root_id
 """
 
-# The same as two CTEs a transaction's write statement begins with (engine.writes), so the
-# trace costs no statement of its own. Data-modifying CTEs run whether or not referenced.
-TRACE_CTES = """
-trace_counter AS (
-    UPDATE loops_eventcounter SET last_seq = last_seq + %(trace_n)s
-    WHERE root_id = %(trace_root)s RETURNING last_seq
-),
-trace_events AS (
-    INSERT INTO loops_event (root_id, run_id, seq, type, payload, ts)
-    SELECT %(trace_root)s, e.run_id, trace_counter.last_seq - %(trace_n)s + e.ord, e.type,
-           e.payload, clock_timestamp()
-    FROM trace_counter,
-         unnest(%(trace_runs)s::bigint[], %(trace_types)s::text[], %(trace_payloads)s::jsonb[])
-             WITH ORDINALITY AS e(run_id, type, payload, ord)
-)"""
-
 _encode = DjangoJSONEncoder().encode
+
+
+def trace_params(root_id: int | None, events: list[Event]) -> dict[str, Any]:
+    """The parameters of TRACE_CTES."""
+    if root_id is None:  # every run has its root from the transaction that creates it
+        raise ValueError("a trace needs the root run's id")
+    return {"trace_root": root_id, "trace": _encode(events)}
 
 
 def events_write(root_id: int | None, events: Iterable[Event]) -> None:
@@ -80,24 +75,14 @@ def events_write(root_id: int | None, events: Iterable[Event]) -> None:
     transaction: in autocommit the counter would commit alone, and a crash before the insert
     would leave a gap."""
     assert transaction.get_connection().in_atomic_block, "events_write needs a transaction"
-    if root_id is None:  # every run has its root from the transaction that creates it
-        raise ValueError("events_write needs the root run's id")
     events = list(events)
     if not events:
         return
     with prepared_cursor() as cursor:
-        cursor.execute(
-            _TRACE_INSERT,
-            {
-                "n": len(events),
-                "root": root_id,
-                "runs": [run_id for run_id, _, _ in events],
-                "types": [kind for _, kind, _ in events],
-                "payloads": [_encode(payload) for _, _, payload in events],
-            },
-        )
-        if cursor.rowcount != len(events):
-            raise RuntimeError(f"run {root_id} has no event counter; is it a root?")
+        cursor.execute(_TRACE_INSERT, trace_params(root_id, events))
+        (written,) = cursor.fetchone()
+    if written != len(events):
+        raise RuntimeError(f"run {root_id} has no event counter; is it a root?")
 
 
 def events_write_many(events: list[tuple[int | None, int, str, dict[str, Any]]]) -> None:
@@ -134,13 +119,5 @@ class Trace:
 
     def take_params(self) -> dict[str, Any]:
         """The events so far, as the parameters of TRACE_CTES; they count as written."""
-        if self.root_id is None:
-            raise ValueError("a trace needs the root run's id")
         events, self.events = self.events, []
-        return {
-            "trace_n": len(events),
-            "trace_root": self.root_id,
-            "trace_runs": [run_id for run_id, _, _ in events],
-            "trace_types": [kind for _, kind, _ in events],
-            "trace_payloads": [_encode(payload) for _, _, payload in events],
-        }
+        return trace_params(self.root_id, events)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -19,7 +20,37 @@ from common.db import prepared_cursor
 from loops.models import Bid, Contribution, Iteration, LoopRun
 from loops.trace import TRACE_CTES, Trace
 
-_encode = DjangoJSONEncoder().encode
+
+class _Encoder(DjangoJSONEncoder):
+    """Django's JSON, but a timestamp keeps its microseconds: the rows' columns are
+    timestamptz, and Django's encoder cuts them to milliseconds."""
+
+    def default(self, o: Any) -> Any:
+        return o.isoformat() if isinstance(o, datetime) else super().default(o)
+
+
+_encode = _Encoder().encode
+
+
+def _rows(objs: Sequence[Any], columns: Sequence[str]) -> str:
+    """Rows as one JSON array of objects, read back by jsonb_populate_record(set): one
+    parameter for a whole row set, not one array per column (issue 14: few parameters, so
+    psycopg converts each statement once per process and the server plans it once per
+    connection)."""
+    return _encode([{c: getattr(o, c) for c in columns} for o in objs])
+
+
+def _assign(alias: str, columns: Sequence[str]) -> str:
+    return ", ".join(f"{c} = {alias}.{c}" for c in columns)
+
+
+def _record(table: str, param: str) -> str:
+    return f"jsonb_populate_record(NULL::{table}, %({param})s::jsonb)"
+
+
+def _recordset(table: str, param: str) -> str:
+    return f"jsonb_populate_recordset(NULL::{table}, %({param})s::jsonb)"
+
 
 # The run's columns a step may change; written from the locked instance.
 _RUN = (
@@ -41,25 +72,14 @@ _RUN = (
     "finished_at",
     "updated_at",
 )
-_JSON = {"context", "result", "broadcast", "merged", "validation", "feedback"}
-
-
-def _set(prefix: str, columns: Sequence[str]) -> str:
-    return ", ".join(f"{c} = %({prefix}{c})s" + ("::jsonb" if c in _JSON else "") for c in columns)
-
-
-_RUN_UPDATE = f"UPDATE loops_looprun SET {_set('run_', _RUN)} WHERE id = %(run_id)s"
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else _encode(value)
+_RUN_UPDATE = (
+    f"UPDATE loops_looprun r SET {_assign('v', _RUN)} "
+    f"FROM {_record('loops_looprun', 'run')} v WHERE r.id = v.id"
+)
 
 
 def _run_params(run: LoopRun) -> dict[str, Any]:
-    params = {f"run_{c}": getattr(run, c) for c in _RUN}
-    params["run_context"], params["run_result"] = _json(run.context), _json(run.result)
-    params["run_id"] = run.pk
-    return params
+    return {"run": _encode({"id": run.pk, **{c: getattr(run, c) for c in _RUN}})}
 
 
 # An iteration's columns once it is opened, and those a step changes afterwards.
@@ -92,77 +112,54 @@ _ITERATION_LATER = (
 
 
 def _iteration_params(iteration: Iteration) -> dict[str, Any]:
-    params = {f"it_{c}": getattr(iteration, c) for c in _ITERATION}
-    for c in ("broadcast", "validation", "feedback"):
-        params[f"it_{c}"] = _encode(getattr(iteration, c))
-    params["it_merged"], params["it_id"] = _json(iteration.merged), iteration.pk
-    return params
+    return {"it": _encode({"id": iteration.pk, **{c: getattr(iteration, c) for c in _ITERATION}})}
 
 
 _ITERATION_INSERT = (
-    f"INSERT INTO loops_iteration ({', '.join(_ITERATION)}) VALUES ("
-    + ", ".join(f"%(it_{c})s" + ("::jsonb" if c in _JSON else "") for c in _ITERATION)
-    + ") RETURNING id"
+    f"INSERT INTO loops_iteration ({', '.join(_ITERATION)}) "
+    f"SELECT {', '.join(_ITERATION)} FROM {_record('loops_iteration', 'it')} RETURNING id"
 )
 _ITERATION_UPDATE = (
-    f"UPDATE loops_iteration SET {_set('it_', _ITERATION_LATER)} WHERE id = %(it_id)s"
+    f"UPDATE loops_iteration i SET {_assign('v', _ITERATION_LATER)} "
+    f"FROM {_record('loops_iteration', 'it')} v WHERE i.id = v.id"
 )
 
-_BIDS = """
-INSERT INTO loops_bid (iteration_id, agent_id, decision, confidence, est_cost, reason,
-                       started_at, received_at, late, selected, selection_reason)
-SELECT {iteration}, b.agent_id, b.decision, b.confidence, b.est_cost, b.reason, b.started_at,
-       b.received_at, b.late, b.selected, b.selection_reason
-FROM unnest(%(bid_agent)s::bigint[], %(bid_decision)s::text[], %(bid_confidence)s::float8[],
-            %(bid_est_cost)s::float8[], %(bid_reason)s::text[], %(bid_started_at)s::timestamptz[],
-            %(bid_received_at)s::timestamptz[], %(bid_late)s::bool[], %(bid_selected)s::bool[],
-            %(bid_selection_reason)s::text[])
-     AS b(agent_id, decision, confidence, est_cost, reason, started_at, received_at, late,
-          selected, selection_reason)
-"""
+_BID = (
+    "agent_id",
+    "decision",
+    "confidence",
+    "est_cost",
+    "reason",
+    "started_at",
+    "received_at",
+    "late",
+    "selected",
+    "selection_reason",
+)
+_BIDS = (
+    f"INSERT INTO loops_bid (iteration_id, {', '.join(_BID)}) "
+    f"SELECT {{iteration}}, {', '.join(_BID)} FROM {_recordset('loops_bid', 'bids')}"
+)
 
 
-def _bid_params(bids: Sequence[Bid]) -> dict[str, list[Any]]:
-    return {
-        "bid_agent": [b.agent_id for b in bids],
-        "bid_decision": [b.decision for b in bids],
-        "bid_confidence": [b.confidence for b in bids],
-        "bid_est_cost": [b.est_cost for b in bids],
-        "bid_reason": [b.reason for b in bids],
-        "bid_started_at": [b.started_at for b in bids],
-        "bid_received_at": [b.received_at for b in bids],
-        "bid_late": [b.late for b in bids],
-        "bid_selected": [b.selected for b in bids],
-        "bid_selection_reason": [b.selection_reason for b in bids],
-    }
+def _bid_params(bids: Sequence[Bid]) -> dict[str, Any]:
+    return {"bids": _rows(bids, _BID)}
 
 
 # The claimed calls: one row per winner, running (in process) or pending (a remote agent's).
-_CALLS = """
-INSERT INTO loops_contribution (iteration_id, agent_id, status, output, error_class, error,
-    attempts, est_cost, confidence, cost, tokens, latency_ms, validated, late, held, counted,
-    started_at, finished_at)
-SELECT {iteration}, c.agent_id, c.status, NULL::jsonb, c.error_class, c.error, '[]'::jsonb,
-       c.est_cost, c.confidence, 0, 0, NULL::float8, NULL::bool, false, false, false,
-       c.started_at, NULL::timestamptz
-FROM unnest(%(call_agent)s::bigint[], %(call_status)s::text[], %(call_error_class)s::text[],
-            %(call_error)s::text[], %(call_est_cost)s::float8[], %(call_confidence)s::float8[],
-            %(call_started_at)s::timestamptz[])
-     AS c(agent_id, status, error_class, error, est_cost, confidence, started_at)
+_CALL = ("agent_id", "status", "error_class", "error", "est_cost", "confidence", "started_at")
+_CALLS = f"""
+INSERT INTO loops_contribution (iteration_id, {", ".join(_CALL)}, output, attempts, cost, tokens,
+    latency_ms, validated, late, held, counted, finished_at)
+SELECT {{iteration}}, {", ".join(_CALL)}, NULL, '[]'::jsonb, 0, 0, NULL, NULL, false, false,
+       false, NULL
+FROM {_recordset("loops_contribution", "calls")}
 RETURNING id, agent_id
 """
 
 
-def _call_params(calls: Sequence[Contribution]) -> dict[str, list[Any]]:
-    return {
-        "call_agent": [c.agent_id for c in calls],
-        "call_status": [c.status for c in calls],
-        "call_error_class": [c.error_class for c in calls],
-        "call_error": [c.error for c in calls],
-        "call_est_cost": [c.est_cost for c in calls],
-        "call_confidence": [c.confidence for c in calls],
-        "call_started_at": [c.started_at for c in calls],
-    }
+def _call_params(calls: Sequence[Contribution]) -> dict[str, Any]:
+    return {"calls": _rows(calls, _CALL)}
 
 
 _CALL_IDS = "(SELECT coalesce(json_agg(json_build_array(agent_id, id)), '[]')::text FROM calls)"
@@ -183,8 +180,7 @@ _SELECTION = f"""
 WITH silent AS ({_BIDS.format(iteration="%(it_id)s")} ON CONFLICT (iteration_id, agent_id) DO NOTHING),
 chosen AS (
     UPDATE loops_bid b SET selected = s.selected, selection_reason = s.selection_reason
-    FROM unnest(%(chosen_agent)s::bigint[], %(chosen_selected)s::bool[],
-                %(chosen_reason)s::text[]) AS s(agent_id, selected, selection_reason)
+    FROM {_recordset("loops_bid", "chosen")} s
     WHERE b.iteration_id = %(it_id)s AND b.agent_id = s.agent_id
 ),
 calls AS ({_CALLS.format(iteration="%(it_id)s")}),
@@ -194,35 +190,28 @@ SELECT {_CALL_IDS}
 """  # noqa: E501
 
 # The results of calls, one row each (what apply_results set on the instances).
-_RESULTS = """
-UPDATE loops_contribution AS c
-SET status = r.status, output = r.output, cost = r.cost, tokens = r.tokens,
-    attempts = r.attempts, finished_at = r.finished_at, held = r.held, late = r.late,
-    latency_ms = r.latency_ms, error_class = r.error_class, error = r.error
-FROM unnest(%(res_id)s::bigint[], %(res_status)s::text[], %(res_output)s::jsonb[],
-            %(res_cost)s::float8[], %(res_tokens)s::int[], %(res_attempts)s::jsonb[],
-            %(res_finished_at)s::timestamptz[], %(res_held)s::bool[], %(res_late)s::bool[],
-            %(res_latency_ms)s::float8[], %(res_error_class)s::text[], %(res_error)s::text[])
-     AS r(id, status, output, cost, tokens, attempts, finished_at, held, late, latency_ms,
-          error_class, error)
-WHERE c.id = r.id
-"""
+_RESULT = (
+    "status",
+    "output",
+    "cost",
+    "tokens",
+    "attempts",
+    "finished_at",
+    "held",
+    "late",
+    "latency_ms",
+    "error_class",
+    "error",
+)
+_RESULTS = (
+    f"UPDATE loops_contribution c SET {_assign('r', _RESULT)} "
+    f"FROM {_recordset('loops_contribution', 'results')} r WHERE c.id = r.id"
+)
 
 
-def _result_params(calls: Sequence[Contribution]) -> dict[str, list[Any]]:
+def _result_params(calls: Sequence[Contribution]) -> dict[str, Any]:
     return {
-        "res_id": [c.pk for c in calls],
-        "res_status": [c.status for c in calls],
-        "res_output": [_json(c.output) for c in calls],
-        "res_cost": [c.cost for c in calls],
-        "res_tokens": [c.tokens for c in calls],
-        "res_attempts": [_encode(c.attempts) for c in calls],
-        "res_finished_at": [c.finished_at for c in calls],
-        "res_held": [c.held for c in calls],
-        "res_late": [c.late for c in calls],
-        "res_latency_ms": [c.latency_ms for c in calls],
-        "res_error_class": [c.error_class for c in calls],
-        "res_error": [c.error for c in calls],
+        "results": _encode([{"id": c.pk, **{f: getattr(c, f) for f in _RESULT}} for c in calls])
     }
 
 
@@ -298,9 +287,8 @@ def write_selection(
             **_run_params(run),
             **_iteration_params(iteration),
             **_bid_params(silent),
-            "chosen_agent": [b.agent_id for b in chosen],
-            "chosen_selected": [b.selected for b in chosen],
-            "chosen_reason": [b.selection_reason for b in chosen],
+            "it_id": iteration.pk,
+            "chosen": _rows(chosen, ("agent_id", "selected", "selection_reason")),
             **_call_params(calls),
         },
         trace,

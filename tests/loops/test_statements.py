@@ -12,15 +12,16 @@ from loops import engine, services
 from loops.declare import sync_declarations
 from loops.models import Iteration, LoopRun
 
-# Transactions of their own, as on a worker (inside a test's transaction each would be a
-# savepoint and its release instead of BEGIN and COMMIT).
-pytestmark = pytest.mark.django_db(transaction=True)
+# Inside the test's transaction (where no worker sees the run, and nothing is sent on
+# commit), each of the step's transactions is a SAVEPOINT and its RELEASE instead of BEGIN
+# and COMMIT: as many statements as on a worker.
+pytestmark = pytest.mark.django_db
 
 # The claim, one statement: the lease, the run, its open iteration, the gate, the agents.
-# Then two transactions of five: BEGIN; lock the run and ask the gate; one write (the open:
-# the iteration with its bids, selection and calls; the close: the results, the merge, the
-# verdict and the run); the trace; COMMIT. The old engine sent 24 ORM statements and its
-# BEGINs and COMMITs for the same iteration (docs/BENCHMARKS.md).
+# Then two transactions of four: BEGIN; lock the run and ask the gate; one write that
+# carries the trace (the open: the iteration with its bids, selection and calls; the close:
+# the results, the merge, the verdict and the run); COMMIT. The old engine sent 24 ORM
+# statements and its BEGINs and COMMITs for the same iteration (docs/BENCHMARKS.md).
 STATEMENTS_PER_NO_OP_ITERATION = 9
 
 
