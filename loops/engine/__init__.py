@@ -40,7 +40,16 @@ from loops.engine import broadcast, calls, children
 from loops.engine.close import judge_and_close
 from loops.engine.decisions import apply_decision
 from loops.engine.exits import best_so_far, finish, resource_exit
-from loops.engine.lease import STALE, Claim, Reason, State, StepAborted, claim, release
+from loops.engine.lease import (
+    STALE,
+    AudienceChanged,
+    Claim,
+    Reason,
+    State,
+    StepAborted,
+    claim,
+    release,
+)
 from loops.engine.step import Step
 from loops.engine.tx import step_tx
 from loops.engine.writes import write_run
@@ -57,14 +66,20 @@ def advance(*, run_id: int, now: datetime | None = None, slice_s: float = 0.0) -
     slice_ends = time.monotonic() + slice_s
     held = retry = stopped = False
     try:
-        while (claimed := claim(run_id, now or timezone.now())) is not None:
+        claimed = claim(run_id, now or timezone.now())
+        while claimed is not None:
             step = _step_of(claimed, now or timezone.now(), slice_ends)
             held = True
-            _step(step, claimed)
+            try:
+                _step(step, claimed)
+            except AudienceChanged:
+                claimed = claim(run_id, timezone.now())
+                continue
             held = not step.released
             if not step.kept:
                 break
             now = None  # a frozen clock is for one step
+            claimed = step.going_on() or claim(run_id, timezone.now())
     except StepAborted:
         stopped = True  # paused, cancelled, halted or interrupted under us: not an error
     except LoopRun.DoesNotExist:

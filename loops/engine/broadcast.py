@@ -16,7 +16,7 @@ from loops.declare import Bid as BidAnswer
 from loops.declare import BlueprintSpec, Decline, Phase, Task
 from loops.engine import writes
 from loops.engine.exits import carry_on, finish, mark_closed
-from loops.engine.lease import Reason, State, Status, StepAborted, release
+from loops.engine.lease import AudienceChanged, Reason, State, Status, StepAborted, release
 from loops.engine.step import Step
 from loops.engine.tx import Tx, step_tx
 from loops.models import Agent, AgentStat, Bid, Contribution, Iteration, LoopRun
@@ -87,10 +87,12 @@ def open_iteration(step: Step) -> tuple[Iteration, list[Contribution]]:
         for agent in audience
         if answers[agent.pk] is not None
     ]
-    with step_tx(run.pk) as tx:
+    with step_tx(run.pk, agents=[a.pk for a in audience]) as tx:
         run = step.run = tx.require()
         if run.iteration + 1 != number:
             raise StepAborted  # another worker opened it first
+        if tx.tripped - {a.pk for a in audience if a.breaker_not_closed}:  # type: ignore[attr-defined]
+            raise AudienceChanged  # read before a breaker opened: start again from a claim
         run.iteration, run.updated_at = number, answered_at
         size = {"iteration": number, "phase": phase.name, "audience": len(audience)}
         tx.trace.add(run.pk, "iteration.broadcast", size)

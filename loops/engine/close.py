@@ -35,6 +35,7 @@ def judge_and_close(
         write_close(tx.run, tx.trace, results=calls, iteration=iteration if tx.may else None)
     if not tx.may:
         raise StepAborted
+    step.closed = iteration.status == Iteration.Status.CLOSED
 
 
 def close(

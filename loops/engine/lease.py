@@ -32,6 +32,11 @@ class StepAborted(Exception):
     """The run changed under us (paused, cancelled, halted, lease lost): stop quietly."""
 
 
+class AudienceChanged(Exception):
+    """A breaker of an agent the step meant to ask opened since the agents were read: the
+    step starts again from a fresh claim (nothing was written)."""
+
+
 def worker() -> str:
     """Who holds a lease: this host, process and thread (a thread runs one step at a time)."""
     return f"{HOST}:{os.getpid()}:{threading.get_ident()}"

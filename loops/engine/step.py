@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from loops.declare import BlueprintSpec
-from loops.engine.lease import worker
+from loops.engine.lease import Claim, worker
 from loops.models import Agent, LoopRun
 
 
@@ -22,9 +22,18 @@ class Step:
     # iteration costs beyond its own work (DESIGN.md section 6).
     slice_ends: float = 0.0
     kept: bool = False  # the last write kept the lease, for this task to go on
+    closed: bool = False  # the step ended by closing its iteration: none is open
 
     def go_on_here(self) -> bool:
         return time.monotonic() < self.slice_ends
+
+    def going_on(self) -> Claim | None:
+        """The next step's claim without a statement, when this one closed its iteration
+        and kept the lease: the run as its last write left it, and the same agents (the
+        next opening re-reads their breakers under the run's lock: AudienceChanged)."""
+        if self.kept and self.closed and self.agents:
+            return Claim(self.run, None, None, self.agents)
+        return None
 
     @property
     def released(self) -> bool:

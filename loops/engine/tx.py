@@ -25,13 +25,16 @@ from oversight import gates
 # The run, locked FOR NO KEY UPDATE (rows inserted meanwhile check their foreign keys
 # against it with FOR KEY SHARE, which must not wait); the gate; and whether any breaker
 # watches these calls (their agents', the blueprint's, the domain's), so that a step with
-# none pays nothing for them.
+# none pays nothing for them; and which of these agents a breaker holds open now.
 _LOCK = f"""
 SELECT {RUNS.columns}, {gates.stop_columns("r")},
     EXISTS (SELECT 1 FROM oversight_circuitbreaker b
             WHERE (b.scope = 'agent' AND b.agent_id = ANY(%(agents)s))
                OR (b.scope = 'blueprint' AND b.blueprint_id = r.blueprint_id)
-               OR (b.scope = 'domain' AND b.domain_id = r.domain_id)) AS breakers
+               OR (b.scope = 'domain' AND b.domain_id = r.domain_id)) AS breakers,
+    ARRAY(SELECT b.agent_id FROM oversight_circuitbreaker b
+          WHERE b.scope = 'agent' AND b.agent_id = ANY(%(agents)s) AND b.state <> 'closed')
+        AS tripped
 FROM loops_looprun r WHERE r.id = %(run)s
 FOR NO KEY UPDATE OF r
 """
@@ -42,6 +45,7 @@ class Tx:
     run: LoopRun  # locked, as it is now
     stop: gates.Stop  # a halt or a breaker that stops it
     breakers: bool  # whether any breaker watches the calls this transaction records
+    tripped: set[int]  # those of its agents whose breaker is not closed
     trace: Trace
     # As the run was locked: running, ours, and neither halted nor held by a breaker. (What
     # the step then does to the run, giving its lease up say, does not change the answer.)
@@ -74,7 +78,7 @@ def step_tx(run_id: int, *, agents: Sequence[int] = ()) -> Iterator[Tx]:
             raise LoopRun.DoesNotExist(f"run {run_id} is gone")
         run = RUNS.build(row[: RUNS.width])
         run.blueprint = blueprint(run.blueprint_id)
-        halt, breaker, breakers = row[RUNS.width :]
-        tx = Tx(run, gates.stop_of(halt, breaker), breakers, Trace(run.root_id))
+        halt, breaker, breakers, tripped = row[RUNS.width :]
+        tx = Tx(run, gates.stop_of(halt, breaker), breakers, set(tripped), Trace(run.root_id))
         yield tx
         tx.trace.write()

@@ -37,3 +37,21 @@ def test_a_no_op_iteration_costs_a_handful_of_statements():
     assert (closed, LoopRun.objects.get(pk=run.pk).state) == (2, LoopRun.State.RUNNING)
     sql = "\n".join(q["sql"] for q in statements.captured_queries)
     assert len(statements) <= STATEMENTS_PER_NO_OP_ITERATION, f"{len(statements)}:\n{sql}"
+
+
+def test_iterations_that_follow_in_the_same_task_need_no_claim():
+    """While its slice lasts, a task goes on with the run it holds: the close left the run
+    as it is and the agents are those it read, so only the first iteration is claimed."""
+    sync_declarations()
+    run = services.run_start(domain="tally", blueprint="tally-iterate", input={})
+    engine.advance(run_id=run.pk)
+
+    with CaptureQueriesContext(connection) as statements:
+        engine.advance(run_id=run.pk, slice_s=60)  # the 9 iterations left, to the bound
+
+    ended = LoopRun.objects.get(pk=run.pk)
+    assert (ended.state, ended.iteration) == (LoopRun.State.EXHAUSTED, 10)
+    sql = "\n".join(q["sql"] for q in statements.captured_queries)
+    # One claim, nine iterations without theirs, and the exhausted run's best result so far.
+    claim_once = 1 + 9 * (STATEMENTS_PER_NO_OP_ITERATION - 1) + 1
+    assert len(statements) <= claim_once, f"{len(statements)}:\n{sql}"
