@@ -18,7 +18,8 @@ from typing import Any
 from django.conf import settings
 
 from demo import education, faults, healthcare, industrial
-from loops.declare import Bid, Decline, Escalation, Outcome, Task, python_agent
+from loops.declare import python_agent
+from loops.messages import Bid, Decline, Escalation, Outcome, Task
 
 
 class DemoAgent(ABC):
