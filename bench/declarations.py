@@ -9,20 +9,9 @@ import redis
 from celery import shared_task
 from django.conf import settings
 
-from loops.declare import (
-    Bid,
-    Escalate,
-    Exits,
-    Outcome,
-    Phase,
-    Policy,
-    Verdict,
-    agent,
-    blueprint,
-    domain,
-    python_agent,
-    validator,
-)
+from loops.declare import agent, blueprint, domain, python_agent, validator
+from loops.messages import Bid, Outcome, Verdict
+from loops.specs import Escalate, Exits, Phase, Policy
 
 domain("bench", "Benchmark")
 

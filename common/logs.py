@@ -4,6 +4,7 @@ In a worker, every task runs inside bind(task=..., task_id=...) (console.celery)
 step adds run_id and root_id to it (loops.tasks, loops.engine): every record logged until the
 task ends carries them, Celery's own "succeeded" and "raised" records included. ContextFilter,
 on the handler, copies them onto each record; the JSON formatter writes them as fields.
+logging_config() builds settings.LOGGING, which puts them in place.
 """
 
 from __future__ import annotations
@@ -62,3 +63,34 @@ class TextFormatter(logging.Formatter):
             f"{key}={record.__dict__[key]}" for key in TEXT_IDS if key in record.__dict__
         )
         return f"{line} [{ids}]" if ids else line
+
+
+def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
+    """settings.LOGGING: the root logger writes to stderr in log_format ("json" or "text",
+    which the settings check) at level, each record with the bound ids (ContextFilter)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"ids": {"()": "common.logs.ContextFilter"}},
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "{levelname}{name}{message}",
+                "style": "{",
+                "rename_fields": {"levelname": "level", "name": "logger"},
+                "timestamp": "time",  # ISO 8601, UTC
+            },
+            "text": {
+                "()": "common.logs.TextFormatter",
+                "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+            },
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["ids"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+    }

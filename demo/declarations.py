@@ -29,19 +29,9 @@ from django.conf import settings
 
 from demo import agents as _agents  # noqa: F401 — registers the python_agent implementations
 from demo import education, healthcare, industrial
-from loops.declare import (
-    Escalate,
-    Exits,
-    Phase,
-    Policy,
-    Retry,
-    Verdict,
-    agent,
-    blueprint,
-    breaker,
-    domain,
-    validator,
-)
+from loops.declare import agent, blueprint, breaker, domain, validator
+from loops.messages import Verdict
+from loops.specs import Escalate, Exits, Phase, Policy, Retry
 
 PACE_MS = round(settings.DEMO_PACE_SECONDS * 1000)
 SLOW_MS = round(settings.DEMO_SLOW_SECONDS * 1000)

@@ -23,7 +23,7 @@ import time
 
 from django.conf import settings
 
-from loops.declare import Task
+from loops.messages import Task
 
 SPELL_SECONDS = 60
 

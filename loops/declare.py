@@ -1,6 +1,7 @@
-"""The Python API that declares what loops exist: domains, agents, validators, blueprints.
+"""The Python API that declares what loops exist: domains, agents, validators, tools,
+breakers and blueprints, kept in this module's registries.
 
-    from loops.declare import Exits, Phase, Policy, blueprint, domain, python_agent, validator
+    from loops.declare import Bid, Exits, Outcome, Phase, Policy, blueprint, domain, python_agent
 
     domain("healthcare", "Healthcare")
 
@@ -17,14 +18,14 @@
 
 Declarations are checked when made (termination, recursion, kinds: CONCEPTS 18, 43, 67) and
 mirrored into the database by sync_declarations(), so the console, the admin and the API show
-them. Modules named in settings.LOOP_DECLARATIONS are imported when Django starts.
+them. Modules named in settings.LOOP_DECLARATIONS are imported when Django starts. What the
+declarations hold is defined in loops.specs, what agents exchange with the engine in
+loops.messages; a declaration module imports all of it from here, its one entry point.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jsonschema
@@ -32,217 +33,48 @@ from django.db import transaction
 from django.utils import timezone
 
 from loops import merge
+from loops.messages import Bid, Decline, Escalation, Outcome, Spawn, Task, Verdict
+from loops.specs import (
+    AgentSpec,
+    BlueprintSpec,
+    BreakerSpec,
+    DomainSpec,
+    Escalate,
+    Exits,
+    Phase,
+    Policy,
+    Retry,
+)
+
+# What a declaration module uses: the declaring functions below and the specs and messages.
+__all__ = [
+    "Bid",
+    "Decline",
+    "Escalate",
+    "Escalation",
+    "Exits",
+    "Outcome",
+    "Phase",
+    "Policy",
+    "Retry",
+    "Spawn",
+    "Task",
+    "Verdict",
+    "agent",
+    "blueprint",
+    "breaker",
+    "domain",
+    "python_agent",
+    "remote_agent",
+    "tool",
+    "validator",
+]
 
 MAX_STACK_DEPTH = 8  # a hard bound on every stack, whatever a blueprint declares
 
 
 class DeclarationError(ValueError):
     """A declaration that would let a loop run without bound, or that makes no sense."""
-
-
-# --- What agents and validators exchange with the engine --------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a broadcast asks: handed to an agent's bid() and perform()."""
-
-    run_id: int
-    iteration: int
-    phase: str
-    task_type: str
-    payload: dict[str, Any]
-    context: dict[str, Any]
-    feedback: tuple[str, ...] = ()  # what validators said about the previous round
-    # On a retried call: the previous attempt's {attempt, error_class, message} (CONCEPTS 59).
-    retry_context: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Bid:
-    confidence: float
-    est_cost: float = 0.0
-
-
-@dataclass(frozen=True)
-class Decline:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Spawn:
-    """A selected agent's request to call a child loop (CONCEPTS 9, 26)."""
-
-    blueprint: str
-    input: dict[str, Any] = field(default_factory=dict)
-    key: str = ""  # where the parent keeps the result; the blueprint's name by default
-
-    @property
-    def call_key(self) -> str:
-        return self.key or self.blueprint
-
-
-@dataclass(frozen=True)
-class Escalation:
-    """An agent's request that a human decide on its proposal (CONCEPTS 37, 40)."""
-
-    reason: str
-    proposal: Any = None  # what the agent proposes; defaults to its output
-    severity: Literal["info", "warning", "critical"] = "warning"
-    rationale: str = ""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    output: Any
-    cost: float = 0.0
-    tokens: int = 0
-    rationale: str = ""
-    spawn: tuple[Spawn, ...] = ()
-    escalate: Escalation | None = None
-    # Values the agent reports, watched by reported_value breakers (CONCEPTS 41).
-    metrics: dict[str, float] = field(default_factory=dict)
-    # Steps the agent took on the way, each {"type": event type, **payload}: written as
-    # events with the call's result (a ReAct loop's thoughts, actions and observations).
-    trace: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    score: float | None = None
-    feedback: str = ""
-
-
-# --- Declarations -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Phase:
-    """A step of a blueprint: broadcast a task to agents, or call child loops."""
-
-    name: str
-    task_type: str = ""
-    payload: dict[str, Any] = field(default_factory=dict)
-    capabilities: tuple[str, ...] = ()
-    call: tuple[str, ...] = ()  # child blueprints called (in parallel) instead of a broadcast
-    # Tree of Thoughts (CONCEPTS 62): call the one child once for each of the `beam` best
-    # entries of the previous phase's ranked result; below the depth bound only.
-    beam: int = 0
-    validators: tuple[str, ...] = ()  # judge this phase's result (the blueprint's judge the last)
-    # Broadcast only to the agents selected in this earlier phase (CONCEPTS 28, 29).
-    audience_from: str = ""
-    # A JSON Schema the merged result must match; a mismatch is validation feedback (CONCEPTS 30).
-    output_schema: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Retry:
-    max_attempts: int = 3
-    base_ms: int = 200
-    cap_ms: int = 5000
-    jitter: bool = True
-
-
-@dataclass(frozen=True)
-class Exits:
-    quality: tuple[str, ...] = ("validated",)  # "validated" and/or "score_target"
-    score_target: float | None = None
-    max_iterations: int | None = None
-    deadline_s: float | None = None
-    budget: float | None = None
-    # (epsilon, k): exhausted when the best score improved by less than epsilon in each of
-    # the last k iterations (CONCEPTS 68).
-    no_progress: tuple[float, int] | None = None
-
-
-@dataclass(frozen=True)
-class Escalate:
-    """When a loop stops for a human, and what happens if nobody answers (CONCEPTS 37, 40).
-
-    A merged result whose best confidence is under confidence_below, or with a number over
-    its limit in over (e.g. {"dose_mg": 1000}), is interrupted before it is used.
-    """
-
-    confidence_below: float | None = None
-    over: dict[str, float] = field(default_factory=dict)
-    deadline_s: float = 3600.0
-    default_action: Literal["approve", "reject"] = "reject"
-
-
-@dataclass(frozen=True)
-class Policy:
-    exits: Exits
-    retry: Retry = Retry()
-    validation_rounds: int = 3
-    on_validation_exhausted: Literal["interrupt", "fail"] = "fail"
-    # Fewer bids than the quorum: broadcast again next iteration, or end the run.
-    on_insufficient_bids: Literal["retry", "fail"] = "retry"
-    escalation: Escalate = Escalate()
-
-
-@dataclass(frozen=True)
-class BlueprintSpec:
-    name: str
-    kind: Literal["main", "sub", "micro"]
-    domain: str
-    phases: tuple[Phase, ...]
-    policy: Policy
-    # top_k and thompson (CONCEPTS 65) choose top_k bidders (1 if unset); thompson ranks by
-    # a draw from each agent's success posterior times its confidence.
-    selection: Literal["all", "best", "top_k", "thompson"] = "all"
-    top_k: int | None = None
-    quorum: int = 1
-    bid_window_ms: int = 2000
-    gather_deadline_ms: int = 30000
-    merge: str = "highest_confidence"
-    consensus_threshold: float = 0.5
-    validators: tuple[str, ...] = ()
-    children: tuple[str, ...] = ()
-    max_depth: int | None = None
-    description: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for key in ("name", "kind", "domain", "description"):
-            data.pop(key)
-        return data
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    slug: str
-    name: str
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    domain: str
-    name: str
-    implementation: str  # a python_agent registry key ("" for a remote agent)
-    capabilities: tuple[str, ...] = ()
-    task_types: tuple[str, ...] = ()
-    adapter: Literal["python", "http", "llm"] = "python"
-    config: dict[str, Any] = field(default_factory=dict)  # a remote agent's (loops.agents)
-
-
-@dataclass(frozen=True)
-class BreakerSpec:
-    """A circuit breaker (CONCEPTS 41), mirrored into oversight.CircuitBreaker by name.
-
-    scope is "agent:<domain>/<name>", "blueprint:<name>" or "domain:<slug>"; metric one of
-    consecutive_failures, error_rate, cost_window, latency, reported_value (with value_key).
-    """
-
-    name: str
-    scope: str
-    metric: str
-    threshold: float
-    window_s: int = 60
-    min_calls: int = 5
-    value_key: str = ""
-    cooldown_s: int = 30
 
 
 DOMAINS: dict[str, DomainSpec] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from loops.declare import Bid, Decline, Outcome, Task
+    from loops.messages import Bid, Decline, Outcome, Task
 
 # Asking again may work: the agent was slow, unreachable, busy or broken for a moment; or,
 # for context_length, the adapter sends a shorter prompt next time (CONCEPTS 59).

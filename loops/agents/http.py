@@ -28,7 +28,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from common.signing import shared_secret, signed_headers
 from loops.agents.base import AgentError
-from loops.declare import Bid, Decline, Escalation, Outcome, Spawn, Task
+from loops.messages import Bid, Decline, Escalation, Outcome, Spawn, Task
 
 if TYPE_CHECKING:
     from email.message import Message

@@ -28,7 +28,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from loops.agents.base import AgentError
 from loops.agents.http import invalid, post_json
-from loops.declare import Bid, Outcome, Task
+from loops.messages import Bid, Outcome, Task
 
 if TYPE_CHECKING:
     from loops.models import Agent

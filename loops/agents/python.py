@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from loops.agents.base import AgentError
-from loops.declare import IMPLEMENTATIONS, Bid, Decline, Outcome, Task
+from loops.declare import IMPLEMENTATIONS
+from loops.messages import Bid, Decline, Outcome, Task
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from loops.agents.base import AgentError
 from loops.agents.llm import LlmAdapter, content_of, parse_output, tokens_used
 from loops.agents.llm import from_agent as llm_from_agent
-from loops.declare import TOOLS, Bid, Outcome, Task
+from loops.declare import TOOLS
+from loops.messages import Bid, Outcome, Task
 
 if TYPE_CHECKING:
     from loops.models import Agent

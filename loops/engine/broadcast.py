@@ -12,15 +12,16 @@ from django.utils import timezone
 
 from loops import learning
 from loops.agents import AgentError, adapter_for
-from loops.declare import Bid as BidAnswer
-from loops.declare import BlueprintSpec, Decline, Phase, Task
 from loops.engine import writes
 from loops.engine.exits import carry_on, finish, mark_closed
 from loops.engine.lease import AudienceChanged, Reason, State, Status, StepAborted, release
 from loops.engine.step import Step
 from loops.engine.tx import Tx, step_tx
+from loops.messages import Bid as BidAnswer
+from loops.messages import Decline, Task
 from loops.models import Agent, AgentStat, Bid, Contribution, Iteration, LoopRun
 from loops.services import cost_reserve_locked, enqueue
+from loops.specs import BlueprintSpec, Phase
 from oversight import gates
 
 logger = logging.getLogger(__name__)

@@ -16,14 +16,15 @@ from common import backoff as waits
 from common.backoff import RNG
 from common.db import prepared_cursor
 from loops.agents import AgentError, adapter_for
-from loops.declare import BlueprintSpec, Retry, Task
 from loops.engine.broadcast import callable_here, task_for
 from loops.engine.lease import LEASE, Status, StepAborted, worker
 from loops.engine.results import Result, apply_results
 from loops.engine.step import Step
 from loops.engine.tx import step_tx
 from loops.engine.writes import write_close
+from loops.messages import Task
 from loops.models import Contribution, Iteration
+from loops.specs import BlueprintSpec, Retry
 from oversight import gates
 
 __all__ = ["RNG", "AgentError", "Result", "backoff", "hold", "perform", "perform_claimed"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH, BlueprintSpec, Spawn
+from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH
 from loops.engine.lease import State
 from loops.engine.step import Step
 from loops.engine.tx import step_tx
 from loops.engine.writes import write_close
+from loops.messages import Spawn
 from loops.models import Blueprint, Iteration, LoopRun
 from loops.services import cost_reserve_locked, create_run
+from loops.specs import BlueprintSpec
 
 Note = tuple[str, dict[str, Any]]  # an event for the spawning run's trace
 

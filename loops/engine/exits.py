@@ -8,11 +8,11 @@ from typing import Any
 
 from django.utils import timezone
 
-from loops.declare import BlueprintSpec
 from loops.engine.lease import LEASE, Reason, State
 from loops.engine.step import Step
 from loops.models import Iteration, LoopRun
 from loops.services import child_returned, enqueue, stack_changed
+from loops.specs import BlueprintSpec
 from loops.trace import Trace
 
 

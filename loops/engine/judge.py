@@ -9,8 +9,9 @@ from typing import Any
 import jsonschema
 
 from loops import merge
-from loops.declare import IMPLEMENTATIONS, VALIDATORS, Verdict
+from loops.declare import IMPLEMENTATIONS, VALIDATORS
 from loops.engine.lease import State, Status
+from loops.messages import Verdict
 from loops.models import Agent
 
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from loops.declare import Outcome
 from loops.engine.lease import Status
 from loops.engine.tx import Tx
+from loops.messages import Outcome
 from loops.models import Contribution
 from oversight.services.breakers import Call, breakers_record_calls
 from oversight.services.patterns import failures_record

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from loops.declare import BlueprintSpec
 from loops.engine.lease import Claim, worker
 from loops.models import Agent, LoopRun
+from loops.specs import BlueprintSpec
 
 
 @dataclass

@@ -18,10 +18,11 @@ from django.utils import timezone
 
 from common.db import retry_deadlocks
 from common.refusals import Refused
-from loops.declare import BLUEPRINTS, BlueprintSpec
+from loops.declare import BLUEPRINTS
 from loops.models import Blueprint, Domain, EventCounter, Iteration, LoopRun
 from loops.services.stack import child_returned, children_pending, stack_changed
 from loops.services.steps import enqueue
+from loops.specs import BlueprintSpec
 from loops.subtree import subtree_ids
 from loops.trace import Trace
 

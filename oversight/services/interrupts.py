@@ -22,8 +22,8 @@ from common.metrics import interrupt_decided_on_commit
 from common.push import INBOX_GROUP, overview_push, push_on_commit
 from common.refusals import Refused
 from loops import services as loop_services
-from loops.declare import Escalate
 from loops.models import Agent, Iteration, LoopRun
+from loops.specs import Escalate
 from loops.trace import Trace
 from oversight import fragments
 from oversight.audit import audit_record

@@ -18,16 +18,9 @@ from console.roles import roles_sync
 from demo import education, faults, healthcare, industrial
 from demo.services import MAIN_LOOPS, demo_keep_running, demo_working
 from loops import services
-from loops.declare import (
-    BLUEPRINTS,
-    DeclarationError,
-    Exits,
-    Phase,
-    Policy,
-    blueprint,
-    sync_declarations,
-)
+from loops.declare import BLUEPRINTS, DeclarationError, blueprint, sync_declarations
 from loops.models import Bid, Domain, LoopRun
+from loops.specs import Exits, Phase, Policy
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts, interrupts
 from oversight.services.breakers import breakers_sync

@@ -10,20 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from loops.declare import (
-    Bid,
-    Exits,
-    Outcome,
-    Phase,
-    Policy,
-    Retry,
-    agent,
-    blueprint,
-    domain,
-    python_agent,
-    remote_agent,
-    tool,
-)
+from loops.declare import agent, blueprint, domain, python_agent, remote_agent, tool
+from loops.messages import Bid, Outcome
+from loops.specs import Exits, Phase, Policy, Retry
 
 domain("wire", "Wire", "Agents called over HTTP, on servers the tests start.")
 

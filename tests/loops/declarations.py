@@ -8,22 +8,9 @@ from __future__ import annotations
 
 import time
 
-from loops.declare import (
-    Bid,
-    Decline,
-    Exits,
-    Outcome,
-    Phase,
-    Policy,
-    Retry,
-    Spawn,
-    Verdict,
-    agent,
-    blueprint,
-    domain,
-    python_agent,
-    validator,
-)
+from loops.declare import agent, blueprint, domain, python_agent, validator
+from loops.messages import Bid, Decline, Outcome, Spawn, Verdict
+from loops.specs import Exits, Phase, Policy, Retry
 
 domain("lab", "Laboratory", "Loops the test suite runs.")
 

@@ -18,15 +18,8 @@ from django.utils import timezone
 from common import signing
 from loops import engine
 from loops.agents import AgentError, adapter_for
-from loops.declare import (
-    AGENTS,
-    DeclarationError,
-    Escalation,
-    Spawn,
-    Task,
-    remote_agent,
-    sync_declarations,
-)
+from loops.declare import AGENTS, DeclarationError, remote_agent, sync_declarations
+from loops.messages import Escalation, Spawn, Task
 from loops.models import Agent, Bid, Contribution, Event, LoopRun
 from oversight.models import Halt, Interrupt
 from oversight.services import halts

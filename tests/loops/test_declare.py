@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from loops import declare
-from loops.declare import DeclarationError, Exits, Phase, Policy, blueprint
+from loops.declare import DeclarationError, blueprint
+from loops.specs import Exits, Phase, Policy
 
 ASK = [Phase("ask", task_type="t.ask")]
 

@@ -13,10 +13,12 @@ import pytest
 from django.utils import timezone
 
 from loops import services
-from loops.declare import BLUEPRINTS, Retry, Task, sync_declarations
+from loops.declare import BLUEPRINTS, sync_declarations
 from loops.engine import calls
 from loops.engine.lease import StepAborted, worker
+from loops.messages import Task
 from loops.models import Contribution, LoopRun
+from loops.specs import Retry
 from tests.loops.loopback import (
     LoopbackServer,
     Reply,

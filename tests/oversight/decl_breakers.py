@@ -9,20 +9,9 @@ from __future__ import annotations
 
 import time
 
-from loops.declare import (
-    Bid,
-    Exits,
-    Outcome,
-    Phase,
-    Policy,
-    Verdict,
-    agent,
-    blueprint,
-    breaker,
-    domain,
-    python_agent,
-    validator,
-)
+from loops.declare import agent, blueprint, breaker, domain, python_agent, validator
+from loops.messages import Bid, Outcome, Verdict
+from loops.specs import Exits, Phase, Policy
 
 domain("plant", "Plant", "Loops whose agents fail, slow down and cost.")
 

@@ -5,7 +5,8 @@ No agent: the tests that start quay runs never let a worker step them.
 
 from __future__ import annotations
 
-from loops.declare import Exits, Phase, Policy, blueprint, domain
+from loops.declare import blueprint, domain
+from loops.specs import Exits, Phase, Policy
 
 domain("quay", "Quay", "Loops the operators' terminal commands halt, decide and reset.")
 

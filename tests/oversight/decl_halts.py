@@ -9,19 +9,9 @@ from __future__ import annotations
 import threading
 import time
 
-from loops.declare import (
-    Bid,
-    Exits,
-    Outcome,
-    Phase,
-    Policy,
-    Verdict,
-    agent,
-    blueprint,
-    domain,
-    python_agent,
-    validator,
-)
+from loops.declare import agent, blueprint, domain, python_agent, validator
+from loops.messages import Bid, Outcome, Verdict
+from loops.specs import Exits, Phase, Policy
 
 domain("depot", "Depot", "Loops that keep working until a halt.")
 

@@ -12,19 +12,9 @@ Each agent has a capability of its own, so each phase hears exactly one agent:
 
 from __future__ import annotations
 
-from loops.declare import (
-    Bid,
-    Escalate,
-    Escalation,
-    Exits,
-    Outcome,
-    Phase,
-    Policy,
-    agent,
-    blueprint,
-    domain,
-    python_agent,
-)
+from loops.declare import agent, blueprint, domain, python_agent
+from loops.messages import Bid, Escalation, Outcome
+from loops.specs import Escalate, Exits, Phase, Policy
 
 domain("ward", "Ward", "Loops that stop for a human decision.")
 

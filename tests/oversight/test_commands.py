@@ -18,9 +18,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from console.roles import roles_sync
-from loops.declare import Escalate, sync_declarations
+from loops.declare import sync_declarations
 from loops.models import Blueprint, Domain, LoopRun
 from loops.services import run_start
+from loops.specs import Escalate
 from loops.trace import Trace
 from oversight.models import AuditEvent, CircuitBreaker, Halt, Interrupt
 from oversight.services.interrupts import interrupt_raise

@@ -20,8 +20,8 @@ from console.roles import roles_sync
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import LoopRun
-from oversight.api import NOT_BLANK
 from oversight.models import Alert, CircuitBreaker, Halt
+from oversight.schemas import NOT_BLANK
 from oversight.services import alerts, halts, interrupts
 from tests.conftest import bearer, signed_in, with_role
 from tests.oversight.test_interrupts import interrupted
