@@ -12,7 +12,8 @@ def sessions_clear() -> None:
 
 @shared_task(ignore_result=True)
 def push_fragment(group: str, render: str, *args) -> None:
-    """The trailing push of a coalesced burst (common.push): render now, send."""
+    """A push asked for by common.push: render the fragment now, from the state of this
+    moment, and send it."""
     from django.core.exceptions import ObjectDoesNotExist
     from django.utils.module_loading import import_string
 
