@@ -64,11 +64,6 @@ def stop_reason(run: LoopRun) -> Stop:
     return stop_of(*row) if row else None
 
 
-def may_proceed(run: LoopRun) -> bool:
-    """Running, and neither halted nor held by an open breaker."""
-    return run.state == LoopRun.State.RUNNING and stop_reason(run) is None
-
-
 def halt_for_domain(domain_id: int) -> Halt | None:
     """The active halt that forbids starting a run in this domain (answered with 423)."""
     return (
