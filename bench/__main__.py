@@ -14,10 +14,9 @@ from typing import Any
 
 from bench.common import wait_until_serving
 from common.env import DATA_DIR
-from console.launcher import _ensure_chromium, _manage, _stage, _start_services
+from console.launcher import _ensure_chromium, _manage, _stage, _start_services, daphne_argv
 from console.supervisor import Supervisor, free_port
 
-DAPHNE_APP = "console.asgi:application"
 # Consoles connected while pushes are measured (issue 6): (browsers, events, seconds apart).
 # All the browsers share this machine's 2 cores with the console, so the 50 get one event a
 # second (an interrupt a second is already a busy ward), the single one five a second.
@@ -75,7 +74,7 @@ def main() -> int:
         web_port = free_port()
         daphne = sup.spawn(
             "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port), DAPHNE_APP],
+            daphne_argv("127.0.0.1", web_port),  # as the console runs it: its access log JSON
             env={**env, "CONSOLE_PROCESS": "web"},
         )
         os.environ.update(env)

@@ -90,11 +90,7 @@ def run(sup: Supervisor) -> int:
     _manage(sup, env, "collectstatic", "--noinput")
     _stage("Starting Daphne (HTTP and websockets), a Celery worker and Celery beat")
     hostname = socket.gethostname()
-    sup.spawn(
-        "daphne",
-        [PYTHON, "-m", "daphne", "-b", host, "-p", str(port), "console.asgi:application"],
-        env={**env, "CONSOLE_PROCESS": "web"},
-    )
+    sup.spawn("daphne", daphne_argv(host, port), env={**env, "CONSOLE_PROCESS": "web"})
     sup.spawn(
         "worker",
         [
@@ -128,6 +124,11 @@ def run(sup: Supervisor) -> int:
         )
     sup.wait()
     return 0
+
+
+def daphne_argv(host: str, port: int) -> list[str]:
+    """Daphne, its access log one JSON line a request like every other line (console.web)."""
+    return [PYTHON, "-m", "console.web", "-b", host, "-p", str(port), "console.asgi:application"]
 
 
 def test(sup: Supervisor, pytest_args: list[str]) -> int:

@@ -24,6 +24,9 @@ from django.db import connection
 from console import liveness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A test worker's process kind, which its database connections carry as application_name
+# (console.settings).
+WORKER_APPLICATION = "test-worker"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -102,7 +105,7 @@ def start_worker(
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "CONSOLE_PROCESS": "test-worker",
+        "CONSOLE_PROCESS": WORKER_APPLICATION,
         **(env or {}),
     }
     argv = [sys.executable, "-m", "celery", "-A", "console", "worker", "-l", level]
@@ -122,21 +125,46 @@ def start_worker(
     return worker
 
 
+# The session's worker: celery_worker starts it when a test asks for it and none is running,
+# and every flush after a transactional test stops it (_no_worker_in_the_flush).
+_session_worker: list[Worker] = []
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, django_db_blocker) -> Iterator[Worker]:
-    """One real worker for the session (after django_db_setup, so it sees the test database)."""
-    worker = start_worker(connection.settings_dict["NAME"])
-    yield worker
-    worker.stop()
+def _session_worker_stopped(django_db_setup: None) -> Iterator[None]:
+    yield  # until the session's end, before the test database is dropped
+    if _session_worker:
+        _session_worker.pop().stop()
+
+
+@pytest.fixture
+def celery_worker(_session_worker_stopped: None) -> Worker:
+    """A real worker on the test database (after django_db_setup, so that it sees it)."""
+    if _session_worker and _session_worker[0].process.poll() is None:
+        return _session_worker[0]
+    if _session_worker:
+        _session_worker.pop().stop()  # it ended by itself: its pool processes go too
+    _session_worker.append(start_worker(connection.settings_dict["NAME"]))
+    return _session_worker[0]
 
 
 @pytest.fixture(autouse=True)
-def _worker_idle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a transactional test, stop its live runs and wait until no worker holds one.
+def _no_worker_in_the_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a transactional test, stop the session's worker and wait until PostgreSQL has no
+    session of any test worker left; only then may the flush empty the tables.
 
-    The flush that empties the tables after such a test TRUNCATEs them one at a time, while
-    the session's worker may still be stepping a run the test left behind; the two then wait
-    on each other's locks and PostgreSQL aborts the flush (a deadlock), failing the next test.
+    Why stop it rather than wait until it looks idle: the flush is one TRUNCATE that locks
+    the tables one at a time, and a worker's transaction that holds some of them and goes
+    on to another makes each wait on the other: PostgreSQL aborts one, the flush if it
+    loses (failing the next test), or the worker commits rows of the test after the flush.
+    Waiting until no run holds a lease (the fix before this one) left such windows open: a
+    step that gave its lease up still parks its run in one more transaction
+    (engine.park_if_stopped), and tasks sent on commit (pushes, a child's return) hold no
+    lease at all. Any wait on what a worker seems to be doing is a snapshot it can leave a
+    moment later; a worker whose processes have exited, and whose backends PostgreSQL has
+    ended (a SIGKILLed one's may outlive it briefly), is in no transaction and starts none.
+    It costs a clean stop (about 2 s) and, for the next test that asks for celery_worker, a
+    start (about 1.5 s). Tests that start their own workers stop them themselves.
     Requesting transactional_db here sets it up first, so this teardown runs before its flush.
     """
     marker = request.node.get_closest_marker("django_db")
@@ -147,17 +175,20 @@ def _worker_idle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     request.getfixturevalue("transactional_db")
     yield
-    from django.utils import timezone
+    if _session_worker:
+        _session_worker.pop().stop()
+    wait_for(lambda: _worker_sessions() == 0, 30)
 
-    from loops.engine.lease import HOST
-    from loops.models import LoopRun
 
-    live = LoopRun.objects.exclude(state__in=LoopRun.TERMINAL)
-    live.update(state=LoopRun.State.CANCELLED)  # the engine's gate stops each at its next step
-    # A step in progress holds its lease (this host's workers; not the leases tests fake for
-    # "elsewhere"); a killed worker's lapses within the tests' LOOP_LEASE_SECONDS.
-    stepping = LoopRun.objects.filter(lease_worker__startswith=f"{HOST}:")
-    wait_for(lambda: not stepping.filter(lease_expires_at__gt=timezone.now()).exists(), 30)
+def _worker_sessions() -> int:
+    """Test workers' sessions on the test database (their connections' application_name)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            [WORKER_APPLICATION],
+        )
+        return cursor.fetchone()[0]
 
 
 def drive(run, now=None, steps: int = 40):

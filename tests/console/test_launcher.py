@@ -57,7 +57,9 @@ def _health(port: int) -> dict[str, object]:
 
 def _role(process: psutil.Process) -> str:
     command = process.cmdline()
-    for role in ("daphne", "worker", "beat"):
+    if "console.web" in command:  # Daphne, as the launcher runs it (console.web)
+        return "daphne"
+    for role in ("worker", "beat"):
         if role in command:
             return role
     return process.name()

@@ -1,5 +1,6 @@
 """Structured logs (common.logs, LOGGING in console.settings): JSON lines by default, and
-every record of a loop step carries its run_id and root_id, on a real worker too."""
+every record of a loop step carries its run_id and root_id, on a real worker too; Daphne's
+access log is such a line too."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import logging
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
 from common import logs
+from console.launcher import daphne_argv
+from console.supervisor import free_port
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import Iteration
@@ -155,3 +161,51 @@ def test_a_step_on_a_worker_logs_json_with_its_run_and_root_ids(tmp_path, monkey
     assert record["task"] == "loops.tasks.advance" and record["task_id"]
     assert record["logger"].startswith("celery") and "succeeded" in record["message"]
     assert {"time", "level"} <= set(record)
+
+
+# --- Daphne's access log ---------------------------------------------------------------------
+
+
+def _status(url: str) -> int | None:
+    """The answer's status, or None while nothing listens yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 — Daphne's
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+@pytest.mark.django_db  # the health check Daphne answers reads the test database
+def test_daphne_logs_each_request_as_a_json_line_with_its_path_and_status(tmp_path):
+    port = free_port()
+    database = urlsplit(settings.DATABASE_URL)._replace(path=f"/{connection.settings_dict['NAME']}")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database.geturl(),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CONSOLE_PROCESS": "web",
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    output = tmp_path / "daphne.log"
+    with output.open("w") as log:
+        daphne = subprocess.Popen(
+            daphne_argv("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+        try:
+            status = wait_for(lambda: _status(f"http://127.0.0.1:{port}/api/v1/health"), 60)
+
+            def access() -> list[dict]:
+                return [r for r in _records(output) if r["logger"] == "daphne.access"]
+
+            logged = wait_for(access, 30)
+        finally:
+            daphne.terminate()
+            daphne.wait(30)
+
+    record = logged[0]
+    assert record["path"] == "/api/v1/health" and record["status"] == status
+    assert record["method"] == "GET" and record["level"] == "INFO"
+    assert {"time", "message", "client", "size", "duration"} <= set(record)

@@ -42,8 +42,8 @@ def _declared() -> None:
 @pytest.fixture
 def workers(celery_worker: Worker) -> Iterator[list[Worker]]:
     """The test's own workers (start them with start_worker and append them): the session's
-    worker is stopped first, so that the faulted workers take every step, and a fresh one
-    takes its place afterwards, whatever happened."""
+    worker is stopped first, so that the faulted workers take every step (the next test that
+    asks for celery_worker gets a fresh one)."""
     celery_worker.stop()
     started: list[Worker] = []
     try:
@@ -51,8 +51,6 @@ def workers(celery_worker: Worker) -> Iterator[list[Worker]]:
     finally:
         for worker in started:
             worker.stop()
-        replacement = start_worker(connection.settings_dict["NAME"])
-        celery_worker.process, celery_worker.hostname = replacement.process, replacement.hostname
 
 
 def new_worker(workers: list[Worker], name: str, *, beat: bool = True) -> Worker:
@@ -287,7 +285,8 @@ def _grouped(queryset, key: str, value: str) -> dict[int, list[int]]:
 
 
 def stop_all(run_ids: list[int]) -> None:
-    """Cancel what the test leaves running (the flush after it cancels too; this is sooner)."""
+    """Cancel what the test leaves running, so that its workers stop soon after (a clean
+    stop finishes the steps in hand, and the flush waits for the stop)."""
     for pk in (
         LoopRun.objects.filter(pk__in=run_ids)
         .exclude(state__in=LoopRun.TERMINAL)
