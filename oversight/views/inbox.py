@@ -15,8 +15,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
+from common.http import HtmxHttpRequest
 from common.refusals import Refused
 from oversight import fragments
 from oversight.models import Interrupt
@@ -24,10 +24,6 @@ from oversight.services import interrupts
 
 VIEW, DECIDE = "oversight.view_interrupt", "oversight.decide_interrupt"
 REFUSED = "console/rejected.html"
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def _get_interrupt_for(request: HttpRequest, pk: int, perm: str) -> Interrupt | None:
