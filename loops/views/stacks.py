@@ -117,7 +117,7 @@ def domain_resume(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def _page_number(request: HttpRequest) -> int | None:
     """The page asked for (the run page's iterations, the domain page's live main runs):
     None when it is not a whole number from 1 (a 400, H7). A number past the last page is
-    clamped by the selector (run_get_page, live_main_runs_page)."""
+    the last page (common.pagination.page_clamped, through the selectors)."""
     raw = request.GET.get("page", "1")
     return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**9 else None
 
