@@ -132,6 +132,21 @@ def agent_list(*, domain: str | None = None) -> QuerySet[Agent]:
     return agents
 
 
+# --- The domain page's live stack ----------------------------------------------------------
+
+STACK_CAP = 300
+
+
+def stack_frames(domain_id: int, *, cap: int = STACK_CAP) -> list[LoopRun]:
+    """The frames of the domain's live stacks: every run under a live root (one query)."""
+    return list(
+        LoopRun.objects.filter(domain_id=domain_id, root__state__in=LoopRun.LIVE)
+        .select_related("blueprint")
+        .only("id", "parent_id", "root_id", "depth", "state", "blueprint__name")
+        .order_by("depth", "id")[:cap]
+    )
+
+
 # --- The domain page's live main runs: a page at a time, however many are live. ----------
 
 MAIN_RUNS_PER_PAGE = 25

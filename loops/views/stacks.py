@@ -63,7 +63,7 @@ def domain_detail(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponseBadRequest("The page must be a whole number from 1.")
     can_operate = _can_operate(request)
     ctx = {
-        **fragments.domain_stack_context(domain),
+        **fragments.domain_stack_context(domain, selectors.stack_frames(domain.pk)),
         "charts": charts.domain_activity(domain.pk),
         "main_runs": selectors.live_main_runs_page(domain.pk, page=number),
         "can_operate": can_operate,

@@ -11,7 +11,7 @@ from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET
 
 from common.pagination import page_clamped
-from oversight.breaker_selectors import audit_filter
+from oversight.selectors import audit_filter
 
 PER_PAGE = 50
 

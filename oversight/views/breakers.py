@@ -14,8 +14,8 @@ from django_htmx.http import trigger_client_event
 
 from common.http import HtmxHttpRequest
 from common.refusals import Refused
-from oversight.breaker_selectors import breaker_get_with_history, breaker_list_with_history
 from oversight.models import CircuitBreaker
+from oversight.selectors import breaker_get_with_history, breaker_list_with_history
 from oversight.services.breakers import breaker_force_open, breaker_reset
 
 PAGE = "oversight/breakers.html"

@@ -13,8 +13,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from common.http import HtmxHttpRequest
 from common.refusals import Refused
 from oversight import fragments
-from oversight.halt_selectors import halt_in_flight_count
 from oversight.models import Halt
+from oversight.selectors import active_halts, halt_in_flight_count
 from oversight.services.halts import halt_engage, halt_lift, may_engage
 
 NEW = "oversight/halt_new.html"
@@ -64,7 +64,7 @@ def halt_engage_view(request: HtmxHttpRequest) -> HttpResponse:
         form.add_error(None, exc.detail)
         return render(request, NEW, {"form": form, "scope": scope}, status=exc.status)
     if request.htmx:
-        return render(request, fragments.HALT_BANNER, {"halts": fragments.active_halts()})
+        return render(request, fragments.HALT_BANNER, {"halts": active_halts()})
     return redirect("console:dashboard")
 
 
