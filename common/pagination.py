@@ -1,4 +1,5 @@
-"""The list shape of the contract: {"items": [...], "count": n, "next": url or null}."""
+"""Pages of rows: the API's list shape ({"items": [...], "count": n, "next": url or null},
+offset and limit) and the console pages' numbered pages (page_clamped)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from django.core.paginator import Page as NumberedPage
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Field, Schema
@@ -70,3 +73,13 @@ def page(request: HttpRequest, queryset: QuerySet, params: PageParams) -> dict[s
 def whole(items: list[Any]) -> dict[str, Any]:
     """A short list that is never split, in the same shape."""
     return {"items": items, "count": len(items), "next": None}
+
+
+def page_clamped(
+    rows: QuerySet | list[Any], number: int | str | None, *, per_page: int
+) -> NumberedPage:
+    """One page of rows, numbered from 1, by Django's Paginator.get_page: a number past the
+    last page is the last page and one that is no page number the first, since such a number
+    comes from a hand-made URL and the nearest page is the useful answer (a view that
+    refuses it says so first). Two queries for a queryset: its count and the page's rows."""
+    return Paginator(rows, per_page).get_page(number)

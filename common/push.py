@@ -191,6 +191,6 @@ def overview_push(*, at_once: bool = False) -> None:
     state last; a halt or a lift is pushed at once (rendered by a worker), whatever was
     pushed just before."""
     if at_once:
-        push_soon_on_commit(OVERVIEW_GROUP, "console.fragments.overview")
+        push_soon_on_commit(OVERVIEW_GROUP, "console.tasks.overview_html")
     else:
-        push_coalesced_on_commit(OVERVIEW_GROUP, "overview", "console.fragments.overview")
+        push_coalesced_on_commit(OVERVIEW_GROUP, "overview", "console.tasks.overview_html")

@@ -7,7 +7,7 @@ from console.liveness import worker_count_or_none
 
 def console_status(request: HttpRequest) -> dict[str, object]:
     # A callable: the template engine calls it only on pages that show the status bar.
-    from oversight.fragments import active_halts, recent_alerts
+    from oversight.selectors import active_halts, recent_alerts
 
     return {
         "workers": worker_count_or_none,

@@ -1,11 +1,12 @@
 """Pushable fragments of the console app: one template each, rendered the same way for the
-page, an htmx response and a websocket push (STYLE.md B.7)."""
+page, an htmx response and a websocket push (STYLE.md B.7). These functions only render what
+they are given; the reads are the apps' selectors."""
 
 from __future__ import annotations
 
 from django.template.loader import render_to_string
 
-from oversight.overview import domain_cards, overview_totals
+from oversight.selectors import DomainCard
 
 WORKERS = "console/_workers.html"
 DOMAIN_CARD = "console/_domain_card.html"
@@ -17,11 +18,9 @@ def workers(count: int | None) -> str:
     return render_to_string(WORKERS, {"workers": count, "oob": True})
 
 
-def overview() -> str:
+def overview(cards: list[DomainCard], totals: dict[str, int]) -> str:
     """Every domain's overview card and the global status bar, as pushed: no request. One
-    render for all domains keeps the totals consistent with the cards; it costs the same
-    handful of aggregate queries however much data there is (oversight.overview)."""
-    cards = domain_cards()
-    return render_to_string(
-        OVERVIEW_STATUS, {"totals": overview_totals(cards), "oob": True}
-    ) + "".join(render_to_string(DOMAIN_CARD, {"card": card, "oob": True}) for card in cards)
+    render for all domains keeps the totals consistent with the cards."""
+    return render_to_string(OVERVIEW_STATUS, {"totals": totals, "oob": True}) + "".join(
+        render_to_string(DOMAIN_CARD, {"card": card, "oob": True}) for card in cards
+    )

@@ -6,7 +6,7 @@ from django.shortcuts import render
 from django.views import defaults
 from django.views.decorators.http import require_GET
 
-from oversight.overview import domain_cards, overview_totals
+from oversight.selectors import domain_cards, overview_totals
 
 
 @require_GET

@@ -22,8 +22,6 @@ from loops.models import LoopRun
 from loops.rollup import WINDOW_MINUTES, CallMinute, IterationMinute, minute_of
 from loops.selectors import activity_minutes
 
-STACK_CAP = 300
-
 STATE_COLOURS = {
     "pending": "#9ca3af",
     "running": "#2563eb",
@@ -69,16 +67,6 @@ def _html(
         div_id,
         json.dumps(figure, separators=(",", ":"), default=_isoformat),
         SafeString(" data-open-on-click") if open_on_click else "",
-    )
-
-
-def stack_frames(domain_id: int, *, cap: int = STACK_CAP) -> list[LoopRun]:
-    """The frames of the domain's live stacks: every run under a live root (one query)."""
-    return list(
-        LoopRun.objects.filter(domain_id=domain_id, root__state__in=LoopRun.LIVE)
-        .select_related("blueprint")
-        .only("id", "parent_id", "root_id", "depth", "state", "blueprint__name")
-        .order_by("depth", "id")[:cap]
     )
 
 

@@ -1,4 +1,5 @@
-"""Pushable partials of the loops pages (STYLE.md B.7): the one place that names them."""
+"""Pushable partials of the loops pages (STYLE.md B.7): the one place that names them. These
+functions only render what they are given; the reads are loops.selectors'."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import Any
 from django.template.loader import render_to_string
 
 from loops import charts
-from loops.models import Domain
+from loops.models import Domain, LoopRun
+from loops.selectors import STACK_CAP
 
 DOMAIN_STACK = "loops/_domain_stack.html"
 
 
-def domain_stack_context(domain: Domain) -> dict[str, Any]:
-    frames = charts.stack_frames(domain.pk)
+def domain_stack_context(domain: Domain, frames: list[LoopRun]) -> dict[str, Any]:
+    """The live stack partial's context, from the domain's frames (selectors.stack_frames)."""
     counts = Counter(frame.state for frame in frames)
     return {
         "domain": domain,
@@ -25,12 +27,11 @@ def domain_stack_context(domain: Domain) -> dict[str, Any]:
             for state, colour in charts.STATE_COLOURS.items()
             if counts[state]
         ],
-        "capped": len(frames) >= charts.STACK_CAP,
+        "capped": len(frames) >= STACK_CAP,
         "stack_chart": charts.stack_icicle(domain.slug, frames) if frames else "",
     }
 
 
-def domain_stack(domain_id: int) -> str:
-    """The live stack chart as pushed over the websocket: rendered after commit, no request."""
-    domain = Domain.objects.get(pk=domain_id)
-    return render_to_string(DOMAIN_STACK, {**domain_stack_context(domain), "oob": True})
+def domain_stack(domain: Domain, frames: list[LoopRun]) -> str:
+    """The live stack chart as pushed over the websocket: no request."""
+    return render_to_string(DOMAIN_STACK, {**domain_stack_context(domain, frames), "oob": True})

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
+from common.pagination import page_clamped
 from loops.models import (
     Agent,
     AgentStat,
@@ -131,6 +132,21 @@ def agent_list(*, domain: str | None = None) -> QuerySet[Agent]:
     return agents
 
 
+# --- The domain page's live stack ----------------------------------------------------------
+
+STACK_CAP = 300
+
+
+def stack_frames(domain_id: int, *, cap: int = STACK_CAP) -> list[LoopRun]:
+    """The frames of the domain's live stacks: every run under a live root (one query)."""
+    return list(
+        LoopRun.objects.filter(domain_id=domain_id, root__state__in=LoopRun.LIVE)
+        .select_related("blueprint")
+        .only("id", "parent_id", "root_id", "depth", "state", "blueprint__name")
+        .order_by("depth", "id")[:cap]
+    )
+
+
 # --- The domain page's live main runs: a page at a time, however many are live. ----------
 
 MAIN_RUNS_PER_PAGE = 25
@@ -152,23 +168,20 @@ def live_main_runs_page(
     """The domain's live main runs (depth 0), newest first, one page of them (two queries):
     each row renders its own controls, so the page shows a bounded number of them (issue 8)
     and the pager reaches the rest."""
-    live = LoopRun.objects.filter(domain_id=domain_id, depth=0, state__in=list(LoopRun.LIVE))
-    total = live.count()
-    pages = max(1, -(-total // per_page))
-    page = min(page, pages)
-    start = (page - 1) * per_page
-    runs = list(
-        live.select_related("blueprint")
+    live = (
+        LoopRun.objects.filter(domain_id=domain_id, depth=0, state__in=list(LoopRun.LIVE))
+        .select_related("blueprint")
         .defer("input", "context", "result", "exit_detail")  # the rows show none of them
-        .order_by("-created_at", "-id")[start : start + per_page]
+        .order_by("-created_at", "-id")
     )
+    shown = page_clamped(live, page, per_page=per_page)
     return MainRunsPage(
-        runs=runs,
-        total=total,
-        page=page,
-        pages=pages,
-        first=start + 1 if runs else 0,
-        last=start + len(runs),
+        runs=list(shown.object_list),
+        total=shown.paginator.count,
+        page=shown.number,
+        pages=shown.paginator.num_pages,
+        first=shown.start_index(),
+        last=shown.end_index(),
     )
 
 
@@ -213,18 +226,17 @@ def run_get_page(run_id: int, *, page: int = 1, per_page: int = ITERATIONS_PER_P
     children = list(
         LoopRun.objects.filter(parent_id=run.pk).select_related("blueprint").order_by("id")
     )
-    total = run.iterations.count()
-    pages = max(1, -(-total // per_page))
-    page = min(page, pages)
-    start = (page - 1) * per_page
-    iterations = list(
+    shown = page_clamped(
         Iteration.objects.filter(run_id=run.pk)
         .order_by("-number")
         .prefetch_related(
             Prefetch("bids", queryset=Bid.objects.select_related("agent")),
             Prefetch("contributions", queryset=Contribution.objects.select_related("agent")),
-        )[start : start + per_page]
+        ),
+        page,
+        per_page=per_page,
     )
+    iterations = list(shown.object_list)
     agent_ids = {bid.agent_id for it in iterations for bid in it.bids.all()}
     rates = {
         (stat.agent_id, stat.task_type): stat.mean
@@ -240,13 +252,13 @@ def run_get_page(run_id: int, *, page: int = 1, per_page: int = ITERATIONS_PER_P
         path=path,
         children=children,
         iterations=iterations,
-        iterations_total=total,
+        iterations_total=shown.paginator.count,
         max_iterations=spec.policy.exits.max_iterations if spec else None,
         success_rates=rates,
-        page=page,
-        pages=pages,
-        first=start + 1 if iterations else 0,
-        last=start + len(iterations),
+        page=shown.number,
+        pages=shown.paginator.num_pages,
+        first=shown.start_index(),
+        last=shown.end_index(),
     )
 
 

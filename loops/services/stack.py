@@ -8,7 +8,8 @@ from django.db.models import F
 
 from common.db import retry_deadlocks
 from common.push import domain_group, overview_push, push_coalesced_on_commit
-from loops.models import LoopRun
+from loops import fragments, selectors
+from loops.models import Domain, LoopRun
 from loops.services.steps import enqueue
 from loops.trace import Trace
 
@@ -22,10 +23,17 @@ def stack_changed(domain_id: int) -> None:
     push_coalesced_on_commit(
         domain_group(domain_id),
         f"domain-stack:{domain_id}",
-        "loops.fragments.domain_stack",
+        "loops.services.stack.domain_stack_html",
         domain_id,
     )
     overview_push()
+
+
+def domain_stack_html(domain_id: int) -> str:
+    """The domain's live stack as pushed (named by stack_changed, so a worker can render it
+    too): read after the commit, then rendered."""
+    domain = Domain.objects.get(pk=domain_id)
+    return fragments.domain_stack(domain, selectors.stack_frames(domain.pk))
 
 
 def children_pending(run: LoopRun, *, besides: LoopRun | None = None) -> bool:

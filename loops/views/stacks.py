@@ -15,8 +15,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
+from common.http import HtmxHttpRequest
 from loops import charts, fragments, selectors, services
 from loops.models import (
     Domain,
@@ -28,10 +28,6 @@ RUN_CONTROLS = "loops/_run_controls.html"
 DOMAIN_CONTROLS = "loops/_domain_controls.html"
 REFUSED = "console/rejected.html"
 REASON_MAX = 500
-
-
-class HtmxRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def _require(request: HttpRequest, perm: str) -> None:
@@ -67,7 +63,7 @@ def domain_detail(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponseBadRequest("The page must be a whole number from 1.")
     can_operate = _can_operate(request)
     ctx = {
-        **fragments.domain_stack_context(domain),
+        **fragments.domain_stack_context(domain, selectors.stack_frames(domain.pk)),
         "charts": charts.domain_activity(domain.pk),
         "main_runs": selectors.live_main_runs_page(domain.pk, page=number),
         "can_operate": can_operate,
@@ -92,7 +88,7 @@ def _domain_controls_context(domain: Domain, changed: list[LoopRun] | None = Non
 
 
 def _domain_control(
-    request: HtmxRequest, slug: str, service: Callable[..., list[LoopRun]], verb: str
+    request: HtmxHttpRequest, slug: str, service: Callable[..., list[LoopRun]], verb: str
 ) -> HttpResponse:
     domain = _get_domain_for_operator(request, slug)
     reason = request.POST.get("reason", "").strip()
@@ -108,20 +104,20 @@ def _domain_control(
 
 @require_POST
 @login_required
-def domain_pause(request: HtmxRequest, slug: str) -> HttpResponse:
+def domain_pause(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     return _domain_control(request, slug, services.domain_pause, "paused")
 
 
 @require_POST
 @login_required
-def domain_resume(request: HtmxRequest, slug: str) -> HttpResponse:
+def domain_resume(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     return _domain_control(request, slug, services.domain_resume, "resumed")
 
 
 def _page_number(request: HttpRequest) -> int | None:
     """The page asked for (the run page's iterations, the domain page's live main runs):
     None when it is not a whole number from 1 (a 400, H7). A number past the last page is
-    clamped by the selector (run_get_page, live_main_runs_page)."""
+    the last page (common.pagination.page_clamped, through the selectors)."""
     raw = request.GET.get("page", "1")
     return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**9 else None
 
@@ -153,7 +149,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 def _control(
-    request: HtmxRequest, run_id: int, service: Callable[..., LoopRun], notice: str
+    request: HtmxHttpRequest, run_id: int, service: Callable[..., LoopRun], notice: str
 ) -> HttpResponse:
     run = _get_run_for_operator(request, run_id)
     try:
@@ -173,19 +169,19 @@ def _control(
 
 @require_POST
 @login_required
-def run_pause(request: HtmxRequest, run_id: int) -> HttpResponse:
+def run_pause(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     return _control(request, run_id, services.run_pause, "be paused")
 
 
 @require_POST
 @login_required
-def run_resume(request: HtmxRequest, run_id: int) -> HttpResponse:
+def run_resume(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     return _control(request, run_id, services.run_resume, "be resumed")
 
 
 @require_POST
 @login_required
-def run_cancel(request: HtmxRequest, run_id: int) -> HttpResponse:
+def run_cancel(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     return _control(request, run_id, services.run_cancel, "be cancelled")
 
 

@@ -28,7 +28,7 @@ from loops import services as loop_services
 from loops.declare import BREAKERS
 from loops.models import Agent, Blueprint, Domain, LoopRun
 from loops.trace import events_write_many
-from oversight import fragments
+from oversight import fragments, selectors
 from oversight.audit import audit_record
 from oversight.models import Alert, CircuitBreaker
 from oversight.services.alerts import alert_raise
@@ -385,4 +385,4 @@ def breakers_sync() -> None:
 
 
 def _row(breaker_id: int) -> str:
-    return fragments.breaker_row(breaker_id)
+    return fragments.breaker_row(selectors.breaker_get_for_row(breaker_id))

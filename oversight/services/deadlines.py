@@ -14,11 +14,10 @@ from common.db import retry_deadlocks
 from common.metrics import interrupt_decided_on_commit
 from common.push import INBOX_GROUP, overview_push, push_on_commit
 from loops.models import LoopRun
-from oversight import fragments
 from oversight.audit import audit_record
 from oversight.models import Alert, Interrupt
 from oversight.services.alerts import alert_raise
-from oversight.services.interrupts import continue_after, where
+from oversight.services.interrupts import continue_after, interrupt_update_html, where
 
 
 @retry_deadlocks
@@ -64,7 +63,7 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
         target=interrupt,
         data={"run": run.pk},
     )
-    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_update(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()
     return interrupt
 
@@ -103,7 +102,7 @@ def interrupt_withdraw(*, interrupt_id: int) -> Interrupt | None:
         after={"status": interrupt.status, "run_state": run.state},
         data={"run": run.pk},
     )
-    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_update(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()
     return interrupt
 

@@ -27,7 +27,7 @@ from loops import services as loop_services
 from loops.models import Contribution, Domain, LoopRun
 from loops.subtree import SUBTREE
 from loops.trace import events_write_many
-from oversight import fragments
+from oversight import fragments, selectors
 from oversight.audit import audit_record
 from oversight.halt_scope import PARKABLE, halt_scope_ids
 from oversight.models import Alert, Halt
@@ -290,7 +290,7 @@ def halt_in_flight(halt: Halt) -> list[dict]:
 
 
 def _halt_banner() -> str:
-    return fragments.halt_banner()
+    return fragments.halt_banner(selectors.active_halts())
 
 
 def _push_views(halt: Halt) -> None:
@@ -303,7 +303,9 @@ def _push_views(halt: Halt) -> None:
     if halt.kind != Halt.Kind.GLOBAL:
         domains = domains.filter(pk=halt.domain_id or (halt.run.domain_id if halt.run else 0))
     for domain_id in domains.values_list("pk", flat=True):
-        push_soon_on_commit(domain_group(domain_id), "loops.fragments.domain_stack", domain_id)
+        push_soon_on_commit(
+            domain_group(domain_id), "loops.services.stack.domain_stack_html", domain_id
+        )
 
 
 def _name(user) -> str:

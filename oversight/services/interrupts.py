@@ -25,7 +25,7 @@ from loops import services as loop_services
 from loops.models import Agent, Iteration, LoopRun
 from loops.specs import Escalate
 from loops.trace import Trace
-from oversight import fragments
+from oversight import fragments, selectors
 from oversight.audit import audit_record
 from oversight.models import Alert, CircuitBreaker, Interrupt
 from oversight.services.alerts import alert_raise
@@ -81,7 +81,10 @@ def interrupt_raise(
     )
     # Registered first, so that after commit the inbox push leaves before anything else
     # (the alert's notifications are enqueued after it): operators wait for this one.
-    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_raised(interrupt))
+    push_on_commit(
+        INBOX_GROUP,
+        lambda: fragments.interrupt_raised(selectors.interrupt_with_run_history(interrupt)),
+    )
     overview_push()  # pending approvals
     raised = {"interrupt": interrupt.pk, "source": source, "reason": reason}
     trace.add(run.pk, "interrupt.raised", raised)
@@ -205,7 +208,7 @@ def interrupt_decide(
         },
         data={"run": run.pk},
     )
-    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_update(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()
     return interrupt
 
@@ -297,7 +300,7 @@ def interrupt_claim(*, interrupt_id: int, actor) -> Interrupt:
     interrupt.claimed_by, interrupt.claimed_at = actor, timezone.now()
     interrupt.save(update_fields=["claimed_by", "claimed_at"])
     audit_record(actor=actor, verb="interrupt.claimed", target=interrupt)
-    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_update(interrupt.pk))
+    push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     return interrupt
 
 
@@ -310,3 +313,8 @@ def where(address: dict[str, Any]) -> str:
 
 def _iso(moment) -> str:
     return moment.isoformat() if moment is not None else "an unknown time"
+
+
+def interrupt_update_html(interrupt_id: int) -> str:
+    """The inbox's update of an interrupt as pushed after a commit: read, then rendered."""
+    return fragments.interrupt_update(selectors.interrupt_get_with_history(interrupt_id))

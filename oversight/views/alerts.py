@@ -7,13 +7,13 @@ body.can-ack); this view is where the permission is checked (STYLE.md B.7).
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import URLPattern, path
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
+from common.http import HtmxHttpRequest
 from common.refusals import Refused
 from oversight import fragments
 from oversight.services.alerts import alert_acknowledge
@@ -22,13 +22,9 @@ ACKNOWLEDGE = "oversight.acknowledge_alert"
 NOTE_MAX = 2000
 
 
-class HtmxRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
 @require_POST
 @login_required
-def alert_acknowledge_view(request: HtmxRequest, pk: int) -> HttpResponse:
+def alert_acknowledge_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if not request.user.has_perm(ACKNOWLEDGE):
         return render(request, "console/no_role.html", status=403)
     note = request.POST.get("note", "").strip()[:NOTE_MAX]
@@ -43,7 +39,7 @@ def alert_acknowledge_view(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, fragments.ALERT_GONE, {"alert_id": pk})
 
 
-def _too_late(request: HtmxRequest, pk: int, exc: Refused) -> HttpResponse:
+def _too_late(request: HtmxHttpRequest, pk: int, exc: Refused) -> HttpResponse:
     """Someone else acknowledged it first. htmx 2 does not swap a 4xx, so htmx hears 200 with
     the notice in the alert's place (as the inbox answers a lost race); others hear 409."""
     if not request.htmx:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET
 
-from oversight.breaker_selectors import audit_filter
+from common.pagination import page_clamped
+from oversight.selectors import audit_filter
 
 PER_PAGE = 50
 
@@ -42,7 +42,8 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
         return render(request, "oversight/audit.html", {"form": form}, status=400)
-    page = Paginator(audit_filter(**form.cleaned_data), PER_PAGE).get_page(request.GET.get("page"))
+    rows = audit_filter(**form.cleaned_data)
+    page = page_clamped(rows, request.GET.get("page"), per_page=PER_PAGE)
     query = request.GET.copy()
     query.pop("page", None)
     return render(

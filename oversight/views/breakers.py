@@ -11,21 +11,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
+from common.http import HtmxHttpRequest
 from common.refusals import Refused
-from oversight.breaker_selectors import breaker_get_with_history, breaker_list_with_history
 from oversight.models import CircuitBreaker
+from oversight.selectors import breaker_get_with_history, breaker_list_with_history
 from oversight.services.breakers import breaker_force_open, breaker_reset
 
 PAGE = "oversight/breakers.html"
 BODY = PAGE + "#breaker-body"
 VIEW_PERM = "oversight.view_circuitbreaker"
 RESET_PERM = "oversight.reset_circuitbreaker"
-
-
-class HtmxRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 class ReasonForm(forms.Form):
@@ -46,7 +42,7 @@ def breaker_list(request: HttpRequest) -> HttpResponse:
     return render(request, PAGE, {"items": breaker_list_with_history()})
 
 
-def _act(request: HtmxRequest, breaker_id: int, action, field: str) -> HttpResponse:
+def _act(request: HtmxHttpRequest, breaker_id: int, action, field: str) -> HttpResponse:
     breaker = _get_breaker_for_operator(request, breaker_id)
     form = ReasonForm(request.POST)
     if not form.is_valid():
@@ -67,13 +63,13 @@ def _act(request: HtmxRequest, breaker_id: int, action, field: str) -> HttpRespo
 
 @require_POST
 @login_required
-def breaker_reset_view(request: HtmxRequest, breaker_id: int) -> HttpResponse:
+def breaker_reset_view(request: HtmxHttpRequest, breaker_id: int) -> HttpResponse:
     return _act(request, breaker_id, breaker_reset, "reset_form")
 
 
 @require_POST
 @login_required
-def breaker_force_open_view(request: HtmxRequest, breaker_id: int) -> HttpResponse:
+def breaker_force_open_view(request: HtmxHttpRequest, breaker_id: int) -> HttpResponse:
     return _act(request, breaker_id, breaker_force_open, "force_form")
 
 

@@ -10,10 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from common.http import HtmxHttpRequest
 from common.refusals import Refused
 from oversight import fragments
-from oversight.halt_selectors import halt_in_flight_count
 from oversight.models import Halt
+from oversight.selectors import active_halts, halt_in_flight_count
 from oversight.services.halts import halt_engage, halt_lift, may_engage
 
 NEW = "oversight/halt_new.html"
@@ -50,7 +51,7 @@ def halt_new(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def halt_engage_view(request: HttpRequest) -> HttpResponse:
+def halt_engage_view(request: HtmxHttpRequest) -> HttpResponse:
     form = HaltForm(request.POST)
     scope = request.POST.get("scope", "")
     if not may_engage(request.user, scope):
@@ -62,8 +63,8 @@ def halt_engage_view(request: HttpRequest) -> HttpResponse:
     except Refused as exc:
         form.add_error(None, exc.detail)
         return render(request, NEW, {"form": form, "scope": scope}, status=exc.status)
-    if getattr(request, "htmx", False):  # django-htmx's middleware sets it
-        return render(request, fragments.HALT_BANNER, {"halts": fragments.active_halts()})
+    if request.htmx:
+        return render(request, fragments.HALT_BANNER, {"halts": active_halts()})
     return redirect("console:dashboard")
 
 

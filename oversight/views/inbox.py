@@ -15,10 +15,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
+from common.http import HtmxHttpRequest
 from common.refusals import Refused
-from oversight import fragments
+from oversight import fragments, selectors
 from oversight.models import Interrupt
 from oversight.services import interrupts
 
@@ -26,15 +26,11 @@ VIEW, DECIDE = "oversight.view_interrupt", "oversight.decide_interrupt"
 REFUSED = "console/rejected.html"
 
 
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
 def _get_interrupt_for(request: HttpRequest, pk: int, perm: str) -> Interrupt | None:
     """The interrupt, or None when the user lacks perm (the caller answers 403)."""
     if not request.user.has_perm(perm):
         return None
-    return get_object_or_404(fragments.interrupts_with_history(), pk=pk)
+    return get_object_or_404(selectors.interrupts_with_history(), pk=pk)
 
 
 def _forbidden(request: HttpRequest) -> HttpResponse:
@@ -46,7 +42,7 @@ def _forbidden(request: HttpRequest) -> HttpResponse:
 def inbox(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(VIEW):
         return _forbidden(request)
-    return render(request, "oversight/inbox.html", {"interrupts": fragments.inbox_pending()})
+    return render(request, "oversight/inbox.html", {"interrupts": selectors.inbox_pending()})
 
 
 def _parse(post) -> tuple[str, object, str, str]:
@@ -104,7 +100,7 @@ def _answer(
     to #inbox-decided and the pending item removed; others: back to the inbox."""
     if not request.htmx:
         return redirect("oversight:inbox")
-    interrupt = fragments.interrupts_with_history().get(pk=pk)
+    interrupt = selectors.interrupt_get_with_history(pk)
     template = fragments.INBOX_CONTROLS if interrupt.is_pending else fragments.INBOX_OUTCOME
     ctx = {"interrupt": interrupt, "error": error, "notice": notice}
     if error and interrupt.is_pending:  # give back what was typed

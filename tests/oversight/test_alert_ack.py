@@ -21,7 +21,7 @@ from console.auth import token_create
 from console.roles import roles_sync
 from loops.declare import sync_declarations
 from loops.models import Agent
-from oversight import fragments
+from oversight import fragments, selectors
 from oversight.models import Alert, AuditEvent
 from oversight.services.alerts import alert_acknowledge
 from oversight.services.breakers import breakers_sync
@@ -83,7 +83,7 @@ def test_it_acknowledges_from_the_feed(otto):
     assert (audit.verb, audit.actor, audit.actor_name) == ("alert.acknowledged", otto, "otto")
     assert audit.before == {"acknowledged_at": None}
     assert audit.after["acknowledged_by"] == "otto"
-    assert alert not in fragments.recent_alerts()
+    assert alert not in selectors.recent_alerts()
 
 
 def test_a_second_acknowledgement_names_the_first(django_user_model, otto):
@@ -132,7 +132,7 @@ def test_it_requires_the_acknowledge_permission(vera):
     alert.refresh_from_db()
     assert alert.acknowledged_at is None and alert.acknowledged_by is None
     assert _audits(alert) == []
-    assert alert in fragments.recent_alerts()
+    assert alert in selectors.recent_alerts()
 
 
 def test_it_answers_404_for_an_unknown_alert(otto):
@@ -201,7 +201,7 @@ def test_the_api_acknowledges_and_a_second_one_gets_409(django_user_model, otto)
     assert first.json()["id"] == alert.pk and first.json()["acknowledged_by"] == "otto"
     [audit] = _audits(alert)
     assert (audit.verb, audit.actor_name, audit.note) == ("alert.acknowledged", "otto", "seen")
-    assert alert not in fragments.recent_alerts()
+    assert alert not in selectors.recent_alerts()
 
     wanda = _user(django_user_model, "wanda", "operator")
     second = post_json(signed_in(wanda), _api_url(alert.pk))
@@ -347,4 +347,4 @@ def test_the_failure_advisory_comes_back_only_after_an_acknowledgement(otto):
     first, second = fail(1)  # the streak reaches it: a new advisory
     assert first == advisory and second.acknowledged_at is None
     assert second.body.startswith(f"{threshold} identical failures")
-    assert fragments.recent_alerts() == [second]
+    assert selectors.recent_alerts() == [second]

@@ -156,8 +156,8 @@ def test_the_page_query_count_does_not_grow_with_breakers(client, operator):
 
 
 def test_the_pushed_row_draws_the_same_chart_without_a_request():
-    from oversight import fragments
+    from oversight import fragments, selectors
 
     (breaker,) = make_breakers(1)
-    html = fragments.breaker_row(breaker.pk)
+    html = fragments.breaker_row(selectors.breaker_get_for_row(breaker.pk))
     assert 'hx-swap-oob="true"' in html and 'class="breaker-chart"' in html

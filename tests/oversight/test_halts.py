@@ -18,8 +18,8 @@ from django.utils import timezone
 from loops import engine, services
 from loops.declare import BLUEPRINTS, sync_declarations
 from loops.models import Agent, Blueprint, Contribution, Domain, Event, Iteration, LoopRun
-from oversight.halt_selectors import halt_in_flight_count
 from oversight.models import Alert, AuditEvent, Halt
+from oversight.selectors import halt_in_flight_count
 from oversight.services import halts
 from tests.conftest import start_worker, wait_for, with_role
 from tests.oversight import decl_halts

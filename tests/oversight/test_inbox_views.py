@@ -10,7 +10,7 @@ from console.roles import roles_sync
 from loops import services
 from loops.declare import sync_declarations
 from loops.models import LoopRun
-from oversight import fragments
+from oversight import fragments, selectors
 from oversight.models import Interrupt
 from oversight.services import interrupts
 from tests.conftest import drive, with_role
@@ -80,7 +80,7 @@ def test_an_operator_sees_the_decision_form(operator, pending):
 
 
 def test_the_inbox_orders_by_deadline_then_severity(pending):
-    assert [i.pk for i in fragments.inbox_pending()] == [pending.pk]
+    assert [i.pk for i in selectors.inbox_pending()] == [pending.pk]
 
 
 def test_a_viewer_gets_403_when_posting_anyway_and_nothing_changes(viewer, pending):
@@ -134,7 +134,7 @@ def test_an_operator_approves_and_the_item_leaves_the_list(operator, pending):
     pending.refresh_from_db()
     assert (pending.status, pending.decision) == (Interrupt.Status.DECIDED, "approve")
     # Every open inbox (this one included) drops it and shows it decided, by push.
-    pushed = fragments.interrupt_update(pending.pk)
+    pushed = interrupts.interrupt_update_html(pending.pk)
     assert f'<div id="interrupt-{pending.pk}" hx-swap-oob="delete">' in pushed
     assert 'hx-swap-oob="afterbegin:#inbox-decided"' in pushed
     assert "approve by otto" in pushed
@@ -175,13 +175,14 @@ def test_a_claim_shows_who_is_reviewing(operator, pending):
     answer = operator.post(f"/oversight/inbox/{pending.pk}/claim", headers=HTMX)
 
     assert answer.status_code == 200
-    assert "otto is reviewing" in fragments.interrupt_card(pending.pk)
+    card = fragments.interrupt_card(selectors.interrupt_get_with_history(pending.pk))
+    assert "otto is reviewing" in card
 
 
 def test_a_pushed_item_carries_the_same_controls_for_everyone(pending):
     """No request per browser per interrupt: the controls come with the push, hidden by CSS
     from those who may not decide (who are refused by the server regardless)."""
-    raised = fragments.interrupt_raised(pending)
+    raised = fragments.interrupt_raised(selectors.interrupt_with_run_history(pending))
     assert 'hx-swap-oob="afterbegin:#inbox-list"' in raised
     assert "<form" in raised and "decide-only" in raised
     assert "csrf" not in raised and "hx-trigger" not in raised

@@ -19,10 +19,11 @@ from console.roles import roles_sync
 from loops import engine, services
 from loops.declare import sync_declarations
 from loops.models import Agent, Domain, Event, LoopRun
-from oversight import fragments, tasks
+from oversight import selectors, tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
 from oversight.services.alerts import notification_deliver
 from oversight.services.deadlines import interrupts_expire_overdue, interrupts_withdraw_ended
+from oversight.services.interrupts import interrupt_update_html
 from tests.conftest import (
     agent_bearer,
     bearer,
@@ -496,8 +497,8 @@ def test_a_cancelled_runs_interrupt_is_withdrawn_not_decided_nor_expired(operato
     assert interrupt.comment == f"run {run.pk} ended (cancelled) before a decision"
     audit = AuditEvent.objects.get(verb="interrupt.withdrawn", target_id=str(interrupt.pk))
     assert (audit.actor_name, audit.after["run_state"]) == ("system", "cancelled")
-    assert interrupt not in fragments.inbox_pending()
-    assert "Withdrawn at" in fragments.interrupt_update(interrupt.pk)
+    assert interrupt not in selectors.inbox_pending()
+    assert "Withdrawn at" in interrupt_update_html(interrupt.pk)
 
     later = interrupt.deadline_at + timedelta(seconds=1)
     assert interrupts_expire_overdue(now=later) == 0
