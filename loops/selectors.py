@@ -245,7 +245,7 @@ def run_get_page(run_id: int, *, page: int = 1, per_page: int = ITERATIONS_PER_P
     for it in iterations:
         task_type = (it.broadcast or {}).get("task_type", "")
         for bid in it.bids.all():
-            bid.success_rate = rates.get((bid.agent_id, task_type))  # type: ignore[attr-defined]
+            bid.success_rate = rates.get((bid.agent_id, task_type))
     spec = BLUEPRINTS.get(run.blueprint.name)
     return RunPage(
         run=run,

@@ -50,7 +50,7 @@ def spawn(
                 input=request.input,
                 parent=run,
                 spawned_by=iteration,
-                budget=budget,  # type: ignore[arg-type]
+                budget=budget,
                 call_key=request.call_key,
                 trace=tx.trace,
             )

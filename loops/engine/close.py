@@ -116,7 +116,12 @@ def decide(step: Step, tx: Tx, iteration: Iteration, judged: Judgement, ok: bool
     exits = spec.policy.exits
     if phase.call and judged.error:
         finish(run, trace, State.FAILED, Reason.CHILD_FAILED, judged.error)
-    elif ok and "score_target" in exits.quality and (judged.score or 0) >= exits.score_target:
+    elif (
+        ok
+        and "score_target" in exits.quality
+        and exits.score_target is not None  # a declaration naming score_target sets one
+        and (judged.score or 0) >= exits.score_target
+    ):
         why = f"score {judged.score}"
         finish(run, trace, State.SUCCEEDED, Reason.SCORE_TARGET, why, result=judged.merged)
     elif ok and iteration.phase + 1 < len(spec.phases):

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 
@@ -88,7 +89,7 @@ class Claim:
 def claim(run_id: int, now: datetime) -> Claim | None:
     """The run, now held by this worker, with what its step starts from; None if the run is
     not running or somebody else holds it."""
-    params = {
+    params: dict[str, Any] = {
         "me": worker(),
         "until": now + LEASE,
         "run": run_id,
