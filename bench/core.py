@@ -15,6 +15,8 @@ from console.launcher import _stage
 
 def core() -> dict[str, Any]:
     """The engine's cost: an iteration against a bare Celery round trip, and throughput."""
+    from django.conf import settings
+
     from bench.declarations import ITERATIONS
 
     _stage("Warming up")
@@ -30,8 +32,9 @@ def core() -> dict[str, Any]:
         "iteration_vs_round_trip": round(statistics.median(iteration) / statistics.median(trip), 2),
         "iterations_per_second": summary(throughput),
         "notes": f"iteration: one run of {ITERATIONS} iterations, 3 in-process no-op agents, "
-        "one Celery hop per iteration; throughput: 40 such runs at once, one worker "
-        f"of {os.cpu_count()} processes",
+        "the next iteration in the same task while its slice lasts (LOOP_STEP_SLICE_SECONDS "
+        f"{settings.LOOP_STEP_SLICE_SECONDS}), else one Celery hop; throughput: 40 such runs "
+        f"at once, one worker of {os.cpu_count()} processes",
     }
 
 
