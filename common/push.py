@@ -146,22 +146,21 @@ TRAILING_HOLD_MS = 5000
 def push_coalesced_on_commit(
     group: str, key: str, render: str, *args: Any, seconds: float = COALESCE_SECONDS
 ) -> None:
-    """At most one push per `seconds` per key, and the latest state always arrives. A
-    change after a quiet spell is pushed at once and holds the key's guard (a Redis SET NX
-    PX) for `seconds`: rendered by a worker (console.tasks.push_fragment, the urgent queue),
-    not by the caller, whose request or step would wait for every card of the overview (a
-    run's start answered 10 to 20 ms later, and the engine's worker rendered instead of
-    stepping). A change while the guard is held asks for one trailing push when the guard
-    ends, rendered then from the state of that moment, which holds the guard again; changes
-    while it is pending ride on it. `render` is the dotted path of a function taking `args`
-    and returning the fragment."""
+    """push_on_commit, at most once per `seconds` per key, and the latest state always
+    arrives. A change after a quiet spell is pushed at once and holds the key's guard (a
+    Redis SET NX PX) for `seconds` from its send. A change while the guard is held asks for
+    one trailing push when the guard ends (console.tasks.push_fragment on the urgent queue),
+    rendered then from the state of that moment, which holds the guard again; changes while
+    it is pending ride on it. `render` is the dotted path of a function taking `args` and
+    returning the fragment, so a worker can render it too."""
     window = max(1, round(seconds * 1000))
     guard = f"push-guard:{key}"
 
     def send() -> None:
         client = shared_redis.redis_client()
         if client.set(guard, 1, nx=True, px=window):
-            _push_fragment((group, render, *args))
+            push_html(group, import_string(render)(*args))
+            client.pexpire(guard, window)  # from the send: a slow render is not overtaken
         elif client.set(f"push-trailing:{key}", 1, nx=True, px=TRAILING_HOLD_MS):
             trailing = ("common.push.render_trailing", key, window, render, *args)
             # Sent when the guard ends.

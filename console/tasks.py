@@ -15,8 +15,7 @@ def sessions_clear() -> None:
 
 @shared_task(ignore_result=True)
 def push_fragment(group: str, render: str, *args) -> None:
-    """A push asked for by common.push: render the fragment now, from the state of this
-    moment, and send it."""
+    """The trailing push of a coalesced burst (common.push): render now, send."""
     from django.core.exceptions import ObjectDoesNotExist
     from django.utils.module_loading import import_string
 
