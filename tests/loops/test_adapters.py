@@ -25,7 +25,6 @@ from loops.declare import (
     Spawn,
     Task,
     remote_agent,
-    sync_declarations,
 )
 from loops.models import Agent, Bid, Contribution, Event, LoopRun
 from oversight.models import Halt, Interrupt
@@ -44,14 +43,9 @@ from tests.loops.loopback import (
     step_to_end,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
 TASK = Task(run_id=1, iteration=1, phase="ask", task_type="wire.ask", payload={}, context={})
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
 
 
 @pytest.fixture
