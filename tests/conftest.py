@@ -230,6 +230,79 @@ def with_role(user, role: str = "viewer"):
     return user
 
 
+# --- Declarations, roles and the personas (vera, otto, ada; olga has no role) --------------
+
+PASSWORD = "a long passphrase"
+
+
+def person(username: str, role: str | None = None, *, email: str = ""):
+    """A user with PASSWORD, in one of the console's role groups or (role None) in none."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username, email, password=PASSWORD)
+    return with_role(user, role) if role else user
+
+
+@pytest.fixture
+def roles(db) -> None:
+    """The role groups (console.roles): a transaction=True test elsewhere may have flushed
+    them with the other tables."""
+    from console.roles import roles_sync
+
+    roles_sync()
+
+
+@pytest.fixture
+def declared(roles) -> None:
+    """The declared domains, blueprints and agents (loops.declare), and the role groups:
+    a transaction=True test flushes them with the other tables. A module that needs them
+    for every test lists it: pytestmark = pytest.mark.usefixtures("declared")."""
+    from loops.declare import sync_declarations
+
+    sync_declarations()
+
+
+@pytest.fixture
+def declared_breakers(declared) -> None:
+    """declared, and the declared circuit breakers (oversight.services.breakers)."""
+    from oversight.services.breakers import breakers_sync
+
+    breakers_sync()
+
+
+# Each persona is signed in on the test's client (pytest-django's `client`); signed_in(user)
+# gives another client. Requesting two signs the client in as the one requested last.
+
+
+@pytest.fixture
+def viewer(roles, client):
+    """vera, a viewer: she sees everything and changes nothing (DESIGN.md H6)."""
+    return _signed_in_on(client, person("vera", "viewer"))
+
+
+@pytest.fixture
+def operator(roles, client):
+    """otto, an operator: he decides interrupts, pauses runs, resets breakers."""
+    return _signed_in_on(client, person("otto", "operator"))
+
+
+@pytest.fixture
+def admin(roles, client):
+    """ada, an admin: she also halts everything and lifts halts."""
+    return _signed_in_on(client, person("ada", "admin"))
+
+
+@pytest.fixture
+def outsider(roles, client):
+    """olga, signed in but in no role group: the console refuses her everything."""
+    return _signed_in_on(client, person("olga"))
+
+
+def _signed_in_on(client, user):
+    client.force_login(user)
+    return user
+
+
 # --- Clients: signed in, or calling the API with a token -----------------------------------
 
 

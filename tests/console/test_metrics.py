@@ -15,9 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common import metrics
 from console import launcher
 from console.auth import token_create
-from console.roles import roles_sync
 from loops import services
-from loops.declare import sync_declarations
 from loops.models import Iteration, LoopRun
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts
@@ -26,19 +24,7 @@ from oversight.services.deadlines import interrupt_expire
 from oversight.services.interrupts import interrupt_decide
 from tests.conftest import bearer, drive, signed_in, wait_for, with_role
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _declared(db) -> None:
-    # A transaction=True test flushes the tables, declarations and groups included.
-    sync_declarations()
-    roles_sync()
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return with_role(django_user_model.objects.create_user("vera", password="x"), "viewer")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 
 
 @pytest.fixture

@@ -5,30 +5,20 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from loops import engine, services
-from loops.declare import sync_declarations
 from loops.models import Domain, LoopRun
 from oversight.models import CircuitBreaker, Halt
-from tests.conftest import with_role
+from tests.conftest import person, signed_in
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 
 
 def _client(name: str, role: str) -> Client:
-    user = with_role(get_user_model().objects.create_user(name, f"{name}@example.org"), role)
-    client = Client()
-    client.force_login(user)
-    return client
+    return signed_in(person(name, role, email=f"{name}@example.org"))
 
 
 def _start(n: int = 1) -> list[LoopRun]:

@@ -5,14 +5,8 @@ import re
 import pytest
 
 from loops.declare import sync_declarations
-from tests.conftest import with_role
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return with_role(django_user_model.objects.create_user("viewer", password="a long passphrase"))
 
 
 def test_it_sends_anonymous_visitors_to_sign_in(client):

@@ -23,7 +23,6 @@ from loops.models import Bid, Domain, LoopRun
 from loops.specs import Exits, Phase, Policy
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts, interrupts
-from oversight.services.breakers import breakers_sync
 from tests import conftest
 from tests.conftest import ROOT, wait_for, with_role
 
@@ -31,12 +30,7 @@ State = LoopRun.State
 DEMO = tuple(MAIN_LOOPS)
 
 
-@pytest.fixture(autouse=True)
-def _declared(db) -> None:
-    # A transaction=True test elsewhere may have flushed the declarations and the groups.
-    sync_declarations()
-    breakers_sync()
-    roles_sync()
+pytestmark = pytest.mark.usefixtures("declared_breakers")
 
 
 def start(domain: str, **input) -> LoopRun:

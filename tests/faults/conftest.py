@@ -15,28 +15,21 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
 from loops import services
-from loops.declare import sync_declarations
 from loops.models import Bid, Contribution, Event, Iteration, LoopRun
 from oversight.models import Halt, Interrupt
 from oversight.services import halts
-from tests.conftest import Worker, start_worker, wait_for, with_role
+from tests.conftest import Worker, person, start_worker, wait_for
 
 State = LoopRun.State
 # What a step writes when it starts work: none may be later than a halt's commit.
 STARTS = ["iteration.broadcast", "bid.received", "selection.made", "agent.call.requested"]
 # The reaper sweeps every 5 s; a lease may lapse by LOOP_LEASE_SECONDS before it is due.
 SWEEP_SECONDS = 5
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()  # the flush between transactional tests removed them
 
 
 @pytest.fixture
@@ -60,7 +53,7 @@ def new_worker(workers: list[Worker], name: str, *, beat: bool = True) -> Worker
 
 
 def user(name: str, role: str):
-    return with_role(get_user_model().objects.create_user(name, f"{name}@example.org"), role)
+    return person(name, role, email=f"{name}@example.org")
 
 
 @dataclass

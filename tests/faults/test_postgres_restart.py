@@ -38,7 +38,7 @@ from tests.faults.conftest import (
     user,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("declared")]
 
 
 def _crash_postgres() -> None:

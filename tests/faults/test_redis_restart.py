@@ -35,7 +35,7 @@ from tests.faults.conftest import (
     user,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("declared")]
 
 
 class Listener:

@@ -24,7 +24,8 @@ from tests.faults.conftest import (
     user,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the workers must see committed rows
+# The workers must see committed rows.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("declared")]
 
 
 def _in_a_call_of(worker) -> bool:

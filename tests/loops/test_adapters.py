@@ -18,8 +18,14 @@ from django.utils import timezone
 from common import signing
 from loops import engine
 from loops.agents import AgentError, adapter_for
-from loops.declare import AGENTS, DeclarationError, remote_agent, sync_declarations
-from loops.messages import Escalation, Spawn, Task
+from loops.declare import (
+    AGENTS,
+    DeclarationError,
+    Escalation,
+    Spawn,
+    Task,
+    remote_agent,
+)
 from loops.models import Agent, Bid, Contribution, Event, LoopRun
 from oversight.models import Halt, Interrupt
 from oversight.services import halts
@@ -37,14 +43,9 @@ from tests.loops.loopback import (
     step_to_end,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
 TASK = Task(run_id=1, iteration=1, phase="ask", task_type="wire.ask", payload={}, context={})
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
 
 
 @pytest.fixture

@@ -10,18 +10,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from console.roles import roles_sync
 from loops.models import Agent, AgentStat, Blueprint, Contribution, Domain, Iteration, LoopRun
-from tests.conftest import with_role
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _viewer(db, client, django_user_model) -> None:
-    roles_sync()
-    user = with_role(django_user_model.objects.create_user("vera", password="pw"), "viewer")
-    client.force_login(user)
+# Every test is vera's, the viewer of tests/conftest.py, signed in on the test's client.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("viewer")]
 
 
 def make_agents(count: int, prefix: str = "a") -> list[Agent]:

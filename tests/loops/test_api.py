@@ -8,13 +8,10 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
 from console.auth import token_create
-from console.roles import roles_sync
-from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken, Blueprint, Domain, Event, EventCounter, LoopRun
 from tests.conftest import agent_bearer, bearer, post_json, signed_in, wait_for
 
@@ -25,33 +22,8 @@ MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(\+00:00|Z)$")
 # --- Personas and rows ------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _declared(db) -> None:
-    # A transaction=True test flushes the tables, declarations and groups included.
-    sync_declarations()
-    roles_sync()
-
-
-def _member(django_user_model, username: str, group: str | None):
-    user = django_user_model.objects.create_user(username, password="a long passphrase")
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return _member(django_user_model, "vera", "viewer")
-
-
-@pytest.fixture
-def operator(django_user_model):
-    return _member(django_user_model, "otto", "operator")
-
-
-@pytest.fixture
-def outsider(django_user_model):
-    return _member(django_user_model, "olga", None)
+# The personas (viewer, operator, outsider) and `declared` are tests/conftest.py's.
+pytestmark = pytest.mark.usefixtures("declared")
 
 
 def _run(blueprint: str = "lab-main", *, parent: LoopRun | None = None, **fields) -> LoopRun:

@@ -5,32 +5,15 @@ from __future__ import annotations
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.test import Client
 
 from common.signing import shared_secret
-from console.roles import roles_sync
-from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken, Blueprint, LoopRun
 from tests.conftest import signed_bearer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    # A transaction=True test elsewhere may have flushed the declarations and the groups.
-    sync_declarations()
-    roles_sync()
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    user = django_user_model.objects.create_user("vera")
-    user.groups.add(Group.objects.get(name="viewer"))
-    return user
 
 
 def _token(*args: str) -> str:

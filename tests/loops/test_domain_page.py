@@ -16,20 +16,14 @@ from django.utils import timezone
 
 from common.redis import redis_client
 from loops import engine, rollup, selectors, services, tasks
-from loops.declare import sync_declarations
 from loops.models import Agent, Contribution, Domain, DomainMinute, Iteration, LoopRun
 from oversight.models import AuditEvent
 from oversight.services.halts import halt_engage
 from tests.conftest import drive, wait_for, with_role
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 DASH = "\N{EN DASH}"  # the run page writes its ranges with it
 State = LoopRun.State
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
 
 
 def start(domain: str = "lab", blueprint: str = "lab-main") -> LoopRun:

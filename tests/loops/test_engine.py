@@ -11,17 +11,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from loops import engine, services
-from loops.declare import sync_declarations
 from loops.models import Agent, Bid, Blueprint, Contribution, Event, Iteration, LoopRun
 from tests.conftest import drive, wait_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
 
 
 def start(blueprint: str, domain: str = "arena", **input) -> LoopRun:

@@ -13,7 +13,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from loops import learning, services
-from loops.declare import BLUEPRINTS, sync_declarations
+from loops.declare import BLUEPRINTS
 from loops.engine.broadcast import select
 from loops.models import Agent, AgentStat, Bid, Contribution, Event, LoopRun
 from tests.conftest import drive
@@ -21,9 +21,7 @@ from tests.conftest import drive
 State = LoopRun.State
 
 
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
+pytestmark = pytest.mark.usefixtures("declared")
 
 
 def _run_to_end(blueprint: str, domain: str = "arena", **input) -> LoopRun:

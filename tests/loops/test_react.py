@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from loops.agents import adapter_for
-from loops.declare import AGENTS, DeclarationError, remote_agent, sync_declarations
+from loops.declare import AGENTS, DeclarationError, remote_agent
 from loops.models import Agent, Contribution, Event, LoopRun
 from oversight.models import Halt
 from oversight.services import halts
@@ -26,14 +26,9 @@ from tests.loops.loopback import (
     step_to_end,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ import pytest
 from django.utils import timezone
 
 from loops import services
-from loops.declare import BLUEPRINTS, sync_declarations
+from loops.declare import BLUEPRINTS, Retry, Task
 from loops.engine import calls
 from loops.engine.lease import StepAborted, worker
-from loops.messages import Task
 from loops.models import Contribution, LoopRun
-from loops.specs import Retry
 from tests.loops.loopback import (
     LoopbackServer,
     Reply,
@@ -30,12 +28,7 @@ from tests.loops.loopback import (
     run_to_end,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 
 
 @pytest.fixture

@@ -18,13 +18,8 @@ from loops.models import Agent, Bid, Contribution, Domain, Iteration, LoopRun
 from oversight.models import AuditEvent
 from tests.conftest import drive, with_role
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
 
 
 def step_until_micro(run: LoopRun) -> list[LoopRun]:

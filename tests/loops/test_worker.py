@@ -8,17 +8,12 @@ from django.db import connection
 from django.db.models import Count
 
 from loops import services
-from loops.declare import sync_declarations
 from loops.models import Contribution, Event, Iteration, LoopRun
 from tests.conftest import start_worker, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the workers must see committed rows
+# The workers must see committed rows.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("declared")]
 State = LoopRun.State
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()  # the table flush between transactional tests removed them
 
 
 def _all_ended(run_ids: list[int]) -> bool:

@@ -26,7 +26,7 @@ from oversight.models import Alert, AuditEvent
 from oversight.services.alerts import alert_acknowledge
 from oversight.services.breakers import breakers_sync
 from oversight.services.patterns import failures_record
-from tests.conftest import agent_bearer, bearer, post_json, signed_in, with_role
+from tests.conftest import agent_bearer, bearer, person, post_json, signed_in
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -42,9 +42,7 @@ def _api_url(alert_id: int) -> str:
 
 def _user(django_user_model, username: str, role: str):
     roles_sync()  # the role groups, whether or not this test's database was flushed
-    return with_role(
-        django_user_model.objects.create_user(username, password="a long passphrase"), role
-    )
+    return person(username, role)
 
 
 def _alert(title: str = "Breaker plant-flaky opened", **fields) -> Alert:
@@ -56,14 +54,17 @@ def _audits(alert: Alert) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(target_type="alert", target_id=str(alert.pk)))
 
 
-@pytest.fixture
-def otto(django_user_model):
-    return _user(django_user_model, "otto", "operator")
+# The personas of tests/conftest.py, by the names this module's tests call them.
 
 
 @pytest.fixture
-def vera(django_user_model):
-    return _user(django_user_model, "vera", "viewer")
+def otto(operator):
+    return operator
+
+
+@pytest.fixture
+def vera(viewer):
+    return viewer
 
 
 # --- The feed (htmx view) -----------------------------------------------------------------

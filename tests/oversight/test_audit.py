@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
 
 from console.roles import ROLES
 from loops import services
-from loops.declare import sync_declarations
 from loops.models import Agent
 from oversight.audit import audit_record
 from oversight.models import AuditEvent
+from tests.conftest import person
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 
 
 def _user(name: str, role: str | None = None):
-    from tests.conftest import with_role
-
-    user = get_user_model().objects.create_user(name, f"{name}@example.org")
-    return with_role(user, role) if role else user
+    return person(name, role, email=f"{name}@example.org")
 
 
 def _record() -> AuditEvent:

@@ -10,19 +10,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from console.roles import roles_sync
 from oversight.models import AuditEvent
-from tests.conftest import with_role
 
-pytestmark = pytest.mark.django_db
+# Every test is vera's, the viewer of tests/conftest.py, signed in on the test's client.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("viewer")]
 URL = "/oversight/audit/"
-
-
-@pytest.fixture(autouse=True)
-def _viewer(db, client, django_user_model) -> None:
-    roles_sync()
-    user = with_role(django_user_model.objects.create_user("vera", password="pw"), "viewer")
-    client.force_login(user)
 
 
 def event(verb: str, actor: str = "system", target: tuple[str, str] = ("run", "1"), at=None):

@@ -9,32 +9,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from console.roles import roles_sync
 from loops.models import Domain
 from oversight.models import AuditEvent, CircuitBreaker
-from tests.conftest import with_role
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("roles")]
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture(autouse=True)
-def _roles(db) -> None:
-    roles_sync()
-
-
-@pytest.fixture
-def operator(django_user_model, client):
-    user = with_role(django_user_model.objects.create_user("otto", password="pw"), "operator")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def viewer(django_user_model, client):
-    user = with_role(django_user_model.objects.create_user("vera", password="pw"), "viewer")
-    client.force_login(user)
-    return user
 
 
 def make_breakers(count: int, *, state: str = "open") -> list[CircuitBreaker]:

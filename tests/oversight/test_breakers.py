@@ -18,9 +18,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from console.roles import roles_sync
 from loops import engine, services
-from loops.declare import sync_declarations
 from loops.models import Agent, Blueprint, EventCounter, LoopRun
 from oversight import gates
 from oversight.models import Alert, AuditEvent, CircuitBreaker
@@ -32,33 +30,14 @@ from oversight.services.breakers import (
     breaker_resume_guarded,
     breakers_half_open_due,
     breakers_record_calls,
-    breakers_sync,
 )
-from tests.conftest import agent_bearer, wait_for, with_role
+from tests.conftest import agent_bearer, wait_for
 from tests.oversight.decl_breakers import FLAKY
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared_breakers")]
 State = CircuitBreaker.State
 Run = LoopRun.State
 S = timedelta(seconds=1)
-
-
-@pytest.fixture(autouse=True)
-def _declared(db) -> None:
-    # A transaction=True test flushes the tables: declarations, breakers and roles included.
-    sync_declarations()
-    breakers_sync()
-    roles_sync()
-
-
-@pytest.fixture
-def operator(django_user_model):
-    return with_role(django_user_model.objects.create_user("otto", password="pw"), "operator")
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return with_role(django_user_model.objects.create_user("vera", password="pw"), "viewer")
 
 
 # --- Helpers ------------------------------------------------------------------------------

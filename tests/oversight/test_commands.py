@@ -17,46 +17,41 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from console.roles import roles_sync
-from loops.declare import sync_declarations
+from loops.declare import Escalate
 from loops.models import Blueprint, Domain, LoopRun
 from loops.services import run_start
-from loops.specs import Escalate
 from loops.trace import Trace
 from oversight.models import AuditEvent, CircuitBreaker, Halt, Interrupt
 from oversight.services.interrupts import interrupt_raise
-from tests.conftest import ROOT, with_role
+from tests.conftest import ROOT, person
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
 ISO_MICROSECONDS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00"
 
 
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    # A transaction=True test elsewhere may have flushed the declarations and the groups.
-    sync_declarations()
-    roles_sync()
+# The personas of tests/conftest.py, by the names this module's tests call them.
 
 
 @pytest.fixture
-def ada(django_user_model):
-    return with_role(django_user_model.objects.create_user("ada"), "admin")
+def ada(admin):
+    return admin
 
 
 @pytest.fixture
-def bob(django_user_model):
-    return with_role(django_user_model.objects.create_user("bob"), "admin")
+def bob(roles):
+    """A second admin (a global halt's lift needs two)."""
+    return person("bob", "admin")
 
 
 @pytest.fixture
-def otto(django_user_model):
-    return with_role(django_user_model.objects.create_user("otto"), "operator")
+def otto(operator):
+    return operator
 
 
 @pytest.fixture
-def vera(django_user_model):
-    return with_role(django_user_model.objects.create_user("vera"), "viewer")
+def vera(viewer):
+    return viewer
 
 
 def _call(name: str, *args: str) -> str:

@@ -10,18 +10,17 @@ from datetime import timedelta
 import pytest
 import redis
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
 from loops import engine, services
-from loops.declare import BLUEPRINTS, sync_declarations
+from loops.declare import BLUEPRINTS
 from loops.models import Agent, Blueprint, Contribution, Domain, Event, Iteration, LoopRun
 from oversight.models import Alert, AuditEvent, Halt
 from oversight.selectors import halt_in_flight_count
 from oversight.services import halts
-from tests.conftest import start_worker, wait_for, with_role
+from tests.conftest import person, start_worker, wait_for
 from tests.oversight import decl_halts
 
 State = LoopRun.State
@@ -29,13 +28,11 @@ State = LoopRun.State
 STARTS = ["iteration.broadcast", "bid.received", "selection.made", "agent.call.requested"]
 
 
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
+pytestmark = pytest.mark.usefixtures("declared")
 
 
 def _user(name: str, role: str):
-    return with_role(get_user_model().objects.create_user(name, f"{name}@example.org"), role)
+    return person(name, role, email=f"{name}@example.org")
 
 
 def _client(user) -> Client:

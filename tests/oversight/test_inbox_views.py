@@ -6,44 +6,31 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from console.roles import roles_sync
 from loops import services
-from loops.declare import sync_declarations
 from loops.models import LoopRun
 from oversight import fragments, selectors
 from oversight.models import Interrupt
 from oversight.services import interrupts
-from tests.conftest import drive, with_role
+from tests.conftest import drive, signed_in, with_role
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
 INBOX = "/oversight/inbox/"
 HTMX = {"HX-Request": "true"}
 
 
-@pytest.fixture(autouse=True)
-def _declared(db) -> None:
-    sync_declarations()
-    roles_sync()
-
-
-def _client(django_user_model, username: str, role: str) -> Client:
-    user = with_role(
-        django_user_model.objects.create_user(username, password="a long passphrase"), role
-    )
-    client = Client()
-    client.force_login(user)
-    return client
+# Here a persona is a client of its own, signed in as tests/conftest.py's persona: a test
+# may act as two of them at once.
 
 
 @pytest.fixture
-def operator(django_user_model) -> Client:
-    return _client(django_user_model, "otto", "operator")
+def operator(operator) -> Client:
+    return signed_in(operator)
 
 
 @pytest.fixture
-def viewer(django_user_model) -> Client:
-    return _client(django_user_model, "vera", "viewer")
+def viewer(viewer) -> Client:
+    return signed_in(viewer)
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from console.auth import token_create
-from console.roles import roles_sync
 from loops import engine, services
-from loops.declare import sync_declarations
 from loops.models import Agent, Domain, Event, LoopRun
 from oversight import selectors, tasks
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt, Notification
@@ -28,14 +26,14 @@ from tests.conftest import (
     agent_bearer,
     bearer,
     drive,
+    person,
     post_json,
     signed_in,
     wait_for,
-    with_role,
 )
 from tests.oversight.decl_interrupts import DOSE_SCHEMA
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 State = LoopRun.State
 DECIDED = ("interrupt.approved", "interrupt.rejected", "interrupt.modified")
 PAST = {"approve": "approved", "reject": "rejected", "modify": "modified"}
@@ -43,35 +41,6 @@ RUN = object()  # stands for the test's run in a parametrized body
 
 
 # --- Personas, clients and runs -------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _declared(db) -> None:
-    # A transaction=True test flushes the tables, declarations and groups included.
-    sync_declarations()
-    roles_sync()
-
-
-def _person(django_user_model, username: str, role: str | None = None, email: str = ""):
-    user = django_user_model.objects.create_user(
-        username, email=email, password="a long passphrase"
-    )
-    return with_role(user, role) if role else user
-
-
-@pytest.fixture
-def operator(django_user_model):
-    return _person(django_user_model, "otto", "operator")
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return _person(django_user_model, "vera", "viewer")
-
-
-@pytest.fixture
-def admin(django_user_model):
-    return _person(django_user_model, "ada", "admin", email="ada@ward.test")
 
 
 @pytest.fixture
@@ -157,7 +126,7 @@ FINAL_DOSE = {"approve": 1600, "reject": 900, "modify": 950}
 @pytest.mark.django_db(transaction=True)
 def test_it_lets_exactly_one_of_eight_concurrent_decisions_win(django_user_model):
     run, interrupt = interrupted("ward-dose")
-    deciders = [_person(django_user_model, f"nurse{i}", "operator") for i in range(8)]
+    deciders = [person(f"nurse{i}", "operator") for i in range(8)]
     bodies = [BODIES[i % 3] for i in range(8)]
 
     answers = race(
@@ -188,8 +157,8 @@ def test_it_lets_exactly_one_of_eight_concurrent_decisions_win(django_user_model
 @pytest.mark.django_db(transaction=True)
 def test_it_answers_two_concurrent_decisions_with_one_200_and_one_409(django_user_model):
     run, interrupt = interrupted("ward-dose")
-    otto = _person(django_user_model, "otto", "operator")
-    olga = _person(django_user_model, "olga", "operator")
+    otto = person("otto", "operator")
+    olga = person("olga", "operator")
 
     answers = race(interrupt, [(signed_in(otto), BODIES[0]), (signed_in(olga), BODIES[1])])
 
@@ -207,9 +176,7 @@ def test_it_tells_a_late_decider_who_decided_and_when(operator, django_user_mode
     _, interrupt = interrupted("ward-dose")
     assert decide(signed_in(operator), interrupt, decision="approve").status_code == 200
 
-    late = decide(
-        signed_in(_person(django_user_model, "olga", "operator")), interrupt, decision="modify"
-    )
+    late = decide(signed_in(person("olga", "operator")), interrupt, decision="modify")
 
     interrupt.refresh_from_db()
     assert late.status_code == 409
@@ -429,6 +396,8 @@ def test_it_applies_the_default_reject_at_the_deadline_and_tells_the_admins(
 ):
     operator.email = "otto@ward.test"
     operator.save()
+    admin.email = "ada@ward.test"
+    admin.save()
     run, interrupt = interrupted("ward-dose")
     assert interrupt.deadline_at == interrupt.created_at + timedelta(seconds=600)
     assert interrupts_expire_overdue(now=interrupt.deadline_at - timedelta(seconds=1)) == 0

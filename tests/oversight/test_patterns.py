@@ -9,19 +9,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from loops import engine, services
-from loops.declare import sync_declarations
 from loops.models import Agent, Contribution, LoopRun
 from oversight.models import Alert, FailurePattern
-from oversight.services.breakers import breakers_sync
 from oversight.services.patterns import failures_record
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
-    breakers_sync()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared_breakers")]
 
 
 def _repeated() -> list[Alert]:

@@ -13,18 +13,12 @@ from django.test import Client
 from common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, shared_secret, signed_headers
 from console.auth import token_create
 from loops import services
-from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken
 from oversight.models import Interrupt
 from tests.conftest import bearer, post_json, signed_bearer, with_role
 from tests.security.conftest import changed, fingerprint
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    sync_declarations()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 
 
 @pytest.fixture

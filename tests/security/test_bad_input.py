@@ -16,9 +16,7 @@ from django.conf import settings
 from django.test import Client
 
 from console.auth import token_create
-from console.roles import roles_sync
 from loops import services
-from loops.declare import sync_declarations
 from loops.models import LoopRun
 from oversight.models import Alert, CircuitBreaker, Halt
 from oversight.schemas import NOT_BLANK
@@ -47,14 +45,7 @@ class World:
 
 
 @pytest.fixture
-def admin(django_user_model):
-    return with_role(django_user_model.objects.create_user("ada", password="pw-ada-long"), "admin")
-
-
-@pytest.fixture
-def world(admin) -> World:
-    sync_declarations()
-    roles_sync()
+def world(declared, admin) -> World:
     running = services.run_start(domain="lab", blueprint="lab-main", input={})
     run, pending = interrupted("ward-dose")
     _, other = interrupted("ward-dose")

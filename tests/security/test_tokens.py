@@ -14,30 +14,24 @@ from django.utils import timezone
 
 from common.signing import shared_secret
 from console.auth import token_create
-from console.roles import roles_sync
-from loops.declare import sync_declarations
 from loops.models import Agent, ApiToken
 from oversight.models import AuditEvent
-from tests.conftest import bearer, post_json, signed_bearer, signed_in, with_role
+from tests.conftest import bearer, post_json, signed_bearer, signed_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 
 
-@pytest.fixture(autouse=True)
-def _declared() -> None:
-    # A transaction=True test elsewhere may have flushed the declarations and the groups.
-    sync_declarations()
-    roles_sync()
+# The personas of tests/conftest.py, by the names this module's tests call them.
 
 
 @pytest.fixture
-def ada(django_user_model):
-    return with_role(django_user_model.objects.create_user("ada"), "admin")
+def ada(admin):
+    return admin
 
 
 @pytest.fixture
-def vera(django_user_model):
-    return with_role(django_user_model.objects.create_user("vera"), "viewer")
+def vera(viewer):
+    return viewer
 
 
 def _token(*args: str) -> tuple[str, str]:
