@@ -25,7 +25,12 @@ def carry_on(step: Step, run: LoopRun, trace: Trace) -> None:
         return
     run.updated_at = timezone.now()
     if step.go_on_here():
-        run.lease_expires_at, step.kept = run.updated_at + LEASE, True
+        step.kept = True
+        # Extended only once half of it is gone: lease_expires_at is indexed (the reaper's
+        # looprun_live), so a write that moves it updates every index of the run's row, and
+        # one that leaves it can be a HOT update.
+        if run.lease_expires_at is None or run.lease_expires_at - run.updated_at < LEASE / 2:
+            run.lease_expires_at = run.updated_at + LEASE
     else:
         run.lease_worker, run.lease_expires_at = "", None  # the next step may claim at once
         enqueue(run.pk)

@@ -75,11 +75,13 @@ class LoopRun(models.Model):
 
     blueprint = models.ForeignKey(Blueprint, models.PROTECT, related_name="runs")
     domain = models.ForeignKey(Domain, models.PROTECT, related_name="runs")
+    # Indexed by looprun_parent and looprun_root (Meta), not twice: every index is written
+    # on each insert, and on each update that moves an indexed column.
     parent = models.ForeignKey(
-        "self", models.CASCADE, null=True, blank=True, related_name="children"
+        "self", models.CASCADE, null=True, blank=True, related_name="children", db_index=False
     )
     root = models.ForeignKey(
-        "self", models.CASCADE, null=True, blank=True, related_name="descendants"
+        "self", models.CASCADE, null=True, blank=True, related_name="descendants", db_index=False
     )
     # The parent's iteration that spawned this child (call-stack return address).
     spawned_by = models.ForeignKey(
@@ -190,7 +192,8 @@ class Iteration(models.Model):
         MERGE_FAILED = "merge_failed"
         ABANDONED = "abandoned"  # the run ended (cancelled, deadline) while it was open
 
-    run = models.ForeignKey(LoopRun, models.CASCADE, related_name="iterations")
+    # Looked up through iteration_unique_number (run, number): no index of its own.
+    run = models.ForeignKey(LoopRun, models.CASCADE, related_name="iterations", db_index=False)
     number = models.PositiveIntegerField()
     phase = models.PositiveSmallIntegerField()
     phase_name = models.CharField(max_length=100)
@@ -229,7 +232,8 @@ class Bid(models.Model):
         BID = "bid"
         DECLINE = "decline"
 
-    iteration = models.ForeignKey(Iteration, models.CASCADE, related_name="bids")
+    # Looked up through bid_one_per_agent (iteration, agent): no index of its own.
+    iteration = models.ForeignKey(Iteration, models.CASCADE, related_name="bids", db_index=False)
     agent = models.ForeignKey(Agent, models.PROTECT, related_name="bids")
     decision = models.CharField(max_length=8, choices=Decision)
     confidence = models.FloatField(null=True, blank=True)
@@ -264,7 +268,10 @@ class Contribution(models.Model):
         COMPLETED = "completed"
         FAILED = "failed"
 
-    iteration = models.ForeignKey(Iteration, models.CASCADE, related_name="contributions")
+    # Looked up through contribution_one_per_agent (iteration, agent): no index of its own.
+    iteration = models.ForeignKey(
+        Iteration, models.CASCADE, related_name="contributions", db_index=False
+    )
     agent = models.ForeignKey(Agent, models.PROTECT, related_name="contributions")
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     output = models.JSONField(null=True, blank=True)
@@ -336,7 +343,8 @@ class EventCounter(models.Model):
 class Event(models.Model):
     """The ordered trace of a loop stack: seq is gapless and increasing per root (CONCEPTS 52)."""
 
-    root = models.ForeignKey(LoopRun, models.CASCADE, related_name="trace")
+    # Looked up through event_seq_per_root (root, seq): no index of its own.
+    root = models.ForeignKey(LoopRun, models.CASCADE, related_name="trace", db_index=False)
     run = models.ForeignKey(LoopRun, models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=40)
