@@ -111,7 +111,7 @@ class AgentStat(models.Model):
 class DomainMinute(models.Model):
     """A domain's activity in one minute, for the domain page's charts (loops.charts): the
     iterations closed and how long they took, the agent calls finished, failed and their
-    cost. The beat's sweep (loops.charts.domain_minutes_sweep) recomputes each recent minute
+    cost. The beat's sweep (loops.rollup.domain_minutes_sweep) recomputes each recent minute
     whole from the source rows, so that the page reads at most 60 rows a chart however busy
     the domain was (issue 8). Percentiles cannot be summed: each row holds its own minute's."""
 
