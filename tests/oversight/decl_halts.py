@@ -35,7 +35,10 @@ def again(value, context):
 
 
 _COUNT = Phase("count", task_type="depot.count", capabilities=("count",))
-_FOREVER = Policy(exits=Exits(max_iterations=400), validation_rounds=10**6)
+# The bound is far beyond any test's length: the engine does 100-300 iterations a second,
+# and a forever-run that ended mid-test (400 used to be enough) would fail the fault tests'
+# "keeps iterating" and race the tests' clean-up cancels.
+_FOREVER = Policy(exits=Exits(max_iterations=1_000_000), validation_rounds=10**6)
 
 blueprint(
     "depot-loop",
