@@ -7,6 +7,7 @@ in Django, a plain exit in the launcher), never a traceback deep inside a librar
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,6 +71,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value.strip() == "":
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_slug(name: str, default: str) -> str:
+    value = env_str(name, default)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,59}", value):
+        raise EnvError(f"{name}={value!r} is not a slug: lower-case letters, digits and '-'.")
+    return value
 
 
 def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:

@@ -28,6 +28,7 @@ from console.auth import API_AUTH
 from loops.api import router as loops_router
 from oversight.api import router as oversight_router
 from oversight.models import Halt
+from realms.api import router as realms_router
 
 
 class _Encoder(NinjaJSONEncoder):
@@ -218,6 +219,7 @@ api = _API(
 )
 api.add_router("/", loops_router)
 api.add_router("/", oversight_router)
+api.add_router("/", realms_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, detail: str) -> HttpResponse:

@@ -18,6 +18,7 @@ VIEW = (
     "oversight.view_halt",
     "oversight.view_auditevent",
     "oversight.view_alert",
+    "realms.view_peer",
 )
 OPERATE = (
     "loops.operate_looprun",
@@ -35,6 +36,9 @@ ADMINISTER = (
     "auth.view_user",
     "loops.add_agent",
     "loops.change_agent",
+    # Realms (DESIGN.md section 8): only admins pair, approve, refuse, suspend and grant.
+    "realms.pair_peer",
+    "realms.change_grant",
 )
 
 ROLES = {

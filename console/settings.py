@@ -26,6 +26,7 @@ from common.env import (
     env_float,
     env_int,
     env_list,
+    env_slug,
     env_str,
     env_url,
 )
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "console",
     "loops",
     "oversight",
+    "realms",
     "demo",  # the demo domains (DEMO_ENABLED); nothing imports it but these settings
 ]
 
@@ -179,8 +181,21 @@ CELERY_BEAT_SCHEDULE = {
     # Every 5 seconds: interrupts past their deadline take their default (H2).
     "interrupts-expire": {"task": "oversight.tasks.interrupts_expire_overdue", "schedule": 5.0},
     # Once a day: drop expired login sessions.
+    # Messages to peers due for a retry; open remote frames asked for their task (realms).
+    "realms-deliver-due": {"task": "realms.tasks.deliver_due", "schedule": 2.0},
+    "realms-reconcile": {"task": "realms.tasks.frames_reconcile", "schedule": 10.0},
     "sessions-clear": {"task": "console.tasks.sessions_clear", "schedule": 24 * 3600},
 }
+
+# --- Realm (DESIGN.md section 8): slug, name, the URL peers reach (the run command's by
+# default), its Ed25519 key (made under the data folder unless REALM_PRIVATE_KEY holds a PEM).
+REALM_SLUG = env_slug("REALM_SLUG", "console")
+REALM_NAME = env_str("REALM_NAME", REALM_SLUG)
+_HERE = f"http://{env_str('HOST', '127.0.0.1')}:{env_int('PORT', 8000, minimum=1, maximum=65535)}"
+REALM_URL = env_url("REALM_URL", _HERE, schemes=("http", "https")).rstrip("/")
+REALM_KEY_FILE = Path(env_str("REALM_KEY_FILE", str(DATA_DIR / "realm" / "ed25519.pem")))
+REALM_PRIVATE_KEY = env_str("REALM_PRIVATE_KEY", "")
+REALM_SIGNATURE_SECONDS = env_int("REALM_SIGNATURE_SECONDS", 60, minimum=5, maximum=60)
 
 # A worker holds a run for this long per step before another may take it over (H4), and a
 # running run nobody touched for LOOP_STALE_SECONDS is enqueued again (a lost message).
@@ -369,9 +384,8 @@ USE_I18N = False
 USE_TZ = True
 
 # --- Logs and metrics (README: Metrics and logs) ---------------------------------------------
-# One JSON object a line by default, for a log collector; "text" for a person at a terminal.
-# Records logged during a loop step carry run_id and root_id, in a worker the task's name and
-# id too (common.logs). Celery workers log the same way (console.celery), at their -l level.
+# One JSON object a line by default (a log collector's), "text" for a person; records carry
+# run_id and root_id in a step, a task's name and id in a worker (common.logs, console.celery).
 LOG_FORMAT = env_str("LOG_FORMAT", "json")
 if LOG_FORMAT not in ("json", "text"):
     raise EnvError(f"LOG_FORMAT={LOG_FORMAT!r}: use 'json' or 'text'.")
@@ -380,9 +394,7 @@ if LOG_LEVEL not in logging.getLevelNamesMapping():
     raise EnvError(f"LOG_LEVEL={LOG_LEVEL!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 
-# Prometheus (console.metrics): the histograms are observed in every process (Daphne, each
-# worker's pool processes) and summed at scrape time from files in this folder, which the
-# launcher empties at each start. Set before prometheus_client is first imported: it picks
-# its multiprocess mode then.
+# Prometheus (console.metrics): every process observes, the scrape sums the files in this
+# folder (emptied at each start); set before prometheus_client's import picks its mode.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "metrics"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)

@@ -204,7 +204,34 @@ def blueprint(name: str, **fields: Any) -> BlueprintSpec:
     spec = BlueprintSpec(name=name, **fields)
     _check(spec)
     BLUEPRINTS[name] = spec
+    for child in spec.children:
+        if REMOTE_SEPARATOR in child:
+            _remote_frame(child, spec.domain)
     return spec
+
+
+REMOTE_SEPARATOR = ":"
+
+
+def _remote_frame(name: str, domain: str) -> None:
+    """A child "<realm>:<blueprint>" is a remote frame: the peer realm runs the blueprint
+    (realms.frames) and the frame waits for its answer. Its spec has no phases of its own;
+    it is bounded by its deadline in the parent and by the grants of both realms."""
+    realm, _, remote = name.partition(REMOTE_SEPARATOR)
+    if not realm or not remote:
+        raise DeclarationError(f"remote child {name!r}: write it as <realm>:<blueprint>")
+    BLUEPRINTS.setdefault(
+        name,
+        BlueprintSpec(
+            name=name,
+            kind="sub",
+            domain=domain,
+            phases=(),
+            policy=Policy(exits=Exits()),
+            remote=(realm, remote),
+            description=f"{remote} in realm {realm}",
+        ),
+    )
 
 
 def _check(spec: BlueprintSpec) -> None:

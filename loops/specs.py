@@ -95,6 +95,13 @@ class BlueprintSpec:
     children: tuple[str, ...] = ()
     max_depth: int | None = None
     description: str = ""
+    # Federation (DESIGN.md section 8). export: a skill of this realm's agent card, which a
+    # peer's grant may let it call; input_schema: what a caller's input must match.
+    export: bool = False
+    input_schema: dict[str, Any] | None = None
+    # Set on the spec of a remote frame only, (realm, blueprint): a child named
+    # "<realm>:<blueprint>" in `children` runs in that peer realm (loops.declare).
+    remote: tuple[str, str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -23,6 +23,7 @@ LOOP_DECLARATIONS = [
     "tests.oversight.decl_halts",
     "tests.oversight.decl_commands",
     "tests.loops.decl_remote",
+    "tests.realms.decl_realms",
     "demo.declarations",
 ]
 # The demo's loops are declared, for tests/demo, but nothing starts them by itself; and they

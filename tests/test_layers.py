@@ -2,8 +2,11 @@
 
 1. `common`: what every app needs (environment, signing, pushes, the Redis client, logs,
    pagination, request types, refusals, backoff); it imports no app;
-2. `loops.models`, then `oversight.models`;
-3. leaf helpers (the trace, `oversight.audit`, `oversight.gates`, the halt scope's reads);
+2. `loops.models`, then `oversight.models` and `realms.models` (which import no app's models:
+   loops may queue a realm's message without importing what lies above);
+3. leaf helpers (the trace, `oversight.audit`, `oversight.gates`, the halt scope's reads;
+   `realms.outbox`, `realms.grants`, `realms.frames`, which the loops services and the
+   engine use: a remote frame's call, a status pushed back);
 4. services, which send tasks by name and never import a tasks module;
 5. the engine, imported only by `loops.tasks`;
 6. tasks, views, the API, consumers;
@@ -21,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("common", "console", "loops", "oversight", "demo", "bench")
+PACKAGES = ("common", "console", "loops", "oversight", "realms", "demo", "bench")
 BUDGET = 400  # lines a module may have (STYLE.md B.2)
 
 
@@ -105,6 +108,17 @@ def _below(package: str, allowed: tuple[str, ...]) -> dict[str, list[str]]:
 def test_models_import_only_what_lies_below_them():
     assert _below("loops.models", ("loops.models",)) == {}
     assert _below("oversight.models", ("loops.models", "oversight.models")) == {}
+    assert _below("realms.models", ("realms.models",)) == {}
+
+
+def test_loops_use_only_the_realms_leaves():
+    """loops lies below realms: of it, only the leaves that touch nothing but models."""
+    leaves = {"realms.frames", "realms.outbox", "realms.grants", "realms.models"}
+    leaves |= {"realms.identity", "realms.cards", "realms.tasks_names"}
+    used = {t for name, targets in GRAPH.items() if name.startswith("loops") for t in targets}
+    assert {t for t in used if t.startswith("realms")} <= leaves
+    for leaf in leaves:
+        assert not any(t.startswith("realms.services") for t in GRAPH[leaf]), leaf
 
 
 def test_only_the_tasks_import_the_engine():

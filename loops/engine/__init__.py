@@ -202,7 +202,8 @@ def reclaim(now: datetime | None = None) -> int:
     for run_id in stuck:
         services.enqueue(run_id)  # outside a transaction: sent at once
     orphaned = list(
-        LoopRun.objects.filter(state=State.WAITING)
+        # A remote frame waits on its peer, not on children: its answer ends it (realms).
+        LoopRun.objects.filter(state=State.WAITING, remote=None)
         .exclude(children__state__in=LoopRun.LIVE)
         .values_list("pk", flat=True)[:1000]
     )

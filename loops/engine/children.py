@@ -14,6 +14,7 @@ from loops.messages import Spawn
 from loops.models import Blueprint, Iteration, LoopRun
 from loops.services import cost_reserve_locked, create_run
 from loops.specs import BlueprintSpec
+from realms import frames
 
 Note = tuple[str, dict[str, Any]]  # an event for the spawning run's trace
 
@@ -116,8 +117,11 @@ def spawn_refusal(run: LoopRun, spec: BlueprintSpec, request: Spawn, seen: set[s
     if request.call_key in seen:
         return f"{request.call_key!r} was already called in this iteration"
     depth = run.depth + 1
-    if depth >= MAX_STACK_DEPTH or (spec.max_depth is not None and depth > spec.max_depth):
-        return f"a child at depth {depth} would pass the depth bound"
+    # A run another realm asked for sits as deep as the caller's frame, under its bound
+    # (DESIGN.md section 8: depth bounds hold across realms).
+    offset, bound = frames.origin_bounds(run, MAX_STACK_DEPTH)
+    if offset + depth >= bound or (spec.max_depth is not None and depth > spec.max_depth):
+        return f"a child at depth {offset + depth} would pass the depth bound"
     return ""
 
 

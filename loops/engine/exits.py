@@ -14,6 +14,7 @@ from loops.models import Iteration, LoopRun
 from loops.services import child_returned, enqueue, stack_changed
 from loops.specs import BlueprintSpec
 from loops.trace import Trace
+from realms import frames
 
 
 def carry_on(step: Step, run: LoopRun, trace: Trace) -> None:
@@ -70,4 +71,6 @@ def finish(
     trace.add(run.pk, "run.exited", {"state": state, "exit_reason": reason})
     if run.parent_id:
         child_returned(child=run, trace=trace)
+    else:
+        frames.origin_notify(run)  # a run another realm asked for returns to it
     stack_changed(run.domain_id)

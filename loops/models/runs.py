@@ -118,6 +118,12 @@ class LoopRun(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Federation (DESIGN.md section 8). origin: the run another realm's frame asked for,
+    # {"realm", "run", "root"}, on a root run started over A2A. remote: on a remote frame,
+    # the task in another realm that this frame waits on, {"realm", "task", "state"}; the
+    # engine never steps such a frame, the peer's answer ends it (realms.services.frames).
+    origin = models.JSONField(null=True, blank=True)
+    remote = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -25,6 +25,7 @@ from loops.services.runs import (
     run_pause,
     run_resume,
     run_start,
+    run_start_in,
 )
 from loops.services.stack import child_returned, children_pending, run_wake, stack_changed
 from loops.services.steps import URGENT_QUEUE, enqueue
@@ -48,6 +49,7 @@ __all__ = [
     "run_pause",
     "run_resume",
     "run_start",
+    "run_start_in",
     "run_wake",
     "stack_changed",
 ]

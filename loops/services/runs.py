@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from common.db import retry_deadlocks
 from common.refusals import Refused
-from loops.declare import BLUEPRINTS
+from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH
 from loops.models import Blueprint, Domain, EventCounter, Iteration, LoopRun
 from loops.services.stack import child_returned, children_pending, stack_changed
 from loops.services.steps import enqueue
@@ -31,12 +31,30 @@ from loops.trace import Trace
 from oversight import gates
 from oversight.audit import audit_record
 
+# The realms leaf loops may use: a remote frame's call, and the status pushed back to the
+# realm that asked for a run (DESIGN.md section 8).
+from realms import frames
+
 State = LoopRun.State
 
 
 @transaction.atomic(durable=True)
-def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None) -> LoopRun:
-    """Start a main loop of a domain (POST /api/v1/domains/{slug}/runs); refused while a
+def run_start(**fields: Any) -> LoopRun:
+    """Start a main loop of a domain in a transaction of its own (the API, the pages)."""
+    return run_start_in(**fields)
+
+
+def run_start_in(
+    *,
+    domain: str,
+    blueprint: str,
+    input: dict[str, Any],
+    actor=None,
+    origin: dict[str, Any] | None = None,
+    budget: float | None = None,
+) -> LoopRun:
+    """Start a main loop of a domain (POST /api/v1/domains/{slug}/runs), in the caller's
+    transaction (another realm's call records its key in the same one); refused while a
     halt covers the domain (423).
 
     The domain row is locked FOR SHARE, and halt_engage locks it FOR NO KEY UPDATE before
@@ -52,7 +70,8 @@ def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None)
             "unknown_blueprint",
             f"No domain declares a blueprint {blueprint!r}; GET /api/v1/blueprints lists them.",
         )
-    if spec.kind != "main":
+    # Another realm's call (origin) may start any blueprint this realm exports as a root.
+    if spec.kind != "main" and origin is None:
         raise Refused(
             400,
             "not_a_main_loop",
@@ -73,8 +92,10 @@ def run_start(*, domain: str, blueprint: str, input: dict[str, Any], actor=None)
         raise Refused(
             404, "unknown_blueprint", f"Domain {domain!r} declares no blueprint {blueprint!r}."
         )
-    run = create_run(spec, bp, domain_row, input=input, parent=None, actor=actor)
-    after = {"state": run.state, "blueprint": blueprint, "domain": domain}
+    run = create_run(
+        spec, bp, domain_row, input=input, parent=None, actor=actor, origin=origin, budget=budget
+    )
+    after = {"state": run.state, "blueprint": blueprint, "domain": domain, "origin": origin}
     audit_record(actor=actor, verb="run.started", target=run, after=after)
     return run
 
@@ -91,6 +112,7 @@ def create_run(
     actor=None,
     call_key: str = "",
     trace: Trace | None = None,
+    origin: dict[str, Any] | None = None,
 ) -> LoopRun:
     """Create a run in `running` and enqueue its first step after commit (inside a
     transaction: run_start's, or the engine's when a parent spawns, whose `trace` the
@@ -114,6 +136,7 @@ def create_run(
         deadline_at=deadline,
         created_at=now,
         created_by=actor,
+        origin=origin,
     )
     run.move_to(State.RUNNING)
     run.save(force_insert=True)
@@ -125,9 +148,15 @@ def create_run(
     started = Trace(run.root_id) if own else trace
     assert started is not None
     started.add(run.pk, "run.started", {"blueprint": spec.name, "depth": run.depth, "input": input})
+    if spec.remote:
+        # A remote frame: the peer runs it; this realm's engine never steps it.
+        frames.frame_call(run, spec.remote, started, MAX_STACK_DEPTH)
+        run.move_to(State.WAITING)
+        run.save(update_fields=["state", "prior_state", "remote", "updated_at"])
+    else:
+        enqueue(run.pk)
     if own:
         started.write()
-    enqueue(run.pk)
     stack_changed(run.domain_id)
     return run
 
@@ -210,6 +239,8 @@ def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
             ]
         )
         trace.add(node.pk, "run.exited", {"state": "cancelled", **_by(actor)})
+        if node.remote:
+            frames.frame_cancel(node)
     ids = [node.pk for node in subtree]
     Iteration.objects.filter(run_id__in=[run.pk, *ids]).exclude(
         status=Iteration.Status.CLOSED
@@ -220,6 +251,7 @@ def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
     )
     if run.parent_id:
         child_returned(child=run, trace=trace)
+    frames.origin_notify(run)  # a run another realm asked for: it hears of the cancel
     trace.write()
     audit_record(
         actor=actor,

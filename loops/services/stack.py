@@ -79,7 +79,7 @@ def child_returned(*, child: LoopRun, trace: Trace) -> None:
 def run_wake(*, run_id: int) -> None:
     """A waiting run none of whose children is still live goes back to running."""
     run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
-    if run.state == State.WAITING and not children_pending(run):
+    if run.state == State.WAITING and run.remote is None and not children_pending(run):
         run.move_to(State.RUNNING)
         run.save(update_fields=["state", "updated_at"])
         trace = Trace(run.root_id)

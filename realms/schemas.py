@@ -1,0 +1,65 @@
+"""The bodies of the realms endpoints (realms.api), added to DESIGN.md section 5's contract
+as section 8 lists them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from ninja import Field, Schema
+from pydantic import ConfigDict
+
+FINGERPRINT = r"^SHA256:[A-Za-z0-9+/]{43}$"
+
+
+class PeerOut(Schema):
+    slug: str
+    name: str
+    kind: str
+    url: str
+    fingerprint: str
+    status: Literal["pending", "approved", "suspended", "refused"]
+    we_approved: bool
+    they_approved: bool
+    reachable: bool
+    last_seen_at: datetime | None
+
+
+class RealmsOut(Schema):
+    """This realm's own identity, and each peer it knows."""
+
+    slug: str
+    name: str
+    url: str
+    fingerprint: str
+    peers: list[PeerOut]
+
+
+class PairIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://[^\s/]+", max_length=300)
+    fingerprint: str = Field(pattern=FINGERPRINT)
+
+
+class SuspendIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=2000)
+
+
+class GrantBody(Schema):
+    """One direction of a pairing: inbound (what the peer may ask of us) or outbound (what
+    our loops may ask of it). Omitted, or blueprints "": nothing is allowed."""
+
+    model_config = ConfigDict(extra="forbid")
+    blueprints: str = Field("", max_length=200, description="comma-separated name globs")
+    max_depth: int = Field(1, ge=1, le=32)
+    budget: float = Field(0, ge=0, le=1e9)
+    rate_per_minute: int = Field(60, ge=1, le=100_000)
+    answer_interrupts: bool = False
+    trace: Literal["summary", "full"] = "summary"
+
+
+class GrantsIO(Schema):
+    model_config = ConfigDict(extra="forbid")
+    inbound: GrantBody | None = None
+    outbound: GrantBody | None = None

@@ -1,0 +1,63 @@
+"""Loops the realms tests run (tests.settings names this module): every realm of a test
+declares the same, and the child names say which realm runs what.
+
+fed-main (in a) calls b's fed-sub, which calls c's fed-micro: a stack across three realms.
+fed-cycle (in a) calls b's fed-bounce, which would call a again: a cycle, refused.
+fed-direct (in a) calls b's fed-micro: one hop."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from loops.declare import agent, blueprint, domain, python_agent
+from loops.messages import Bid, Outcome
+from loops.specs import Exits, Phase, Policy
+
+domain("fed", "Federation", "Loops that cross realms.")
+
+
+@python_agent("fed.adder")
+class Adder:
+    """Adds one to the run's input n, and says which realm it ran in."""
+
+    def bid(self, task):
+        return Bid(confidence=0.9)
+
+    def perform(self, task):
+        n = task.context.get("input", {}).get("n", 0)
+        return Outcome(output={"n": n + 1, "realm": settings.REALM_SLUG})
+
+
+agent("fed", "adder", implementation="fed.adder", capabilities=("add",))
+
+_ONCE = Policy(exits=Exits(quality=("validated",), max_iterations=3))
+_ADD = Phase("add", task_type="fed.add", capabilities=("add",))
+
+
+def _calls(name: str, kind: str, child: str, *, export: bool = False) -> None:
+    blueprint(
+        name,
+        kind=kind,
+        domain="fed",
+        phases=[Phase("away", call=(child,))],
+        children=(child,),
+        policy=_ONCE,
+        export=export,
+    )
+
+
+blueprint(
+    "fed-micro",
+    kind="micro",
+    domain="fed",
+    phases=[_ADD],
+    policy=_ONCE,
+    export=True,
+    input_schema={"type": "object", "properties": {"n": {"type": "integer"}}},
+    bid_window_ms=500,
+)
+_calls("fed-sub", "sub", "c:fed-micro", export=True)
+_calls("fed-main", "main", "b:fed-sub")
+_calls("fed-bounce", "sub", "a:fed-micro", export=True)
+_calls("fed-cycle", "main", "b:fed-bounce")
+_calls("fed-direct", "main", "b:fed-micro")
