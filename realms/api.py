@@ -32,7 +32,7 @@ def realm_list(request: HttpRequest) -> dict:
 
 @router.post(
     "/realms",
-    response={201: PeerOut, 400: ErrorOut, 409: ErrorOut, 502: ErrorOut},
+    response={201: PeerOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
     auth=ADMIN,
 )
 def realm_pair(request: HttpRequest, body: PairIn) -> Status:

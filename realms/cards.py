@@ -174,14 +174,14 @@ def fetch_card(url: str) -> CardInfo:
         served = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise Refused(
-            502, "peer_unreachable", f"no agent card at {base}{CARD_PATH}: {exc}"
+            404, "no_realm", f"no realm answers at {base}: {CARD_PATH} gave {exc}"
         ) from None
     return verify_card(served, base)
 
 
 def verify_card(served: dict[str, Any], base: str) -> CardInfo:
     def bad(why: str) -> Refused:
-        return Refused(502, "bad_card", f"the agent card at {base} {why}")
+        return Refused(400, "bad_card", f"the agent card at {base} {why}")
 
     try:
         card = parse_agent_card(served)

@@ -106,6 +106,19 @@ RULES: dict[tuple[str, str], tuple] = {
     ("GET", "api/v1/alerts"): API_VIEW,
     ("POST", "api/v1/alerts/<id>/acknowledge"): API_OPERATE,
     ("GET", "api/v1/audit"): API_VIEW,
+    # Realms (DESIGN.md section 8): people read them; only admins pair and grant.
+    ("GET", "api/v1/realms"): API_VIEW,
+    ("POST", "api/v1/realms"): API_ADMIN,
+    ("POST", "api/v1/realms/<slug>/approve"): API_ADMIN,
+    ("POST", "api/v1/realms/<slug>/refuse"): API_ADMIN,
+    ("POST", "api/v1/realms/<slug>/suspend"): API_ADMIN,
+    ("GET", "api/v1/realms/<slug>/grants"): API_VIEW,
+    ("PUT", "api/v1/realms/<slug>/grants"): API_ADMIN,
+    # The realm's public card; its wire hears only signed peers and client peers' tokens: a
+    # person's session or an agent's token is nobody there.
+    ("GET", ".well-known/agent-card.json"): EVERYONE,
+    ("POST", "a2a"): (401,) * 5,
+    ("POST", "a2a/push"): (401,) * 5,
     # Prometheus' scrape: the API's refusals (a status, not the login page) and its roles.
     ("GET", "metrics"): API_VIEW,
 }
@@ -230,7 +243,7 @@ def test_each_role_gets_the_intended_answer(world, method, route):
         if method == "GET":
             response = client.get(url)
         else:  # an empty JSON body: enough to pass or fail authorisation, never a 5xx
-            response = client.post(url, "{}", content_type="application/json")
+            response = client.generic(method, url, "{}", content_type="application/json")
         answers[role] = response.status_code
     for role, expected, got in zip(ROLES, RULES[(method, route)], answers.values(), strict=True):
         if expected == OK:
