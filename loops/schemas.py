@@ -83,6 +83,18 @@ class BlueprintOut(Schema):
         return obj.spec.get("max_depth")
 
 
+class RunOrigin(Schema):
+    realm: str
+    run: int | None
+    root: int | None
+
+
+class RunRemote(Schema):
+    realm: str
+    task: str
+    state: str
+
+
 class RunSummary(Schema):
     id: int
     blueprint: str
@@ -101,6 +113,10 @@ class RunSummary(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # Federation (DESIGN.md section 8): the realm, run and root another realm's frame
+    # asked for this run from; on a remote frame, the realm, task and state it waits on.
+    origin: RunOrigin | None
+    remote: RunRemote | None
 
     @staticmethod
     def resolve_blueprint(obj) -> str:

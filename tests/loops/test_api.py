@@ -591,6 +591,12 @@ def test_it_describes_every_call_in_the_openapi_document(client):
         "/api/v1/halts/{id}": {"get"},
         "/api/v1/halts/{id}/lift": {"post"},
         "/api/v1/audit": {"get"},
+        # Realms (DESIGN.md section 8's additions).
+        "/api/v1/realms": {"get", "post"},
+        "/api/v1/realms/{slug}/approve": {"post"},
+        "/api/v1/realms/{slug}/refuse": {"post"},
+        "/api/v1/realms/{slug}/suspend": {"post"},
+        "/api/v1/realms/{slug}/grants": {"get", "put"},
     }
     run = paths["/api/v1/runs/{id}/iterations"]["get"]["responses"]["200"]
     assert run["content"]["application/json"]["schema"]["$ref"].endswith("Page_IterationOut_")

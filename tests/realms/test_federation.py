@@ -122,6 +122,13 @@ def test_a_stack_across_three_realms_returns_its_result_up_a_stack(federation):
     [(c_origin,)] = c.sql("select origin from loops_looprun where origin is not null")
     assert c_origin["realm"] == "b" and c_origin["path"] == ["a", "b", "c"]
     assert c_origin["depth"] == 2  # a's main 0, its frame 1, b's frame 2: depth holds across
+    # The API shows both ends of the boundary: the frame's remote, the peer run's origin.
+    status, frame = a.api("GET", f"/api/v1/runs/{frame_b}", tokens["a"])
+    assert status == 200 and frame["remote"]["realm"] == "b" and frame["origin"] is None
+    assert frame["remote"]["state"] == "completed" and frame["kind"] == "sub"
+    [(b_root,)] = b.sql("select id from loops_looprun where origin->>'realm' = 'a'")
+    status, called = b.api("GET", f"/api/v1/runs/{b_root}", tokens["b"])
+    assert called["origin"] == {"realm": "a", "run": frame_b, "root": run_id}
 
 
 def test_a_call_back_into_a_realm_on_the_path_is_refused(federation):
