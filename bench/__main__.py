@@ -25,7 +25,7 @@ BROWSERS = ((50, 30, 1.0), (1, 60, 0.2))
 # What `./bin/bench [part …]` can measure; all of them by default, in this order. Peers (the
 # same iteration in LangGraph) right after core, whose figures they are compared with, on a
 # machine in the same state; the pages last: they seed 10,000 runs and a million iterations.
-PARTS = ("core", "peers", "oversight", "push", "fanout", "pages")
+PARTS = ("core", "peers", "oversight", "push", "fanout", "realms", "pages")
 
 
 def main() -> int:
@@ -49,6 +49,10 @@ def main() -> int:
             "DEMO_ENABLED": "false",  # nothing but the benchmark's own work on the machine
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
         }
+        web_port = free_port()
+        # This console is realm a (./bin/bench realms starts realm b beside it).
+        env |= {"REALM_SLUG": "a", "REALM_URL": f"http://127.0.0.1:{web_port}"}
+        env["REALM_KEY_FILE"] = str(data_dir / "realm-a" / "ed25519.pem")
         env.update(_start_services(sup, data_dir, free_port(), free_port()))
         _manage(sup, env, "migrate", "--noinput")
         # Every run starts empty: nothing left by an earlier run (its pending interrupts
@@ -71,7 +75,6 @@ def main() -> int:
             env={**env, "CONSOLE_PROCESS": "bench-worker"},
         )
         _manage(sup, env, "collectstatic", "--noinput")
-        web_port = free_port()
         daphne = sup.spawn(
             "daphne",
             daphne_argv("127.0.0.1", web_port),  # as the console runs it: its access log JSON
@@ -82,6 +85,10 @@ def main() -> int:
 
         django.setup()
         results = measure(sup, f"http://127.0.0.1:{web_port}", parts, daphne.pid)
+        if "realms" in parts:
+            from bench.realms import realms
+
+            results.update(realms(sup, env, data_dir))
     finally:
         sup.stop_all()
     report(results)
@@ -167,6 +174,10 @@ def report(results: dict[str, Any]) -> None:
         from bench.fanout import rows as fanout_rows
 
         rows += fanout_rows(results)
+    if "realms" in results:
+        from bench.realms import rows as realms_rows
+
+        rows += realms_rows(results)
     if "pages" in results:
         from bench.pages import report as pages_report
 

@@ -141,3 +141,25 @@ def fanout_once(prefix: str, group: str, n: int) -> None:
         push_on_commit(
             group, lambda: f'<div id="bench-fanout-once" hx-swap-oob="true" data-once="{n}"></div>'
         )
+
+
+# --- Realms (DESIGN.md section 8): the same call to a child, in this realm and in realm b --
+
+blueprint(
+    "bench-echo",
+    kind="micro",
+    domain="bench",
+    phases=[Phase("noop", task_type="bench.noop", capabilities=("noop",))],
+    policy=Policy(exits=Exits(max_iterations=3)),
+    bid_window_ms=500,
+    export=True,
+)
+for _name, _child in (("bench-local", "bench-echo"), ("bench-remote", "b:bench-echo")):
+    blueprint(
+        _name,
+        kind="main",
+        domain="bench",
+        phases=[Phase("call", call=(_child,))],
+        children=(_child,),
+        policy=Policy(exits=Exits(max_iterations=3)),
+    )

@@ -122,14 +122,14 @@ def agent(
 
 
 # What each remote adapter cannot work without (loops.agents.http, loops.agents.llm).
-_REMOTE_REQUIRED = {"http": ("url",), "llm": ("base_url", "model")}
+_REMOTE_REQUIRED = {"http": ("url",), "llm": ("base_url", "model"), "realm": ("realm", "blueprint")}
 
 
 def remote_agent(
     domain: str,
     name: str,
     *,
-    adapter: Literal["http", "llm"] = "http",
+    adapter: Literal["http", "llm", "realm"] = "http",
     config: dict[str, Any],
     capabilities: tuple[str, ...] = (),
     task_types: tuple[str, ...] = (),
@@ -141,7 +141,9 @@ def remote_agent(
     environment variables read when the call is made.
     """
     if adapter not in _REMOTE_REQUIRED:
-        raise DeclarationError(f"agent {name!r}: adapter must be http or llm, not {adapter!r}")
+        raise DeclarationError(
+            f"agent {name!r}: adapter must be http, llm or realm, not {adapter!r}"
+        )
     if missing := [key for key in _REMOTE_REQUIRED[adapter] if not config.get(key)]:
         raise DeclarationError(f"agent {name!r}: an {adapter} agent needs {', '.join(missing)}")
     if adapter == "http" and not (config.get("secret") or config.get("secret_env")):

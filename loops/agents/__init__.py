@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from loops.agents import http, llm, python, react
+from loops.agents import http, llm, python, react, realm
 from loops.agents.base import RETRYABLE, Adapter, AgentError
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ def adapter_for(
         return python.from_config(agent.config)
     if agent.adapter == "http":
         return http.from_agent(agent)
+    if agent.adapter == "realm":  # a peer realm (DESIGN.md section 8)
+        return realm.from_agent(agent)
     if agent.adapter == "llm":
         if agent.config.get("mode") == "react":  # CONCEPTS 61
             return react.from_agent(agent, keep_lease)

@@ -30,6 +30,7 @@ class Agent(models.Model):
         PYTHON = "python", "In-process Python"
         HTTP = "http", "Remote HTTP"
         LLM = "llm", "OpenAI-compatible LLM"
+        REALM = "realm", "A peer realm"
 
     class Status(models.TextChoices):
         ONLINE = "online"

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.refusals import Refused
+from loops.models import Agent
 from oversight.audit import audit_record
 from realms import outbox
 from realms.callers import token_hash
@@ -119,7 +120,7 @@ def realm_approve(*, actor, slug: str) -> Peer:
             raise Refused(
                 409, "wrong_state", f"realm {slug} is {peer.status}: there is nothing to approve"
             )
-        peer.save()
+        _save(peer)
         audit_record(
             actor=actor, verb="realm.approved", target=peer, before=before, after=_state(peer)
         )
@@ -132,7 +133,7 @@ def realm_refuse(*, actor, slug: str) -> Peer:
         before = _state(peer)
         peer.move_to(Status.REFUSED)
         peer.we_approved = peer.they_approved = False
-        peer.save()
+        _save(peer)
         audit_record(
             actor=actor, verb="realm.refused", target=peer, before=before, after=_state(peer)
         )
@@ -149,7 +150,7 @@ def realm_suspend(*, actor, slug: str, reason: str = "") -> Peer:
         peer = Peer.objects.select_for_update().get(pk=peer_get(slug).pk)
         before = _state(peer)
         peer.move_to(Status.SUSPENDED)
-        peer.save()
+        _save(peer)
         audit_record(
             actor=actor,
             verb="realm.suspended",
@@ -171,7 +172,7 @@ def answer_received(peer: Peer, method: str) -> None:
             _settle(peer)
         elif method == "loopstacks/PairRefused" and peer.status == Status.PENDING:
             peer.move_to(Status.REFUSED)
-            peer.save()
+            _save(peer)
         else:
             return  # a repeat, or about a pairing that moved on: nothing changes
         verb = "realm.peer_approved" if method.endswith("Approved") else "realm.peer_refused"
@@ -206,7 +207,7 @@ def _settle(peer: Peer) -> None:
     if peer.we_approved and peer.they_approved and peer.status == Status.PENDING:
         peer.move_to(Status.APPROVED)
     peer.last_seen_at = timezone.now()
-    peer.save()
+    _save(peer)
 
 
 def _state(peer: Peer) -> dict[str, object]:
@@ -236,3 +237,19 @@ def client_add(*, actor, slug: str, name: str = "") -> tuple[Peer, str]:
         )
         audit_record(actor=actor, verb="realm.client_added", target=peer, after=_state(peer))
     return peer, token
+
+
+def _save(peer: Peer) -> None:
+    """Save the peer, and tell the broadcast agents that stand for it (adapter "realm")
+    where it is and whether it may be called: their bids are asked in threads that open no
+    database connection (loops.agents.realm)."""
+    peer.save()
+    for agent in Agent.objects.filter(adapter=Agent.Adapter.REALM, config__realm=peer.slug):
+        agent.config = {**agent.config, "url": peer.url, "paired": peer.paired}
+        agent.save(update_fields=["config"])
+
+
+def agents_sync() -> None:
+    """After a migrate re-mirrored the declarations (their config has no address)."""
+    for peer in Peer.objects.all():
+        _save(peer)

@@ -17,7 +17,7 @@ from realms import callers, handler
 from realms.cards import CardInfo, own_card
 from realms.frames import EXTENSION
 from realms.models import Peer
-from realms.services import frames, peers
+from realms.services import bids, frames, peers
 
 
 @require_GET
@@ -50,6 +50,10 @@ async def a2a(request: HttpRequest) -> JsonResponse:
         if data.get("method") in callers.PAIRING_ANSWERS:
             await sync_to_async(peers.answer_received)(who, data["method"])
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": {"received": True}})
+        if data.get("method") == "loopstacks/Bid" and who.kind == Peer.Kind.REALM:
+            params = data.get("params") if isinstance(data.get("params"), dict) else {}
+            answer = await sync_to_async(bids.bid_received)(who, params)
+            return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": answer})
     except Refused as exc:
         return _refused(rid, exc)
     await sync_to_async(_seen)(who)

@@ -3,13 +3,16 @@ declares the same, and the child names say which realm runs what.
 
 fed-main (in a) calls b's fed-sub, which calls c's fed-micro: a stack across three realms.
 fed-cycle (in a) calls b's fed-bounce, which would call a again: a cycle, refused.
-fed-direct (in a) calls b's fed-micro: one hop."""
+fed-direct (in a) calls b's fed-micro: one hop.
+fed-vote (in a) broadcasts to realms b and c, each an agent of the broadcast standing for a
+peer (adapter "realm"): each bids or declines by its own rules; the selected one runs its
+fed-micro for the vote."""
 
 from __future__ import annotations
 
 from django.conf import settings
 
-from loops.declare import agent, blueprint, domain, python_agent
+from loops.declare import agent, blueprint, domain, python_agent, remote_agent
 from loops.messages import Bid, Outcome
 from loops.specs import Exits, Phase, Policy
 
@@ -61,3 +64,20 @@ _calls("fed-main", "main", "b:fed-sub")
 _calls("fed-bounce", "sub", "a:fed-micro", export=True)
 _calls("fed-cycle", "main", "b:fed-bounce")
 _calls("fed-direct", "main", "b:fed-micro")
+
+for _realm in ("b", "c"):
+    remote_agent(
+        "fed",
+        f"realm-{_realm}",
+        adapter="realm",
+        config={"realm": _realm, "blueprint": "fed-micro", "timeout_s": 30},
+        capabilities=("vote",),
+    )
+blueprint(
+    "fed-vote",
+    kind="main",
+    domain="fed",
+    phases=[Phase("vote", task_type="fed.vote", capabilities=("vote",))],
+    policy=_ONCE,
+    bid_window_ms=3000,
+)

@@ -175,3 +175,37 @@ def test_a_deny_grant_rejects_the_call_and_starts_nothing(federation):
         assert b.sql("select count(*) from loops_looprun")[0][0] == runs_before
     finally:
         grant(b, tokens["b"], "a", inbound=GRANT, outbound=GRANT)
+
+
+def test_a_broadcast_reaches_peers_that_bid_or_decline_by_their_own_rules(federation):
+    """a's fed-vote broadcasts to realms b and c: b bids (its adder can), c declines (its
+    grant to a does not cover fed-micro); both answers are recorded as bids, b is selected
+    and its run's result is the vote's."""
+    realms, tokens = federation
+    a, c = realms["a"], realms["c"]
+    grant(c, tokens["c"], "a", inbound={**GRANT, "blueprints": "fed-sub"}, outbound=GRANT)
+    try:
+        run_id = start(a, tokens["a"], "fed-vote", {"n": 7})
+
+        outcome = ended(a, run_id)
+
+        bids = dict(
+            (name, (decision, confidence, reason, selected))
+            for name, decision, confidence, reason, selected in a.sql(
+                "select g.name, b.decision, b.confidence, b.reason, b.selected "
+                "from loops_bid b join loops_agent g on g.id = b.agent_id "
+                "join loops_iteration i on i.id = b.iteration_id where i.run_id = %s",
+                (run_id,),
+            )
+        )
+        assert bids["realm-b"][0] == "bid" and bids["realm-b"][1] == 0.9 and bids["realm-b"][3]
+        assert bids["realm-c"][0] == "decline" and not bids["realm-c"][3]
+        assert "not in the inbound grant" in bids["realm-c"][2], bids["realm-c"]
+        assert outcome["state"] == "succeeded", outcome
+        assert outcome["result"] == {"n": 8, "realm": "b"}
+        [(origin,)] = realms["b"].sql(
+            "select origin from loops_looprun where (origin->>'run')::int = %s", (run_id,)
+        )
+        assert origin["realm"] == "a"
+    finally:
+        grant(c, tokens["c"], "a", inbound=GRANT, outbound=GRANT)
