@@ -114,7 +114,9 @@ def _call(blueprint: str, b) -> dict[str, float]:
     assert after is not None
     if b is None:  # the local child: its own rows
         created, finished = decided, frame.finished_at
-        first = events.filter(run=frame, type="iteration.broadcast").order_by("seq").first().ts
+        broadcast = events.filter(run=frame, type="iteration.broadcast").order_by("seq").first()
+        assert broadcast is not None
+        first = broadcast.ts
     else:
         created, finished, first = b.execute(
             "SELECT r.created_at, r.finished_at, min(e.ts) FROM loops_looprun r "

@@ -38,8 +38,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 def _secret_key() -> str:
     if key := os.environ.get("DJANGO_SECRET_KEY"):
         return key
-    # bin/console generates this file (mode 0600) on first start, so sessions survive
-    # restarts and management commands run beside it sign the same way.
+    # Made (0600) by bin/console on first start: sessions survive restarts, commands agree.
     if SECRET_KEY_FILE.exists():
         return SECRET_KEY_FILE.read_text().strip()
     if DEBUG:
@@ -196,6 +195,7 @@ REALM_URL = env_url("REALM_URL", _HERE, schemes=("http", "https")).rstrip("/")
 REALM_KEY_FILE = Path(env_str("REALM_KEY_FILE", str(DATA_DIR / "realm" / "ed25519.pem")))
 REALM_PRIVATE_KEY = env_str("REALM_PRIVATE_KEY", "")
 REALM_SIGNATURE_SECONDS = env_int("REALM_SIGNATURE_SECONDS", 60, minimum=5, maximum=60)
+REALM_BREAKER_COOLDOWN_S = env_int("REALM_BREAKER_COOLDOWN_S", 30, minimum=1)
 
 # A worker holds a run for this long per step before another may take it over (H4), and a
 # running run nobody touched for LOOP_STALE_SECONDS is enqueued again (a lost message).

@@ -34,4 +34,6 @@ DEMO_PACE_SECONDS = 0.0
 DEMO_FAILURE_RATE = DEMO_SLOW_RATE = DEMO_ESCALATION_RATE = 0.0
 # Short, so the kill-the-worker tests see a dead worker's runs taken over within seconds.
 LOOP_LEASE_SECONDS = 3
+# A peer realm's breaker goes half-open within seconds (tests/realms: a peer that was down).
+REALM_BREAKER_COOLDOWN_S = 3
 LOOP_STALE_SECONDS = 10

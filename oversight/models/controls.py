@@ -87,6 +87,7 @@ class CircuitBreaker(models.Model):
         AGENT = "agent"
         BLUEPRINT = "blueprint"
         DOMAIN = "domain"
+        PEER = "peer"  # a peer realm: what stops is the messages this realm sends it
 
     class Metric(models.TextChoices):
         CONSECUTIVE_FAILURES = "consecutive_failures", "Consecutive failed calls"
@@ -114,6 +115,7 @@ class CircuitBreaker(models.Model):
         Blueprint, models.CASCADE, null=True, blank=True, related_name="+"
     )
     domain = models.ForeignKey(Domain, models.CASCADE, null=True, blank=True, related_name="+")
+    peer = models.CharField(max_length=60, blank=True)  # a peer realm's slug (realms.Peer)
     metric = models.CharField(max_length=24, choices=Metric)
     threshold = models.FloatField()
     window_s = models.PositiveIntegerField(default=60)
@@ -156,7 +158,7 @@ class CircuitBreaker(models.Model):
 
     @property
     def guards(self) -> str:
-        target = self.agent or self.blueprint or self.domain
+        target = self.agent or self.blueprint or self.domain or f"realm {self.peer}"
         return f"{self.scope} {target}"
 
     def move_to(self, to: str, *, now: datetime, reason: str = "", forced: bool = False) -> None:

@@ -160,7 +160,7 @@ def _open(
         target=breaker,
         data={"breaker": breaker.name, "guards": breaker.guards},
     )
-    if breaker.scope != CircuitBreaker.Scope.AGENT:
+    if breaker.scope not in (CircuitBreaker.Scope.AGENT, CircuitBreaker.Scope.PEER):
         _send_on_commit("oversight.tasks.breaker_pause_guarded", breaker.pk)
     push_on_commit(BREAKERS_GROUP, lambda: _row(breaker.pk))
     overview_push()  # open breakers
@@ -232,6 +232,8 @@ def breaker_pause_guarded(*, breaker_id: int) -> int:
 
 
 def _guarded(breaker: CircuitBreaker):
+    if breaker.scope == CircuitBreaker.Scope.PEER:
+        return LoopRun.objects.none()  # it holds the outbox to the peer, no run
     if breaker.scope == CircuitBreaker.Scope.BLUEPRINT:
         return LoopRun.objects.filter(blueprint=breaker.blueprint)
     return LoopRun.objects.filter(domain=breaker.domain)

@@ -58,11 +58,12 @@ def bid_received(peer: Peer, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task(body: dict[str, Any], task_type: str) -> Task:
+    payload, context = body.get("payload"), body.get("context")
     return Task(
         run_id=0,
         iteration=int(body.get("iteration") or 0),
         phase=str(body.get("phase", "")),
         task_type=task_type,
-        payload=body.get("payload") if isinstance(body.get("payload"), dict) else {},
-        context=body.get("context") if isinstance(body.get("context"), dict) else {},
+        payload=payload if isinstance(payload, dict) else {},
+        context=context if isinstance(context, dict) else {},
     )

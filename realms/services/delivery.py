@@ -1,5 +1,7 @@
 """Delivering the outbox (DESIGN.md section 8, "Nothing lost"): each message is signed and
-POSTed to its peer until the peer answers, with backoff and full jitter between attempts;
+POSTed to its peer until the peer answers, with backoff and full jitter between attempts,
+behind the peer's circuit breaker (scope peer, DESIGN.md H3): while it is open nothing is
+sent to the peer; half-open, one message goes as the trial, whose answer closes it;
 the peer is idempotent by the message's key, so a delivery repeated after a lost answer
 does no harm. A message is claimed by moving its due time past the call's timeout, so two
 workers never send it at once, and a worker that dies mid-call leaves it due again.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +23,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.backoff import backoff
+from oversight.models import CircuitBreaker
+from oversight.services.breakers import Call, breaker_record
 from realms import wire
 from realms.models import Outgoing, Peer
 from realms.services import frames
@@ -48,11 +53,14 @@ def deliver(message_id: int) -> bool:
         }
     raw = json.dumps(body, separators=(",", ":")).encode()
     headers = {**wire.signed_headers("POST", url, raw), "A2A-Version": "1.0"}
+    started = time.monotonic()
     try:
         response = httpx.post(url, content=raw, headers=headers, timeout=TIMEOUT)
         answer = response.json() if response.content else {}
     except (httpx.HTTPError, ValueError) as exc:
+        _breaker_record(peer, ok=False, started=started)
         return _again(message, f"{type(exc).__name__}: {exc}")
+    _breaker_record(peer, ok=response.status_code < 500, started=started)
     if response.status_code >= 500 or response.status_code in (401, 429):
         return _again(message, f"HTTP {response.status_code}: {response.text[:300]}")
     error = answer.get("error") if isinstance(answer, dict) else None
@@ -76,10 +84,42 @@ def _claim(message_id: int) -> Outgoing | None:
             return None
         if message.peer.status == Peer.Status.SUSPENDED:
             return None  # nothing leaves for a suspended peer; approving it again sends it
+        if (held_until := _breaker_holds(message.peer)) is not None:
+            message.due_at = held_until
+            message.save(update_fields=["due_at"])
+            return None
         message.attempts += 1
         message.due_at = timezone.now() + timedelta(seconds=TIMEOUT * 3)
         message.save(update_fields=["attempts", "due_at"])
     return message
+
+
+def breaker_name(peer: Peer) -> str:
+    return f"peer-{peer.slug}"
+
+
+def _breaker_holds(peer: Peer):
+    """In the claim's transaction: when the peer's breaker lets the next message go, or
+    None if it may go now (half-open: this one is the trial, taken by compare-and-set)."""
+    now = timezone.now()
+    breaker = CircuitBreaker.objects.select_for_update().filter(name=breaker_name(peer)).first()
+    if breaker is None or breaker.state == CircuitBreaker.State.CLOSED:
+        return None
+    if breaker.state == CircuitBreaker.State.OPEN:
+        return breaker.retry_at or now + timedelta(seconds=breaker.cooldown_s)
+    if breaker.trial_at is not None:
+        return now + timedelta(seconds=1)  # another message is the trial
+    breaker.trial_at = now
+    breaker.save(update_fields=["trial_at"])
+    return None
+
+
+def _breaker_record(peer: Peer, *, ok: bool, started: float) -> None:
+    latency = (time.monotonic() - started) * 1000
+    with transaction.atomic():
+        breaker = CircuitBreaker.objects.select_for_update().filter(name=breaker_name(peer)).first()
+        if breaker is not None:
+            breaker_record(breaker, Call(agent_id=0, ok=ok, latency_ms=latency), now=timezone.now())
 
 
 def _again(message: Outgoing, error: str) -> bool:

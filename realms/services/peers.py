@@ -8,12 +8,14 @@ from __future__ import annotations
 import secrets
 import uuid
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.refusals import Refused
 from loops.models import Agent
 from oversight.audit import audit_record
+from oversight.models import CircuitBreaker
 from realms import outbox
 from realms.callers import token_hash
 from realms.cards import CardInfo, fetch_card
@@ -244,6 +246,18 @@ def _save(peer: Peer) -> None:
     where it is and whether it may be called: their bids are asked in threads that open no
     database connection (loops.agents.realm)."""
     peer.save()
+    if peer.kind == Peer.Kind.REALM and peer.paired:
+        # The peer's breaker (DESIGN.md section 8): five failed deliveries in a row open it.
+        CircuitBreaker.objects.get_or_create(
+            name=f"peer-{peer.slug}",
+            defaults={
+                "scope": CircuitBreaker.Scope.PEER,
+                "peer": peer.slug,
+                "metric": CircuitBreaker.Metric.CONSECUTIVE_FAILURES,
+                "threshold": 5,
+                "cooldown_s": settings.REALM_BREAKER_COOLDOWN_S,
+            },
+        )
     for agent in Agent.objects.filter(adapter=Agent.Adapter.REALM, config__realm=peer.slug):
         agent.config = {**agent.config, "url": peer.url, "paired": peer.paired}
         agent.save(update_fields=["config"])

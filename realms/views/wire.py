@@ -51,8 +51,10 @@ async def a2a(request: HttpRequest) -> JsonResponse:
             await sync_to_async(peers.answer_received)(who, data["method"])
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": {"received": True}})
         if data.get("method") == "loopstacks/Bid" and who.kind == Peer.Kind.REALM:
-            params = data.get("params") if isinstance(data.get("params"), dict) else {}
-            answer = await sync_to_async(bids.bid_received)(who, params)
+            params = data.get("params")
+            answer = await sync_to_async(bids.bid_received)(
+                who, params if isinstance(params, dict) else {}
+            )
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": answer})
     except Refused as exc:
         return _refused(rid, exc)

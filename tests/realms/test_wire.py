@@ -175,14 +175,16 @@ def test_a_stock_a2a_client_with_a_client_token_calls_an_exported_blueprint(pair
 
 
 def test_a_peer_down_when_called_gets_the_call_exactly_once_when_back(pair_ab):
-    """b's web process and worker are stopped; a calls; a's outbox retries with backoff;
-    b comes back: one run in b, and a's stack has its result."""
+    """b's web process and worker are stopped; a calls; a's outbox retries with backoff
+    until b's breaker opens (an alert says so) and holds the message; b comes back: the
+    breaker's trial delivers it, once: one run in b, and a's stack has its result."""
     realms, tokens = pair_ab
     a, b = realms["a"], realms["b"]
     b.stop()
     run_id = start(a, tokens["a"], "fed-direct", {"n": 10})
-    tried = "select coalesce(max(attempts), 0) from realms_outgoing where method = 'SendMessage'"
-    wait_for(lambda: a.sql(tried)[0][0] >= 2, 30)  # refused connections, retried with backoff
+    breaker = "select state from oversight_circuitbreaker where name = 'peer-b'"
+    wait_for(lambda: a.sql(breaker) == [("open",)], 60)
+    assert a.sql("select count(*) from oversight_alert where kind = 'breaker.opened'")[0][0] >= 1
     b.start_web()
     b.start_worker()
 
@@ -195,6 +197,7 @@ def test_a_peer_down_when_called_gets_the_call_exactly_once_when_back(pair_ab):
         "select count(*) from loops_looprun where (origin->>'run')::int = %s", (frame,)
     )
     assert started_in_b == [(1,)]
+    assert a.sql(breaker) == [("closed",)]
 
 
 def test_nothing_is_heard_from_a_realm_its_admins_did_not_approve(pair_ab):
