@@ -142,7 +142,8 @@ class CircuitBreaker(models.Model):
             models.CheckConstraint(
                 condition=Q(scope="agent", agent__isnull=False)
                 | Q(scope="blueprint", blueprint__isnull=False)
-                | Q(scope="domain", domain__isnull=False),
+                | Q(scope="domain", domain__isnull=False)
+                | (Q(scope="peer") & ~Q(peer="")),
                 name="breaker_scope_target",
             ),
             models.CheckConstraint(condition=Q(threshold__gte=0), name="breaker_threshold"),
