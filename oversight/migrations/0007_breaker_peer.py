@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("loops", "0011_breaker_peer"),
+        ("loops", "0011_agent_adapter_realm"),
         ("oversight", "0006_alert_feed_index"),
     ]
 
