@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include(console_patterns)),
     path("loops/", include("loops.urls")),
     path("oversight/", include("oversight.urls")),
+    path("realms/", include("realms.urls")),
     path("api/v1/", api.urls),
     # The realm's public wire (DESIGN.md section 8): its card, A2A JSON-RPC, status pushes.
     path(".well-known/agent-card.json", wire.agent_card, name="agent-card"),

@@ -117,6 +117,11 @@ RULES: dict[tuple[str, str], tuple] = {
     # The realm's public card; its wire hears only signed peers and client peers' tokens: a
     # person's session or an agent's token is nobody there.
     ("GET", ".well-known/agent-card.json"): EVERYONE,
+    ("GET", "realms/"): PAGE,
+    ("POST", "realms/pair"): PAGE_ADMIN,
+    ("POST", "realms/<slug:slug>/approve"): PAGE_ADMIN,
+    ("POST", "realms/<slug:slug>/refuse"): PAGE_ADMIN,
+    ("POST", "realms/<slug:slug>/suspend"): PAGE_ADMIN,
     ("POST", "a2a"): (401,) * 5,
     ("POST", "a2a/push"): (401,) * 5,
     # Prometheus' scrape: the API's refusals (a status, not the login page) and its roles.
