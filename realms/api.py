@@ -5,7 +5,7 @@ reads, admin writes). The A2A endpoint itself is realms.a2a, outside /api/v1."""
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import Router, Status
+from ninja import Path, Router, Status
 
 from console.auth import Needs
 from loops.schemas import ErrorOut
@@ -16,6 +16,8 @@ from realms.services import grants, peers
 
 router = Router(tags=["realms"])
 ADMIN = Needs("realms.pair_peer")
+# A peer's slug, as realms.models.Peer and REALM_SLUG spell it.
+SLUG = Path(..., pattern=r"^[a-z0-9][a-z0-9-]{0,59}$", description="a peer realm's slug")
 
 
 @router.get("/realms", response={200: RealmsOut}, auth=Needs("realms.view_peer"))
@@ -42,42 +44,48 @@ def realm_pair(request: HttpRequest, body: PairIn) -> Status:
 
 
 @router.post(
-    "/realms/{slug}/approve", response={200: PeerOut, 404: ErrorOut, 409: ErrorOut}, auth=ADMIN
+    "/realms/{slug}/approve",
+    response={200: PeerOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=ADMIN,
 )
-def realm_approve(request: HttpRequest, slug: str) -> Peer:
+def realm_approve(request: HttpRequest, slug: str = SLUG) -> Peer:
     return peers.realm_approve(actor=request.user, slug=slug)
 
 
 @router.post(
-    "/realms/{slug}/refuse", response={200: PeerOut, 404: ErrorOut, 409: ErrorOut}, auth=ADMIN
+    "/realms/{slug}/refuse",
+    response={200: PeerOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=ADMIN,
 )
-def realm_refuse(request: HttpRequest, slug: str) -> Peer:
+def realm_refuse(request: HttpRequest, slug: str = SLUG) -> Peer:
     return peers.realm_refuse(actor=request.user, slug=slug)
 
 
 @router.post(
-    "/realms/{slug}/suspend", response={200: PeerOut, 404: ErrorOut, 409: ErrorOut}, auth=ADMIN
+    "/realms/{slug}/suspend",
+    response={200: PeerOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    auth=ADMIN,
 )
-def realm_suspend(request: HttpRequest, slug: str, body: SuspendIn | None = None) -> Peer:
+def realm_suspend(request: HttpRequest, slug: str = SLUG, body: SuspendIn | None = None) -> Peer:
     reason = body.reason if body else ""
     return peers.realm_suspend(actor=request.user, slug=slug, reason=reason)
 
 
 @router.get(
     "/realms/{slug}/grants",
-    response={200: GrantsIO, 404: ErrorOut},
+    response={200: GrantsIO, 400: ErrorOut, 404: ErrorOut},
     auth=Needs("realms.view_peer"),
 )
-def grant_get(request: HttpRequest, slug: str) -> dict:
+def grant_get(request: HttpRequest, slug: str = SLUG) -> dict:
     return grants.grants_of(peers.peer_get(slug))
 
 
 @router.put(
     "/realms/{slug}/grants",
-    response={200: GrantsIO, 404: ErrorOut},
+    response={200: GrantsIO, 400: ErrorOut, 404: ErrorOut},
     auth=Needs("realms.change_grant"),
 )
-def grant_put(request: HttpRequest, slug: str, body: GrantsIO) -> dict:
+def grant_put(request: HttpRequest, body: GrantsIO, slug: str = SLUG) -> dict:
     wanted = {
         d: (getattr(body, d).dict() if getattr(body, d) else None) for d in ("inbound", "outbound")
     }

@@ -169,6 +169,10 @@ def fetch_card(url: str) -> CardInfo:
     """The realm at `url`, from its signed card; Refused if unreachable or not believable."""
     base = url.rstrip("/")
     try:
+        httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise Refused(400, "invalid_request", f"{base!r} is not a URL: {exc}") from None
+    try:
         response = httpx.get(f"{base}{CARD_PATH}", timeout=TIMEOUT, follow_redirects=False)
         response.raise_for_status()
         served = response.json()

@@ -37,7 +37,11 @@ class RealmsOut(Schema):
 
 class PairIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^https?://[^\s/]+", max_length=300)
+    url: str = Field(
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
+        max_length=300,
+        description="the realm's base URL, as its admins give it",
+    )
     fingerprint: str = Field(pattern=FINGERPRINT)
 
 

@@ -203,7 +203,7 @@ def reclaim(now: datetime | None = None) -> int:
         services.enqueue(run_id)  # outside a transaction: sent at once
     orphaned = list(
         # A remote frame waits on its peer, not on children: its answer ends it (realms).
-        LoopRun.objects.filter(state=State.WAITING, remote=None)
+        LoopRun.objects.filter(state=State.WAITING, remote__isnull=True)
         .exclude(children__state__in=LoopRun.LIVE)
         .values_list("pk", flat=True)[:1000]
     )
