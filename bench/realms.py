@@ -93,7 +93,10 @@ def realms(sup: Supervisor, env: dict[str, str], data_dir) -> dict[str, Any]:
     local = [_call("bench-local", None) for _ in range(SAMPLES)]
     return {
         "realms": {
-            name: {key: percentiles([s[key] for s in samples]) for key in samples[0]}
+            name: {
+                key: percentiles([s[key] for s in samples if key in s])
+                for key in {key for s in samples for key in s}
+            }
             for name, samples in (("remote", remote), ("local", local))
         }
     }
@@ -125,11 +128,33 @@ def _call(blueprint: str, b) -> dict[str, float]:
             (frame.pk,),
         ).fetchone()
     ms = lambda a, z: (z - a).total_seconds() * 1000  # noqa: E731
-    return {
+    sample = {
         "call_to_run_ms": ms(decided, created),
         "call_to_first_step_ms": ms(decided, first),
         "result_to_next_step_ms": ms(finished, after.ts),
     }
+    if b is not None:  # where the remote call's time goes, stage by stage
+        from realms.models import Outgoing
+
+        queued = Outgoing.objects.get(run_id=frame.pk, method="SendMessage")
+        [(arrived,)] = b.execute(
+            "SELECT created_at FROM realms_incoming WHERE key = %s", (queued.key,)
+        ).fetchall()
+        pushed = b.execute(
+            "SELECT created_at, delivered_at FROM realms_outgoing WHERE method = 'push' "
+            "AND run_id = (SELECT id FROM loops_looprun WHERE (origin->>'run')::bigint = %s)",
+            (frame.pk,),
+        ).fetchone()
+        sample |= {
+            "call_decided_to_queued_ms": ms(decided, queued.created_at),
+            "call_queued_to_arrived_ms": ms(queued.created_at, arrived),
+            "call_arrived_to_run_ms": ms(arrived, created),
+            "call_answered_ms": ms(created, queued.delivered_at),
+            "push_queued_ms": ms(finished, pushed[0]),
+        }
+        if pushed[1] is not None:  # the call's own answer may have carried the result first
+            sample["push_delivered_ms"] = ms(pushed[0], pushed[1])
+    return sample
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:

@@ -38,6 +38,7 @@ from google.protobuf.struct_pb2 import Struct
 
 from common.refusals import Refused
 from loops.declare import BLUEPRINTS
+from realms import wire
 from realms.identity import b64url_decode, fingerprint_of, me, public_key_from
 
 EXTENSION = "urn:loopstacks:federation:v1"
@@ -173,7 +174,7 @@ def fetch_card(url: str) -> CardInfo:
     except httpx.InvalidURL as exc:
         raise Refused(400, "invalid_request", f"{base!r} is not a URL: {exc}") from None
     try:
-        response = httpx.get(f"{base}{CARD_PATH}", timeout=TIMEOUT, follow_redirects=False)
+        response = wire.http().get(f"{base}{CARD_PATH}", timeout=TIMEOUT)
         response.raise_for_status()
         served = response.json()
     except (httpx.HTTPError, ValueError) as exc:

@@ -115,7 +115,7 @@ class RealmAdapter:
         raw = json.dumps(body, default=str).encode()
         headers = {**wire.signed_headers("POST", url, raw), "A2A-Version": "1.0"}
         try:
-            response = httpx.post(url, content=raw, headers=headers, timeout=timeout)
+            response = wire.http().post(url, content=raw, headers=headers, timeout=timeout)
             answer = response.json()
         except httpx.TimeoutException as exc:
             raise AgentError(

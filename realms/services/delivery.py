@@ -31,6 +31,8 @@ from realms.services import frames
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10.0
+# A peer that cannot be reached fails fast (a worker may deliver from inside a step).
+TIMEOUTS = httpx.Timeout(TIMEOUT, connect=2.0)
 # JSON-RPC errors that retrying cannot fix: the request itself is wrong.
 FOR_GOOD = {-32700, -32600, -32601, -32602, -32001, -32002, -32004}
 
@@ -55,7 +57,7 @@ def deliver(message_id: int) -> bool:
     headers = {**wire.signed_headers("POST", url, raw), "A2A-Version": "1.0"}
     started = time.monotonic()
     try:
-        response = httpx.post(url, content=raw, headers=headers, timeout=TIMEOUT)
+        response = wire.http().post(url, content=raw, headers=headers, timeout=TIMEOUTS)
         answer = response.json() if response.content else {}
     except (httpx.HTTPError, ValueError) as exc:
         _breaker_record(peer, ok=False, started=started)
@@ -193,7 +195,7 @@ def get_task(peer: Peer, task_id: str) -> dict[str, Any] | None:
     raw = json.dumps(body).encode()
     headers = {**wire.signed_headers("POST", url, raw), "A2A-Version": "1.0"}
     try:
-        answer = httpx.post(url, content=raw, headers=headers, timeout=TIMEOUT).json()
+        answer = wire.http().post(url, content=raw, headers=headers, timeout=TIMEOUTS).json()
     except (httpx.HTTPError, ValueError):
         Peer.objects.filter(pk=peer.pk).update(reachable=False)
         return None
