@@ -122,14 +122,19 @@ def agent(
 
 
 # What each remote adapter cannot work without (loops.agents.http, loops.agents.llm).
-_REMOTE_REQUIRED = {"http": ("url",), "llm": ("base_url", "model"), "realm": ("realm", "blueprint")}
+_REMOTE_REQUIRED = {
+    "http": ("url",),
+    "llm": ("base_url", "model"),
+    "realm": ("realm", "blueprint"),
+    "a2a": ("skill",),
+}
 
 
 def remote_agent(
     domain: str,
     name: str,
     *,
-    adapter: Literal["http", "llm", "realm"] = "http",
+    adapter: Literal["http", "llm", "realm", "a2a"] = "http",
     config: dict[str, Any],
     capabilities: tuple[str, ...] = (),
     task_types: tuple[str, ...] = (),
@@ -142,10 +147,12 @@ def remote_agent(
     """
     if adapter not in _REMOTE_REQUIRED:
         raise DeclarationError(
-            f"agent {name!r}: adapter must be http, llm or realm, not {adapter!r}"
+            f"agent {name!r}: adapter must be http, llm, realm or a2a, not {adapter!r}"
         )
     if missing := [key for key in _REMOTE_REQUIRED[adapter] if not config.get(key)]:
         raise DeclarationError(f"agent {name!r}: an {adapter} agent needs {', '.join(missing)}")
+    if adapter == "a2a" and not (config.get("url") or config.get("url_env")):
+        raise DeclarationError(f"agent {name!r}: an a2a agent needs url or url_env")
     if adapter == "http" and not (config.get("secret") or config.get("secret_env")):
         raise DeclarationError(f"agent {name!r}: an http agent needs secret or secret_env")
     if config.get("mode", "chat") not in ("chat", "react"):

@@ -124,7 +124,7 @@ class AgentSpec:
     implementation: str  # a python_agent registry key ("" for a remote agent)
     capabilities: tuple[str, ...] = ()
     task_types: tuple[str, ...] = ()
-    adapter: Literal["python", "http", "llm", "realm"] = "python"
+    adapter: Literal["python", "http", "llm", "realm", "a2a"] = "python"
     config: dict[str, Any] = field(default_factory=dict)  # a remote agent's (loops.agents)
 
 

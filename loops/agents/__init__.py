@@ -32,6 +32,8 @@ def adapter_for(
         return http.from_agent(agent)
     if agent.adapter == "realm":  # a peer realm (DESIGN.md section 8)
         return realm.from_agent(agent)
+    if agent.adapter == "a2a":  # any A2A agent
+        return realm.from_a2a_agent(agent)
     if agent.adapter == "llm":
         if agent.config.get("mode") == "react":  # CONCEPTS 61
             return react.from_agent(agent, keep_lease)

@@ -1,5 +1,9 @@
 """A peer realm as an agent of a broadcast (DESIGN.md section 8, CONCEPTS 44): declared as
-remote_agent(domain, name, adapter="realm", config={"realm": slug, "blueprint": name}).
+remote_agent(domain, name, adapter="realm", config={"realm": slug, "blueprint": name}); and
+any A2A agent as one: remote_agent(domain, name, adapter="a2a", config={"url": its JSON-RPC
+endpoint (or "url_env"), "skill": …, "token_env": …, "confidence": 0.5}). A2A has no bidding:
+such an agent bids the confidence it is declared with, and performs as a SendMessage
+followed with GetTask, with a bearer token instead of our signature.
 
 bid: a signed `loopstacks/Bid` asks the peer, which bids or declines by its own rules (its
 grant to us, its halts, its load, its own agents' bids), within the bid window.
@@ -12,6 +16,7 @@ broadcast's threads opens no database connection."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -64,21 +69,8 @@ class RealmAdapter:
             "max_depth": 8,
             "key": key,
         }
-        message = {
-            "messageId": key,
-            "role": "ROLE_USER",
-            "parts": [
-                {
-                    "data": {
-                        "blueprint": self.blueprint,
-                        "input": task.payload or task.context.get("input", {}),
-                    }
-                }
-            ],
-            "extensions": [EXTENSION],
-            "metadata": {EXTENSION: ext},
-        }
         deadline = time.monotonic() + self.timeout_s
+        message = self._message(task, key, ext)
         task_answer = self._rpc("SendMessage", {"message": message}, 10.0).get("task", {})
         while not _final(task_answer):
             if time.monotonic() > deadline:
@@ -94,14 +86,9 @@ class RealmAdapter:
             why = meta.get("reason") or meta.get("exit_reason") or state
             error_class = "policy" if state == "TASK_STATE_REJECTED" else "error"
             raise AgentError(f"realm {self.realm}: {why}", error_class=error_class, retryable=False)
+        parts = [p for a in task_answer.get("artifacts", []) for p in a.get("parts", [])]
         output = next(
-            (
-                p.get("data")
-                for a in task_answer.get("artifacts", [])
-                for p in a.get("parts", [])
-                if "data" in p
-            ),
-            None,
+            (p.get("data", p.get("text")) for p in parts if {"data", "text"} & set(p)), None
         )
         return Outcome(
             output=output,
@@ -109,11 +96,27 @@ class RealmAdapter:
             rationale=f"run {task_answer['id']} in realm {self.realm}",
         )
 
+    def _message(self, task: Task, key: str, ext: dict[str, Any]) -> dict[str, Any]:
+        value = task.payload or task.context.get("input", {})
+        return {
+            "messageId": key,
+            "role": "ROLE_USER",
+            "parts": [{"data": {"blueprint": self.blueprint, "input": value}}],
+            "extensions": [EXTENSION],
+            "metadata": {EXTENSION: ext},
+        }
+
+    def _endpoint(self) -> str:
+        return f"{self.url}/a2a"
+
+    def _headers(self, url: str, raw: bytes) -> dict[str, str]:
+        return wire.signed_headers("POST", url, raw)
+
     def _rpc(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-        url = f"{self.url}/a2a"
+        url = self._endpoint()
         body = {"jsonrpc": "2.0", "id": method, "method": method, "params": params}
         raw = json.dumps(body, default=str).encode()
-        headers = {**wire.signed_headers("POST", url, raw), "A2A-Version": "1.0"}
+        headers = {**self._headers(url, raw), "A2A-Version": "1.0"}
         try:
             response = wire.http().post(url, content=raw, headers=headers, timeout=timeout)
             answer = response.json()
@@ -141,6 +144,48 @@ def _final(task: dict[str, Any]) -> bool:
         "TASK_STATE_FAILED",
         "TASK_STATE_CANCELED",
         "TASK_STATE_REJECTED",
+    )
+
+
+@dataclass(frozen=True)
+class A2aAdapter(RealmAdapter):
+    """Any A2A agent: `url` is its JSON-RPC endpoint, `blueprint` the skill asked for."""
+
+    token: str = ""
+    confidence: float = 0.5
+
+    def bid(self, task: Task, timeout_s: float | None = None) -> Bid | Decline:
+        return Bid(self.confidence) if self.url else Decline("no A2A endpoint is configured")
+
+    def _message(self, task: Task, key: str, ext: dict[str, Any]) -> dict[str, Any]:
+        value = task.payload or task.context.get("input", {})
+        return {
+            "messageId": key,
+            "role": "ROLE_USER",
+            "parts": [{"data": value}],
+            "metadata": {"skill": self.blueprint},
+        }
+
+    def _endpoint(self) -> str:
+        return self.url
+
+    def _headers(self, url: str, raw: bytes) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
+
+
+def from_a2a_agent(agent) -> A2aAdapter:
+    config = agent.config
+    # Like a secret, an address may be named rather than written (url_env).
+    url = str(config.get("url") or os.environ.get(str(config.get("url_env", "")), ""))
+    return A2aAdapter(
+        name=agent.name,
+        realm=url,
+        blueprint=str(config.get("skill", "")),
+        url=url,
+        paired=True,
+        timeout_s=float(config.get("timeout_s", 60.0)),
+        token=os.environ.get(str(config.get("token_env", "")), ""),
+        confidence=float(config.get("confidence", 0.5)),
     )
 
 

@@ -69,7 +69,7 @@ SELECT {RUNS.columns}, {ITERATIONS.columns}, {gates.stop_columns("r")},
         )) ORDER BY a.name)::text
         FROM loops_agent a
         WHERE a.domain_id = r.domain_id AND a.status = 'online'
-          AND (a.adapter IN ('python', 'llm', 'realm') OR a.heartbeat_at >= %(alive_since)s)
+          AND (a.adapter IN ('python', 'llm', 'realm', 'a2a') OR a.heartbeat_at >= %(alive_since)s)
     ) END AS agents
 FROM r LEFT JOIN LATERAL (
     SELECT * FROM loops_iteration WHERE run_id = r.id AND status <> 'closed'

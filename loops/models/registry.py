@@ -31,6 +31,7 @@ class Agent(models.Model):
         HTTP = "http", "Remote HTTP"
         LLM = "llm", "OpenAI-compatible LLM"
         REALM = "realm", "A peer realm"
+        A2A = "a2a", "Any A2A agent"
 
     class Status(models.TextChoices):
         ONLINE = "online"

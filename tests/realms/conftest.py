@@ -180,7 +180,9 @@ def drop_database(name: str) -> None:
     _database("DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
 
 
-def start_realm(slug: str, redis_db: int, *, name: str | None = None) -> RealmProcess:
+def start_realm(
+    slug: str, redis_db: int, *, name: str | None = None, more_env: dict[str, str] | None = None
+) -> RealmProcess:
     """A fresh realm: its database dropped, created and migrated, its Redis database emptied,
     its key file removed (a new key at each start), then its web process and its worker."""
     assert redis_db > 0, "Redis database 0 is the test process's"
@@ -215,6 +217,7 @@ def start_realm(slug: str, redis_db: int, *, name: str | None = None) -> RealmPr
         "REALM_URL": f"http://127.0.0.1:{port}",
         "REALM_KEY_FILE": str(folder / "ed25519.pem"),
         "PYTHONUNBUFFERED": "1",
+        **(more_env or {}),
     }
     realm = RealmProcess(
         slug, env["REALM_URL"], port, database, database_url, redis_url,

@@ -81,3 +81,26 @@ blueprint(
     policy=_ONCE,
     bid_window_ms=3000,
 )
+
+# Any A2A agent in a broadcast (adapter "a2a"): the test points it at a realm's /a2a with a
+# client peer's token, as it would at any A2A server.
+remote_agent(
+    "fed",
+    "any-a2a",
+    adapter="a2a",
+    config={
+        "url_env": "FED_A2A_URL",
+        "token_env": "FED_A2A_TOKEN",
+        "skill": "fed-micro",
+        "confidence": 0.8,
+        "timeout_s": 30,
+    },
+    capabilities=("ask",),
+)
+blueprint(
+    "fed-ask",
+    kind="main",
+    domain="fed",
+    phases=[Phase("ask", task_type="fed.ask", capabilities=("ask",))],
+    policy=_ONCE,
+)
