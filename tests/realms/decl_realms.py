@@ -10,6 +10,8 @@ fed-micro for the vote."""
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 
 from loops.declare import agent, blueprint, domain, python_agent, remote_agent
@@ -32,6 +34,21 @@ class Adder:
 
 
 agent("fed", "adder", implementation="fed.adder", capabilities=("add",))
+
+
+@python_agent("fed.sleeper")
+class Sleeper:
+    """Takes two seconds, so a test can kill a worker, or take a web process away, mid-call."""
+
+    def bid(self, task):
+        return Bid(confidence=0.9)
+
+    def perform(self, task):
+        time.sleep(2)
+        return Outcome(output={"slept": 2, "realm": settings.REALM_SLUG})
+
+
+agent("fed", "sleeper", implementation="fed.sleeper", capabilities=("sleep",))
 
 _ONCE = Policy(exits=Exits(quality=("validated",), max_iterations=3))
 _ADD = Phase("add", task_type="fed.add", capabilities=("add",))
@@ -64,6 +81,15 @@ _calls("fed-main", "main", "b:fed-sub")
 _calls("fed-bounce", "sub", "a:fed-micro", export=True)
 _calls("fed-cycle", "main", "b:fed-bounce")
 _calls("fed-direct", "main", "b:fed-micro")
+blueprint(
+    "fed-slow",
+    kind="micro",
+    domain="fed",
+    phases=[Phase("sleep", task_type="fed.sleep", capabilities=("sleep",))],
+    policy=_ONCE,
+    export=True,
+)
+_calls("fed-slow-direct", "main", "b:fed-slow")
 
 for _realm in ("b", "c"):
     remote_agent(

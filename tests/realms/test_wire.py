@@ -200,6 +200,39 @@ def test_a_peer_down_when_called_gets_the_call_exactly_once_when_back(pair_ab):
     assert a.sql(breaker) == [("closed",)]
 
 
+def test_a_peer_killed_mid_call_and_a_lost_push_lose_nothing(pair_ab):
+    """b's worker is SIGKILLed while b runs a's call, and a's web process goes away, so b's
+    pushes cannot arrive: b's reaper takes the run over once a new worker is up, and a's beat
+    asks b for the task (GetTask) and ends the frame without any push. One run in b."""
+    realms, tokens = pair_ab
+    a, b = realms["a"], realms["b"]
+    run_id = start(a, tokens["a"], "fed-slow-direct", {})
+    [(frame,)] = wait_for(
+        lambda: a.sql("select id from loops_looprun where parent_id = %s", (run_id,))
+    )
+    in_b = "select state from loops_looprun where (origin->>'run')::int = %s"
+    wait_for(lambda: b.sql(in_b, (frame,)) == [("running",)], 30)
+    assert b.worker is not None
+    b.worker.kill()  # mid-call: the sleeper takes two seconds
+    a.stop_web()
+    try:
+        b.start_worker()
+
+        outcome = ended(a, run_id, timeout=90)
+
+        assert outcome["state"] == "succeeded", outcome
+        assert outcome["result"] == {"b:fed-slow": {"slept": 2, "realm": "b"}}
+        assert b.sql(in_b, (frame,)) == [("succeeded",)]  # one run, once
+        pushed = b.sql(
+            "select delivered_at from realms_outgoing where method = 'push' "
+            "and run_id = (select id from loops_looprun where (origin->>'run')::int = %s)",
+            (frame,),
+        )
+        assert pushed == [(None,)]  # the push never arrived: GetTask ended the frame
+    finally:
+        a.start_web()
+
+
 def test_nothing_is_heard_from_a_realm_its_admins_did_not_approve(pair_ab):
     """c asks b to pair; b's admins do nothing: c's signed calls are refused (403), and b's
     record shows the request pending with c's fingerprint."""
