@@ -19,7 +19,7 @@ class Ask:
 
     blueprint: str
     depth: int  # frames the call may still add below it (the caller's bound minus its depth)
-    budget: float | None  # None: unbounded, which only a grant without a budget cap allows
+    budget: float | None  # None: unbounded (the callee caps it with its grant's budget)
 
 
 def grant_of(peer: Peer, direction: str) -> Grant | None:
@@ -37,10 +37,6 @@ def refusal(peer: Peer, direction: str, ask: Ask) -> str:
         return f"blueprint {ask.blueprint!r} is not in the {direction} grant ({grant.blueprints})"
     if ask.depth < 1:
         return "the call would pass the depth bound"
-    if ask.budget is None and grant.budget > 0:
-        return f"the call names no budget; the grant allows at most {grant.budget} a call"
-    if ask.budget is not None and ask.budget > grant.budget:
-        return f"budget {ask.budget} is over the grant's {grant.budget} a call"
     if _calls_last_minute(peer, direction) >= grant.rate_per_minute:
         return f"over the grant's rate of {grant.rate_per_minute} calls a minute"
     return ""

@@ -89,7 +89,8 @@ class Grant(models.Model):
     direction = models.CharField(max_length=8, choices=Direction)
     blueprints = models.CharField(max_length=200, default="")  # a name glob; "" allows none
     max_depth = models.PositiveSmallIntegerField(default=1)  # frames a call may add
-    budget = models.FloatField(default=0)  # per call; 0: only calls that spend nothing
+    # The most one call may spend (the callee's run budget is capped by it); null: no cap.
+    budget = models.FloatField(null=True, blank=True)
     rate_per_minute = models.PositiveIntegerField(default=60)
     answer_interrupts = models.BooleanField(default=False)
     trace = models.CharField(max_length=8, choices=Trace, default=Trace.SUMMARY)

@@ -57,7 +57,7 @@ class GrantBody(Schema):
     model_config = ConfigDict(extra="forbid")
     blueprints: str = Field("", max_length=200, description="comma-separated name globs")
     max_depth: int = Field(1, ge=1, le=32)
-    budget: float = Field(0, ge=0, le=1e9)
+    budget: float | None = Field(None, ge=0, le=1e9, description="per call; null: no cap")
     rate_per_minute: int = Field(60, ge=1, le=100_000)
     answer_interrupts: bool = False
     trace: Literal["summary", "full"] = "summary"

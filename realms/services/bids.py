@@ -24,7 +24,7 @@ def bid_received(peer: Peer, params: dict[str, Any]) -> dict[str, Any]:
     spec = BLUEPRINTS.get(blueprint)
     if spec is None or not spec.export or spec.remote or not spec.phases:
         return {"decline": f"this realm exports no blueprint {blueprint!r}"}
-    why = grants.refusal(peer, Grant.Direction.INBOUND, grants.Ask(blueprint, depth=1, budget=0))
+    why = grants.refusal(peer, Grant.Direction.INBOUND, grants.Ask(blueprint, depth=1, budget=None))
     if why:
         return {"decline": why}
     domain = Domain.objects.get(slug=spec.domain)

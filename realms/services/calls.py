@@ -132,9 +132,11 @@ def _refusal(peer: Peer, blueprint: str, ext: dict[str, Any]) -> tuple[str, dict
         "ttl": ttl - 1,
         "depth": depth,
         "max_depth": min(bound, depth + (grant.max_depth if grant else 0)),
-        "budget": budget
-        if budget is not None
-        else (grant.budget if grant and grant.budget else None),
+        # The callee never spends more than the call reserved, nor than its grant allows.
+        "budget": min(
+            (b for b in (budget, grant.budget if grant else None) if isinstance(b, int | float)),
+            default=None,
+        ),
     }
     spec = BLUEPRINTS.get(blueprint)
     if me().slug in path:

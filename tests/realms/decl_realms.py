@@ -30,7 +30,7 @@ class Adder:
 
     def perform(self, task):
         n = task.context.get("input", {}).get("n", 0)
-        return Outcome(output={"n": n + 1, "realm": settings.REALM_SLUG})
+        return Outcome(output={"n": n + 1, "realm": settings.REALM_SLUG}, cost=0.25)
 
 
 agent("fed", "adder", implementation="fed.adder", capabilities=("add",))

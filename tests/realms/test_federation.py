@@ -11,7 +11,7 @@ import pytest
 
 from tests.realms.conftest import RealmProcess, drop_database, start_realm
 
-GRANT = {"blueprints": "fed-*", "max_depth": 4, "budget": 0, "rate_per_minute": 600}
+GRANT = {"blueprints": "fed-*", "max_depth": 4, "budget": 5.0, "rate_per_minute": 600}
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
@@ -109,6 +109,10 @@ def test_a_stack_across_three_realms_returns_its_result_up_a_stack(federation):
 
     assert outcome["state"] == "succeeded", outcome
     assert outcome["result"] == {"b:fed-sub": {"c:fed-micro": {"n": 42, "realm": "c"}}}
+    # What c's agent spent came back up through b: a is charged it. Each callee ran under
+    # the budget its grant caps a call at.
+    assert a.sql("select cost from loops_looprun where id = %s", (run_id,)) == [(0.25,)]
+    assert b.sql("select budget from loops_looprun where origin->>'realm' = 'a'") == [(5.0,)]
     # b ran fed-sub as a root run whose origin names a's frame; c ran fed-micro for b.
     [(frame_b, remote_b)] = a.sql(
         "select id, remote from loops_looprun where parent_id = %s", (run_id,)

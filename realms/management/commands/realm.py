@@ -31,7 +31,7 @@ class Command(BaseCommand):
         grant.add_argument("--direction", required=True, choices=Grant.Direction.values)
         grant.add_argument("--blueprints", required=True, help='name globs, "" for none')
         grant.add_argument("--max-depth", type=int, default=1)
-        grant.add_argument("--budget", type=float, default=0.0)
+        grant.add_argument("--budget", type=float, default=None, help="per call; none: no cap")
         grant.add_argument("--rate", type=int, default=60, help="calls a minute")
         grant.add_argument("--answer-interrupts", action="store_true")
         grant.add_argument("--trace", choices=Grant.Trace.values, default="summary")
@@ -69,7 +69,7 @@ class Command(BaseCommand):
                 self.stdout.write(token)
 
     def _grant(self, actor, options) -> None:
-        if options["max_depth"] < 1 or options["budget"] < 0 or options["rate"] < 1:
+        if options["max_depth"] < 1 or (options["budget"] or 0) < 0 or options["rate"] < 1:
             raise CommandError("--max-depth and --rate must be ≥ 1, --budget ≥ 0")
         peer = peers.peer_get(options["slug"])
         current = grants.grants_of(peer)
