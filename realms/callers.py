@@ -35,7 +35,8 @@ def caller(
     if "signature-input" in lowered:
         keyid = wire.key_id_of(headers)
         if data.get("method") == PAIR:
-            card = CardInfo.from_message((data.get("params") or {}).get("realm") or {})
+            params = data.get("params")
+            card = CardInfo.from_message(params.get("realm") if isinstance(params, dict) else None)
             if card.fingerprint != keyid:
                 raise Refused(
                     401, "bad_signature", "a pairing request is signed by the key it carries"

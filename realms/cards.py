@@ -57,8 +57,10 @@ class CardInfo:
     fingerprint: str
 
     @classmethod
-    def from_message(cls, info: dict[str, Any]) -> CardInfo:
+    def from_message(cls, info: Any) -> CardInfo:
         """From a pairing message's `realm` (its signature was verified with this key)."""
+        if not isinstance(info, dict):
+            raise Refused(400, "invalid_request", "a pairing message describes its realm")
         try:
             key = str(info["public_key"])
             public_key_from(key)

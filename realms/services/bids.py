@@ -36,7 +36,8 @@ def bid_received(peer: Peer, params: dict[str, Any]) -> dict[str, Any]:
     if live.count() >= MAX_LIVE_PER_PEER:
         return {"decline": f"busy: {MAX_LIVE_PER_PEER} runs for realm {peer.slug} are live here"}
     phase = spec.phases[0]
-    task = _task(params.get("task") or {}, phase.task_type)
+    body = params.get("task")
+    task = _task(body if isinstance(body, dict) else {}, phase.task_type)
     best: Bid | None = None
     for agent in Agent.objects.filter(domain=domain, status=Agent.Status.ONLINE).exclude(
         adapter=Agent.Adapter.REALM
@@ -61,7 +62,7 @@ def _task(body: dict[str, Any], task_type: str) -> Task:
     payload, context = body.get("payload"), body.get("context")
     return Task(
         run_id=0,
-        iteration=int(body.get("iteration") or 0),
+        iteration=body["iteration"] if isinstance(body.get("iteration"), int) else 0,
         phase=str(body.get("phase", "")),
         task_type=task_type,
         payload=payload if isinstance(payload, dict) else {},

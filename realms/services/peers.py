@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -78,7 +79,7 @@ def realm_pair(*, actor, url: str, fingerprint: str) -> Peer:
     return peer
 
 
-def pair_received(info: dict[str, str]) -> Peer:
+def pair_received(info: Any) -> Peer:
     """A signed pairing request arrived (its signature verified with the key it carries):
     shown to this realm's admins, or, if ours asked first, the pairing is complete."""
     card = CardInfo.from_message(info)

@@ -40,21 +40,21 @@ async def a2a(request: HttpRequest) -> JsonResponse:
         return JsonResponse(handler.parse_error("the body is not a JSON object"), status=400)
     rid = data.get("id") if isinstance(data.get("id"), str | int) else None
     headers = dict(request.headers)
+    params = data.get("params", {})
     try:
         who = await sync_to_async(callers.caller)(
             request.method or "POST", request.get_full_path(), headers, raw, data
         )
+        if not isinstance(params, dict) or not isinstance(data.get("method"), str):
+            raise Refused(400, "invalid_request", "a call names its method and gives an object")
         if isinstance(who, CardInfo):
-            await sync_to_async(peers.pair_received)((data.get("params") or {}).get("realm") or {})
+            await sync_to_async(peers.pair_received)(params.get("realm"))
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": {"received": True}})
         if data.get("method") in callers.PAIRING_ANSWERS:
             await sync_to_async(peers.answer_received)(who, data["method"])
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": {"received": True}})
         if data.get("method") == "loopstacks/Bid" and who.kind == Peer.Kind.REALM:
-            params = data.get("params")
-            answer = await sync_to_async(bids.bid_received)(
-                who, params if isinstance(params, dict) else {}
-            )
+            answer = await sync_to_async(bids.bid_received)(who, params)
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": answer})
     except Refused as exc:
         return _refused(rid, exc)

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.json_format import MessageToDict
 from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from realms.identity import b64url, fingerprint_of, raw_public
 from realms.wire import COVERED, TAG
@@ -119,6 +121,44 @@ def test_bad_signatures_are_refused_and_write_nothing(pair_ab):
         assert answer["jsonrpc"] == "2.0" and answer["error"]["message"], name
     status, answer = post(b, b"{not json", signed(key, url, b"{not json"))
     assert status == 400 and answer["error"]["code"] == -32700
+    assert written(b) == before
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+METHODS = st.sampled_from(
+    ["SendMessage", "GetTask", "CancelTask", "CreateTaskPushNotificationConfig",
+     "loopstacks/Bid", "loopstacks/Pair", "loopstacks/PairApproved", "ListTasks", "nope"]
+)  # fmt: skip
+
+
+def test_fuzzed_json_rpc_gets_json_rpc_errors_and_writes_nothing(pair_ab):
+    """Signed by an approved peer, or not signed at all: whatever the method and params, the
+    answer is a JSON-RPC object (an error for the malformed), never a 5xx, and nothing is
+    written (issue 15: the A2A endpoint under the fuzzer too)."""
+    realms, _ = pair_ab
+    a, b = realms["a"], realms["b"]
+    url, key = f"{b.url}/a2a", key_of(a)
+    before = written(b)
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(method=METHODS, params=JSON, sign=st.booleans())
+    def one(method, params, sign):
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+        headers = signed(key, url, body) if sign else {"Content-Type": "application/json"}
+        status, answer = post(b, body, headers)
+        assert status < 500 and answer["jsonrpc"] == "2.0", (status, answer)
+        assert "error" in answer or "result" in answer
+        if not sign:
+            assert status == 401
+
+    one()
     assert written(b) == before
 
 
