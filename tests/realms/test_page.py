@@ -4,6 +4,8 @@ request is refused with its reason and writes nothing."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from oversight.models import AuditEvent
@@ -73,3 +75,35 @@ def test_a_bad_pairing_request_is_refused_with_its_reason(client, admin, form, n
 
     assert response.status_code in (400, 404) and named in response.content.decode()
     assert not Peer.objects.exists() and not Outgoing.objects.exists()
+
+
+def test_the_realm_command_shows_grants_and_refuses_what_it_cannot_do(roles):
+    from django.core.management import CommandError, call_command
+
+    from realms.models import Grant
+    from tests.conftest import person
+
+    person("ada", "admin")
+    person("otto", "operator")
+    peer = asking()
+    peer.status, peer.we_approved = "approved", True
+    peer.save()
+    out = io.StringIO()
+
+    call_command("realm", "show", stdout=out)
+    call_command(
+        "realm", "grant", "pharmacy", "--direction", "inbound", "--blueprints", "triage-*",
+        "--max-depth", "2", "--budget", "1.5", "--user", "ada", stdout=out,
+    )  # fmt: skip
+
+    assert me().fingerprint in out.getvalue() and "pharmacy" in out.getvalue()
+    grant = Grant.objects.get(peer=peer, direction="inbound")
+    assert (grant.blueprints, grant.max_depth, grant.budget) == ("triage-*", 2, 1.5)
+    assert AuditEvent.objects.filter(verb="realm.granted", target_id=str(peer.pk)).exists()
+    with pytest.raises(CommandError, match="admin role"):
+        call_command("realm", "suspend", "pharmacy", "--user", "otto")
+    with pytest.raises(CommandError, match="no realm answers"):
+        call_command(
+            "realm", "pair", "--url", "http://127.0.0.1:1",
+            "--fingerprint", "SHA256:" + "A" * 43, "--user", "ada",
+        )  # fmt: skip

@@ -273,6 +273,27 @@ def test_a_peer_killed_mid_call_and_a_lost_push_lose_nothing(pair_ab):
         a.start_web()
 
 
+def test_a_suspended_peer_is_refused_at_once_and_heard_again_once_approved(pair_ab):
+    realms, tokens = pair_ab
+    a, b = realms["a"], realms["b"]
+    url, key = f"{b.url}/a2a", key_of(a)
+    status, peer = b.api("POST", "/api/v1/realms/a/suspend", tokens["b"], {"reason": "drill"})
+    assert status == 200 and peer["status"] == "suspended"
+    try:
+        before = written(b)
+        body = call(b, 1, f"k-suspended-{secrets.token_hex(4)}")
+        status, answer = post(b, body, signed(key, url, body))
+        assert status == 403 and "suspended" in answer["error"]["message"]
+        assert written(b) == before
+        [(note,)] = b.sql("select note from oversight_auditevent where verb = 'realm.suspended'")
+        assert note == "drill"
+    finally:
+        status, peer = b.api("POST", "/api/v1/realms/a/approve", tokens["b"])
+    assert status == 200 and peer["status"] == "approved"
+    body = call(b, 2, f"k-back-{secrets.token_hex(4)}")
+    assert post(b, body, signed(key, url, body))[0] == 200
+
+
 def test_nothing_is_heard_from_a_realm_its_admins_did_not_approve(pair_ab):
     """c asks b to pair; b's admins do nothing: c's signed calls are refused (403), and b's
     record shows the request pending with c's fingerprint."""
