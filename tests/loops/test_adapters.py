@@ -470,7 +470,7 @@ def test_it_mirrors_declared_remote_agents_with_their_adapter_and_config():
         ("http", {"secret": "x"}, "needs url"),
         ("http", {"url": "http://127.0.0.1:9"}, "needs secret or secret_env"),
         ("llm", {"base_url": "http://127.0.0.1:9/v1"}, "needs model"),
-        ("grpc", {"url": "http://127.0.0.1:9"}, "adapter must be http or llm"),
+        ("grpc", {"url": "http://127.0.0.1:9"}, "adapter must be http, llm, realm or a2a"),
     ],
 )
 def test_it_rejects_a_remote_agent_it_could_not_call(adapter, config, problem):
