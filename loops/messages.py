@@ -37,6 +37,11 @@ class Decline:
     reason: str
 
 
+# A contribution whose output is {FRAME: call_key} stands for the child frame it spawned
+# (a peer realm selected in a broadcast): the judge takes that child's result as its output.
+FRAME = "$frame"
+
+
 @dataclass(frozen=True)
 class Spawn:
     """A selected agent's request to call a child loop (CONCEPTS 9, 26)."""

@@ -25,7 +25,7 @@ import httpx
 
 from loops.agents.base import AgentError
 from loops.agents.http import task_body
-from loops.messages import Bid, Decline, Outcome, Task
+from loops.messages import FRAME, Bid, Decline, Outcome, Spawn, Task
 from realms import wire
 from realms.identity import me
 
@@ -58,42 +58,18 @@ class RealmAdapter:
             ) from exc
 
     def perform(self, task: Task, retry_context: dict[str, Any] | None = None) -> Outcome:
+        """Selected, the peer runs the task as a frame of this run's stack: the call asks
+        the engine to spawn the remote child "<realm>:<blueprint>" (which the broadcasting
+        blueprint declares among its children), and the contribution's output names that
+        frame, whose result the judge takes as the contribution's (loops.engine.judge)."""
         if not self.paired or not self.url:
             raise AgentError(f"realm {self.realm} is not an approved peer", error_class="policy")
-        key = f"{me().slug}:broadcast:{task.run_id}:{task.iteration}:{task.phase}:{self.name}"
-        ext = {
-            "origin": {"realm": me().slug, "run": task.run_id, "root": task.run_id},
-            "path": [me().slug],
-            "ttl": 8,
-            "depth": 1,
-            "max_depth": 8,
-            "key": key,
-        }
-        deadline = time.monotonic() + self.timeout_s
-        message = self._message(task, key, ext)
-        task_answer = self._rpc("SendMessage", {"message": message}, 10.0).get("task", {})
-        while not _final(task_answer):
-            if time.monotonic() > deadline:
-                raise AgentError(
-                    f"realm {self.realm}: no result within {self.timeout_s:g} s",
-                    error_class="timeout",
-                )
-            time.sleep(POLL_S)
-            task_answer = self._rpc("GetTask", {"id": task_answer.get("id", "")}, 10.0)
-        state = task_answer["status"]["state"]
-        meta = task_answer.get("metadata", {}).get(EXTENSION, {})
-        if state != "TASK_STATE_COMPLETED":
-            why = meta.get("reason") or meta.get("exit_reason") or state
-            error_class = "policy" if state == "TASK_STATE_REJECTED" else "error"
-            raise AgentError(f"realm {self.realm}: {why}", error_class=error_class, retryable=False)
-        parts = [p for a in task_answer.get("artifacts", []) for p in a.get("parts", [])]
-        output = next(
-            (p.get("data", p.get("text")) for p in parts if {"data", "text"} & set(p)), None
-        )
+        key = f"{self.name}#{task.iteration}"
+        value = task.payload or task.context.get("input", {})
         return Outcome(
-            output=output,
-            cost=float(meta.get("cost") or 0),
-            rationale=f"run {task_answer['id']} in realm {self.realm}",
+            output={FRAME: key},
+            spawn=(Spawn(f"{self.realm}:{self.blueprint}", value, key=key),),
+            rationale=f"realm {self.realm} runs {self.blueprint} as a frame of this stack",
         )
 
     def _message(self, task: Task, key: str, ext: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +132,45 @@ class A2aAdapter(RealmAdapter):
 
     def bid(self, task: Task, timeout_s: float | None = None) -> Bid | Decline:
         return Bid(self.confidence) if self.url else Decline("no A2A endpoint is configured")
+
+    def perform(self, task: Task, retry_context: dict[str, Any] | None = None) -> Outcome:
+        if not self.url:
+            raise AgentError("no A2A endpoint is configured", error_class="policy")
+        key = f"{me().slug}:broadcast:{task.run_id}:{task.iteration}:{task.phase}:{self.name}"
+        ext = {
+            "origin": {"realm": me().slug, "run": task.run_id, "root": task.run_id},
+            "path": [me().slug],
+            "ttl": 8,
+            "depth": 1,
+            "max_depth": 8,
+            "key": key,
+        }
+        deadline = time.monotonic() + self.timeout_s
+        message = self._message(task, key, ext)
+        task_answer = self._rpc("SendMessage", {"message": message}, 10.0).get("task", {})
+        while not _final(task_answer):
+            if time.monotonic() > deadline:
+                raise AgentError(
+                    f"realm {self.realm}: no result within {self.timeout_s:g} s",
+                    error_class="timeout",
+                )
+            time.sleep(POLL_S)
+            task_answer = self._rpc("GetTask", {"id": task_answer.get("id", "")}, 10.0)
+        state = task_answer["status"]["state"]
+        meta = task_answer.get("metadata", {}).get(EXTENSION, {})
+        if state != "TASK_STATE_COMPLETED":
+            why = meta.get("reason") or meta.get("exit_reason") or state
+            error_class = "policy" if state == "TASK_STATE_REJECTED" else "error"
+            raise AgentError(f"realm {self.realm}: {why}", error_class=error_class, retryable=False)
+        parts = [p for a in task_answer.get("artifacts", []) for p in a.get("parts", [])]
+        output = next(
+            (p.get("data", p.get("text")) for p in parts if {"data", "text"} & set(p)), None
+        )
+        return Outcome(
+            output=output,
+            cost=float(meta.get("cost") or 0),
+            rationale=f"run {task_answer['id']} in realm {self.realm}",
+        )
 
     def _message(self, task: Task, key: str, ext: dict[str, Any]) -> dict[str, Any]:
         value = task.payload or task.context.get("input", {})

@@ -11,7 +11,7 @@ import jsonschema
 from loops import merge
 from loops.declare import IMPLEMENTATIONS, VALIDATORS
 from loops.engine.lease import State, Status
-from loops.messages import Verdict
+from loops.messages import FRAME, Verdict
 from loops.models import Agent
 
 
@@ -63,6 +63,7 @@ def judge(run, spec, iteration, contributions, results) -> Judgement:
             )
             or (c.pk not in fresh and c.status == Status.COMPLETED and not c.late)
         ]
+        candidates = [s for c in candidates if (s := _stand_in(run, c)) is not None]
         try:
             merged = merge.merge(
                 spec.merge,
@@ -155,3 +156,17 @@ def escalation(spec, iteration, judged: Judgement, contributions, results, ok: b
             reason = f"{key} = {value:g} is over the limit {limit:g}"
             return {**common, "source": "policy", "reason": reason, "severity": "critical"}
     return {}
+
+
+def _stand_in(run, candidate: merge.Candidate) -> merge.Candidate | None:
+    """A contribution that stands for the frame it spawned (a peer realm's, loops.agents.realm)
+    counts with that frame's result, and not at all if the frame did not succeed."""
+    output = candidate.output
+    if not (isinstance(output, dict) and set(output) == {FRAME}):
+        return candidate
+    child = run.context.get("children", {}).get(output[FRAME]) or {}
+    if child.get("state") != State.SUCCEEDED:
+        return None
+    return merge.Candidate(
+        candidate.agent, child.get("result"), candidate.confidence, candidate.received_at
+    )

@@ -6,7 +6,7 @@ fed-cycle (in a) calls b's fed-bounce, which would call a again: a cycle, refuse
 fed-direct (in a) calls b's fed-micro: one hop.
 fed-vote (in a) broadcasts to realms b and c, each an agent of the broadcast standing for a
 peer (adapter "realm"): each bids or declines by its own rules; the selected one runs its
-fed-micro for the vote."""
+fed-micro for the vote, as a frame of a's stack."""
 
 from __future__ import annotations
 
@@ -104,6 +104,8 @@ blueprint(
     kind="main",
     domain="fed",
     phases=[Phase("vote", task_type="fed.vote", capabilities=("vote",))],
+    # A selected realm runs its fed-micro as a frame of this stack.
+    children=("b:fed-micro", "c:fed-micro"),
     policy=_ONCE,
     bid_window_ms=3000,
 )

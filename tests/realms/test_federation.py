@@ -207,9 +207,14 @@ def test_a_broadcast_reaches_peers_that_bid_or_decline_by_their_own_rules(federa
         assert "not in the inbound grant" in bids["realm-c"][2], bids["realm-c"]
         assert outcome["state"] == "succeeded", outcome
         assert outcome["result"] == {"n": 8, "realm": "b"}
-        [(origin,)] = realms["b"].sql(
-            "select origin from loops_looprun where (origin->>'run')::int = %s", (run_id,)
+        # b's run is a frame of a's stack (the vote's child), and c has none.
+        [(frame, remote)] = a.sql(
+            "select id, remote from loops_looprun where parent_id = %s", (run_id,)
         )
-        assert origin["realm"] == "a"
+        assert remote["realm"] == "b" and remote["state"] == "completed"
+        [(origin,)] = realms["b"].sql(
+            "select origin from loops_looprun where (origin->>'run')::int = %s", (frame,)
+        )
+        assert origin["realm"] == "a" and origin["root"] == run_id
     finally:
         grant(c, tokens["c"], "a", inbound=GRANT, outbound=GRANT)
