@@ -13,7 +13,7 @@ from django.conf import settings
 from common.refusals import Refused
 from realms import wire
 from realms.cards import CardInfo
-from realms.identity import b64url_decode, fingerprint_of, public_key_from
+from realms.identity import public_key_from
 from realms.models import Peer
 
 PAIR = "loopstacks/Pair"
@@ -75,14 +75,3 @@ def push_task(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(task, dict):
         raise Refused(400, "invalid_request", 'a push carries {"task": {...}}')
     return task
-
-
-__all__ = [
-    "PAIR",
-    "PAIRING_ANSWERS",
-    "b64url_decode",
-    "caller",
-    "fingerprint_of",
-    "push_task",
-    "token_hash",
-]
