@@ -155,6 +155,14 @@ async def _call(method: str, request: Any, context: ServerCallContext) -> Any:
     return MessageToDict(task)
 
 
+def task_checked(value: dict[str, Any]) -> dict[str, Any]:
+    """A pushed task as A2A's Task type reads it (a2a-sdk), or Refused naming the fault."""
+    try:
+        return MessageToDict(_task(value))
+    except Exception as exc:  # protobuf's ParseError, a type mismatch: the sender's fault
+        raise Refused(400, "invalid_request", f"not an A2A task: {exc}") from None
+
+
 def parse_error(detail: str) -> dict[str, Any]:
     return build_error_response(None, JSONParseError(message=detail))
 

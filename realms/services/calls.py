@@ -47,7 +47,8 @@ def _answer(incoming: Incoming) -> dict[str, Any]:
 def call_received(peer: Peer, message: dict[str, Any], push: dict[str, Any]) -> dict[str, Any]:
     """SendMessage: the Task it started (or the one the same key started before), or a
     REJECTED task with the reason."""
-    ext = message.get("metadata", {}).get(EXTENSION) or {}
+    ext = (message.get("metadata") or {}).get(EXTENSION)
+    ext = ext if isinstance(ext, dict) else {}  # a stock client's call carries none
     key = str(ext.get("key") or message.get("messageId") or "")[:120]
     if not key:
         raise Refused(400, "invalid_request", "the message has no messageId")
@@ -96,7 +97,15 @@ def call_received(peer: Peer, message: dict[str, Any], push: dict[str, Any]) -> 
 
 
 def _whole(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and value == int(value) else None
+    """A whole number the metadata gives (as a float: a protobuf Struct), or None."""
+    if isinstance(value, int | float) and float(value).is_integer() and abs(value) < 2**53:
+        return int(value)
+    return None
+
+
+def _given(value: Any, default: int) -> int:
+    whole = _whole(value)
+    return default if whole is None else whole
 
 
 def _what(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -122,10 +131,10 @@ def _what(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def _refusal(peer: Peer, blueprint: str, ext: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Why this realm refuses the call ("" if it does not), and the bounds it runs under."""
-    path = [str(p) for p in ext.get("path", [])]
-    ttl = int(ext.get("ttl", 8))
-    depth = int(ext.get("depth", 0))
-    bound = min(MAX_STACK_DEPTH, int(ext.get("max_depth", MAX_STACK_DEPTH)))
+    path = [str(p) for p in ext["path"]] if isinstance(ext.get("path"), list) else []
+    ttl = _given(ext.get("ttl"), 8)  # a stock client's call crosses no other realm
+    depth = max(0, _given(ext.get("depth"), 0))
+    bound = min(MAX_STACK_DEPTH, _given(ext.get("max_depth"), MAX_STACK_DEPTH))
     budget = ext.get("budget")
     grant = grants.grant_of(peer, Grant.Direction.INBOUND)
     bounds = {

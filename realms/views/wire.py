@@ -74,11 +74,13 @@ def push(request: HttpRequest) -> JsonResponse:
         )
         if not isinstance(who, Peer) or who.kind != Peer.Kind.REALM:
             raise Refused(403, "forbidden", "only a peer realm pushes task status")
-        task = callers.push_task(data)
-        origin = (task.get("metadata", {}).get(EXTENSION) or {}).get("origin") or {}
+        task = handler.task_checked(callers.push_task(data))
+        origin = (task.get("metadata", {}).get(EXTENSION) or {}).get("origin")
         # Numbers in A2A metadata travel as a protobuf Struct: as JSON numbers, floats.
-        frame_id = origin.get("run")
-        if not isinstance(frame_id, int | float) or frame_id != int(frame_id):
+        frame_id = origin.get("run") if isinstance(origin, dict) else None
+        if not isinstance(frame_id, int | float) or not (
+            float(frame_id).is_integer() and 0 < frame_id < 2**62
+        ):
             raise Refused(400, "invalid_request", "the task names no frame of this realm")
     except Refused as exc:
         return JsonResponse({"error": exc.code, "detail": exc.detail}, status=exc.status)
