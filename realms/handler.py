@@ -175,9 +175,15 @@ def internal_error(rid: Any) -> dict[str, Any]:
     return build_error_response(rid, InternalError(message="the realm failed to answer"))
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def body_of(raw: bytes) -> dict[str, Any] | None:
+    """The request's JSON object, or None: strict JSON (no NaN or Infinity, which A2A's
+    protobuf types cannot carry)."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
