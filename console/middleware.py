@@ -46,5 +46,8 @@ class RefuseNulMiddleware:
         if _has_nul(request):
             if request.path.startswith("/api/"):
                 return JsonResponse({"error": "invalid_request", "detail": DETAIL}, status=400)
+            if request.path.startswith("/a2a"):  # a JSON-RPC caller gets a JSON-RPC error
+                error = {"code": -32600, "message": DETAIL}
+                return JsonResponse({"jsonrpc": "2.0", "id": None, "error": error}, status=400)
             return HttpResponseBadRequest(DETAIL)
         return self.get_response(request)

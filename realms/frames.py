@@ -173,3 +173,23 @@ def frame_cancel(frame: LoopRun) -> None:
     key = f"{me().slug}:call:{frame.pk}"
     params = {"id": remote.get("task") or key, "metadata": {EXTENSION: {"key": key}}}
     outbox.queue(peer, "CancelTask", params, key=f"{key}:cancel", run_id=frame.pk)
+
+
+def halt_follows(halt, runs: list[int], *, lifted: bool, by: str, reason: str) -> None:
+    """DESIGN.md H8, in the halt's (or the lift's) transaction: every remote frame among the
+    runs it parked (or restored) tells its peer, which halts (or lifts) what the frame's call
+    started there, on behalf of this realm. A peer's own halts stay its own."""
+    method = "loopstacks/Lift" if lifted else "loopstacks/Halt"
+    for frame in LoopRun.objects.filter(pk__in=runs, remote__isnull=False).order_by("pk"):
+        remote = frame.remote or {}
+        peer = Peer.objects.filter(slug=remote.get("realm"), kind=Peer.Kind.REALM).first()
+        if peer is None or remote.get("state") == "rejected":
+            continue
+        call = f"{me().slug}:call:{frame.pk}"
+        params = {
+            "key": call,
+            "task": remote.get("task", ""),
+            "halt": {"id": halt.pk, "realm": me().slug, "by": by, "reason": reason},
+        }
+        kind = "lift" if lifted else "halt"
+        outbox.queue(peer, method, params, key=f"{call}:{kind}:{halt.pk}", run_id=frame.pk)

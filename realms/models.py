@@ -147,6 +147,9 @@ class Incoming(models.Model):
     # Where and how to push the task's status (A2A push notification config).
     push_url = models.URLField(max_length=300, blank=True)
     push_token = models.CharField(max_length=200, blank=True)
+    # The halt this realm engaged on the peer's behalf (DESIGN.md H8): the peer's lift lifts
+    # it, and only it; a halt of this realm's own is never the peer's to lift.
+    halt_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -32,6 +32,7 @@ from oversight.audit import audit_record
 from oversight.halt_scope import PARKABLE, halt_scope_ids
 from oversight.models import Alert, Halt
 from oversight.services.alerts import alert_raise
+from realms import frames  # a halt follows the work into peer realms (DESIGN.md H8)
 
 State = LoopRun.State
 # ASCII digits only: str.isdigit() takes "²", which int() refuses.
@@ -111,6 +112,9 @@ def halt_engage(*, actor, scope: str, reason: str) -> tuple[Halt, bool]:
         parked += batch
     halt.created_at, halt.parked = timezone.now(), len(parked)
     halt.save(update_fields=["created_at", "parked"])
+    frames.halt_follows(
+        halt, [pk for pk, _, _ in parked], lifted=False, by=_name(actor), reason=reason
+    )
     events_write_many(
         [
             (root, pk, "run.halted", {"halt": halt.pk, "prior_state": prior})
@@ -224,6 +228,9 @@ def halt_lift(*, halt_id: int, actor, reason: str) -> Halt:
     halt.lifted_at = now
     halt.save(update_fields=["lifted_by", "confirmed_by", "lifted_at", "lift_reason"])
     restored = _restore(halt)
+    frames.halt_follows(
+        halt, [run.pk for run in restored], lifted=True, by=_name(actor), reason=reason
+    )
     audit_record(
         actor=actor,
         verb="halt.lifted",

@@ -17,7 +17,14 @@ from realms import callers, handler
 from realms.cards import CardInfo, own_card
 from realms.frames import EXTENSION
 from realms.models import Peer
-from realms.services import bids, frames, peers
+from realms.services import bids, frames, peers, remote_halts
+
+# The federation extension's methods a peer realm calls (DESIGN.md section 8).
+EXTENSION_METHODS = {
+    "loopstacks/Bid": bids.bid_received,
+    "loopstacks/Halt": remote_halts.halt_received,
+    "loopstacks/Lift": remote_halts.lift_received,
+}
 
 
 @require_GET
@@ -53,8 +60,9 @@ async def a2a(request: HttpRequest) -> JsonResponse:
         if data.get("method") in callers.PAIRING_ANSWERS:
             await sync_to_async(peers.answer_received)(who, data["method"])
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": {"received": True}})
-        if data.get("method") == "loopstacks/Bid" and who.kind == Peer.Kind.REALM:
-            answer = await sync_to_async(bids.bid_received)(who, params)
+        if data.get("method") in EXTENSION_METHODS and who.kind == Peer.Kind.REALM:
+            service = EXTENSION_METHODS[data["method"]]
+            answer = await sync_to_async(service)(who, params)
             return JsonResponse({"jsonrpc": "2.0", "id": rid, "result": answer})
     except Refused as exc:
         return _refused(rid, exc)

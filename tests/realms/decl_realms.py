@@ -14,8 +14,8 @@ import time
 
 from django.conf import settings
 
-from loops.declare import agent, blueprint, domain, python_agent, remote_agent
-from loops.messages import Bid, Outcome
+from loops.declare import agent, blueprint, domain, python_agent, remote_agent, validator
+from loops.messages import Bid, Outcome, Verdict
 from loops.specs import Exits, Phase, Policy
 
 domain("fed", "Federation", "Loops that cross realms.")
@@ -132,3 +132,36 @@ blueprint(
     phases=[Phase("ask", task_type="fed.ask", capabilities=("ask",))],
     policy=_ONCE,
 )
+
+
+# A stack that works until a halt: a's fed-long-main → b's fed-long-sub → c's fed-long, which
+# counts for as long as it may (its validator always asks for another round).
+@python_agent("fed.counter")
+class Counter:
+    def bid(self, task):
+        return Bid(confidence=0.9)
+
+    def perform(self, task):
+        time.sleep(0.01)
+        return Outcome(output={"count": task.iteration})
+
+
+agent("fed", "tally", implementation="fed.counter", capabilities=("count",))
+
+
+@validator("fed.again")
+def again(value, context):
+    return Verdict(ok=False, feedback="count once more")
+
+
+blueprint(
+    "fed-long",
+    kind="micro",
+    domain="fed",
+    phases=[Phase("count", task_type="fed.count", capabilities=("count",))],
+    validators=("fed.again",),
+    policy=Policy(exits=Exits(max_iterations=1_000_000), validation_rounds=10**6),
+    export=True,
+)
+_calls("fed-long-sub", "sub", "c:fed-long", export=True)
+_calls("fed-long-main", "main", "b:fed-long-sub")
