@@ -1,7 +1,7 @@
 """A halt follows the work (DESIGN.md H8, issue 16's first rule): a halt in realm a of a run
 whose stack crosses into b and c halts what it caused there, on a's behalf, audited with a's
 realm, person and reason; no step starts in b or c after their own halts commit; a's lift
-lifts what its halt caused, and a peer's own halt stays its own."""
+lifts what its halt caused, and a peer's own halt stays its own. A cancel crosses too."""
 
 from __future__ import annotations
 
@@ -60,4 +60,10 @@ def test_a_halt_follows_the_work_into_every_realm_and_so_does_its_lift(federatio
     before = c.sql(counted)[0][0]
     wait_for(lambda: c.sql(counted)[0][0] > before + 2, 30)
     assert a.sql("select state from loops_looprun where id = %s", (run_id,)) == [("waiting",)]
-    a.api("POST", f"/api/v1/runs/{run_id}/cancel", tokens["a"], {})
+
+    # A cancel in a cancels what its frames started, onward.
+    status, _ = a.api("POST", f"/api/v1/runs/{run_id}/cancel", tokens["a"], {})
+    assert status == 200
+    wait_for(lambda: b.sql(CALLED) == [("cancelled",)] and c.sql(CALLED) == [("cancelled",)], 30)
+    detail = "select exit_detail from loops_looprun where origin is not null and parent_id is null"
+    assert b.sql(detail) == [("cancelled by realm a, which asked for it",)]
