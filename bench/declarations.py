@@ -163,3 +163,24 @@ for _name, _child in (("bench-local", "bench-echo"), ("bench-remote", "b:bench-e
         children=(_child,),
         policy=Policy(exits=Exits(max_iterations=3)),
     )
+
+# A remote frame that works until a halt: bench-remote-forever (a) → b's bench-forever-echo.
+blueprint(
+    "bench-forever-echo",
+    kind="micro",
+    domain="bench",
+    selection="all",
+    merge="collect_all",
+    phases=[Phase("noop", task_type="bench.noop", capabilities=("noop",))],
+    validators=("bench.never",),
+    policy=Policy(exits=Exits(max_iterations=100_000), validation_rounds=100_001),
+    export=True,
+)
+blueprint(
+    "bench-remote-forever",
+    kind="main",
+    domain="bench",
+    phases=[Phase("call", call=("b:bench-forever-echo",))],
+    children=("b:bench-forever-echo",),
+    policy=Policy(exits=Exits(max_iterations=3)),
+)

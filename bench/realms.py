@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,7 +91,9 @@ def realms(sup: Supervisor, env: dict[str, str], data_dir) -> dict[str, Any]:
     _stage(f"Measuring {SAMPLES} calls into realm b, and {SAMPLES} into a local child")
     with psycopg.connect(env_b["DATABASE_URL"], autocommit=True) as b:
         remote = [_call("bench-remote", b) for _ in range(SAMPLES)]
-    local = [_call("bench-local", None) for _ in range(SAMPLES)]
+        local = [_call("bench-local", None) for _ in range(SAMPLES)]
+        _stage(f"Halting {HALTS} of {ACTIVE} runs whose frames work in realm b, one by one")
+        hops = halt_hops(b)
     return {
         "realms": {
             name: {
@@ -99,7 +102,62 @@ def realms(sup: Supervisor, env: dict[str, str], data_dir) -> dict[str, Any]:
             }
             for name, samples in (("remote", remote), ("local", local))
         }
+        | {"halt": hops}
     }
+
+
+ACTIVE, HALTS = 100, 20
+STARTS = ["iteration.broadcast", "bid.received", "selection.made", "agent.call.requested"]
+# b's halt on a's behalf of what one frame's call started there, once it is committed.
+HELD = (
+    "SELECT h.created_at, i.run_id FROM realms_incoming i "
+    "JOIN oversight_halt h ON h.id = i.halt_id WHERE i.key = %s"
+)
+
+
+def halt_hops(b) -> dict[str, Any]:
+    """DESIGN.md H8's figure: with ACTIVE runs in a whose frames work in b, a run-scoped halt
+    in a → b's halt of what that frame started committed (one hop), HALTS times; then the
+    steps b started in a halted tree after its own halt committed (must be 0)."""
+    from loops import services
+    from loops.models import LoopRun
+    from oversight.services import halts
+
+    runs = [
+        services.run_start(domain="bench", blueprint="bench-remote-forever", input={})
+        for _ in range(ACTIVE)
+    ]
+    live = "SELECT state, count(*) FROM loops_looprun WHERE origin IS NOT NULL GROUP BY state"
+    deadline = time.monotonic() + 120
+    while (states := dict(b.execute(live).fetchall())).get("running", 0) < ACTIVE:
+        if time.monotonic() > deadline:
+            from realms.models import Outgoing
+
+            waiting = Outgoing.objects.filter(delivered_at=None, failed_at=None)
+            raise RuntimeError(
+                f"b's runs for a: {states}; a's messages waiting: {waiting.count()}, "
+                f"{list(waiting.values_list('method', 'last_error')[:3])}"
+            )
+        time.sleep(0.2)
+    samples, halted_at = [], []
+    for run in runs[:HALTS]:
+        halt, _ = halts.halt_engage(actor=None, scope=f"run:{run.pk}", reason="bench")
+        frame = LoopRun.objects.get(parent=run.pk)
+        key = f"a:call:{frame.pk}"
+        there, root = wait_for(lambda k=key: b.execute(HELD, (k,)).fetchone(), 30, poll=0.002)
+        samples.append((there - halt.created_at).total_seconds() * 1000)
+        halted_at.append((root, there))
+    time.sleep(2)  # steps and calls in flight come and go meanwhile
+    late = sum(
+        b.execute(
+            "SELECT count(*) FROM loops_event WHERE root_id = %s AND type = ANY(%s) AND ts > %s",
+            (root, STARTS, at),
+        ).fetchone()[0]
+        for root, at in halted_at
+    )
+    for run in runs[HALTS:]:  # the halted ones stay halted: the bench's end stops them
+        services.run_cancel(run_id=run.pk, reason="bench over")
+    return {"hop_ms": percentiles(samples), "late_steps": late, "active": ACTIVE}
 
 
 def _call(blueprint: str, b) -> dict[str, float]:
@@ -159,7 +217,14 @@ def _call(blueprint: str, b) -> dict[str, float]:
 
 def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
     got = results["realms"]
-    out = []
+    halt = got["halt"]
+    out = [
+        (
+            f"halt in a → b's halt committed, {halt['active']} active (median / p99 ms)",
+            f"{halt['hop_ms']['median']} / {halt['hop_ms']['p99']}",
+            f"p99 ≤ 1,000 (aim 250) ms per hop; steps in b after its halt: {halt['late_steps']}",
+        )
+    ]
     for key, name, target in (
         ("call_to_run_ms", "remote call: decide → peer's run started", "p99 ≤ 100 ms"),
         ("call_to_first_step_ms", "remote call: decide → peer's first step", ""),

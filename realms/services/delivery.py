@@ -75,9 +75,11 @@ def deliver(message_id: int) -> bool:
 
 
 def _claim(message_id: int) -> Outgoing | None:
+    # Only the message's row is locked (of self): locking its peer's too, as select_related
+    # would, made a second worker's delivery to the same peer skip its own message.
     with transaction.atomic():
         message = (
-            Outgoing.objects.select_for_update(skip_locked=True)
+            Outgoing.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("peer")
             .filter(pk=message_id, delivered_at=None, failed_at=None, due_at__lte=timezone.now())
             .first()
