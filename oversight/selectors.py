@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from loops.models import Contribution, Domain, Iteration, LoopRun
 from loops.selectors import DomainStatus, domain_list_with_counts
-from oversight.halt_scope import halt_scope_ids
+from loops.subtree import subtree_ids
+from oversight.halt_scope import PARKABLE, halt_scope_ids
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt
 
 # --- Halts: the banner on every page, so counted in the database, never loaded ------------
@@ -31,6 +32,18 @@ def halt_in_flight_count(halt: Halt) -> int:
         iteration__run_id__in=halt_scope_ids(halt),
     )
     return calls.order_by()[:IN_FLIGHT_CAP].count()
+
+
+def halt_reach(kind: str, domain: Domain | None, run: LoopRun | None) -> dict[str, int]:
+    """The peer realms a halt of this scope would reach (DESIGN.md H8): for each, how many
+    open remote frames in scope it would halt there."""
+    frames = LoopRun.objects.filter(remote__isnull=False, state__in=PARKABLE)
+    if kind == Halt.Kind.DOMAIN:
+        frames = frames.filter(domain=domain)
+    elif kind == Halt.Kind.RUN and run is not None:
+        frames = frames.filter(pk__in=subtree_ids(run.pk))
+    rows = frames.values_list("remote__realm").annotate(n=Count("id")).order_by("remote__realm")
+    return {str(realm): n for realm, n in rows}
 
 
 def active_halts() -> list[Halt]:

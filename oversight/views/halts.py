@@ -14,8 +14,8 @@ from common.http import HtmxHttpRequest
 from common.refusals import Refused
 from oversight import fragments
 from oversight.models import Halt
-from oversight.selectors import active_halts, halt_in_flight_count
-from oversight.services.halts import halt_engage, halt_lift, may_engage
+from oversight.selectors import active_halts, halt_in_flight_count, halt_reach
+from oversight.services.halts import halt_engage, halt_lift, halt_scope_parse, may_engage
 
 NEW = "oversight/halt_new.html"
 LIFT = "oversight/halt_lift.html"
@@ -46,7 +46,17 @@ def halt_new(request: HttpRequest) -> HttpResponse:
     scope = request.GET.get("scope", "")
     if not may_engage(request.user, scope):
         return _forbidden(request)
-    return render(request, NEW, {"form": HaltForm(initial={"scope": scope}), "scope": scope})
+    context = {"form": HaltForm(initial={"scope": scope}), "scope": scope}
+    return render(request, NEW, {**context, "reach": _reach(scope)})
+
+
+def _reach(scope: str) -> dict[str, int]:
+    """The peer realms the halt would reach, for the confirmation; none for a bad scope,
+    which the form refuses when it is sent."""
+    try:
+        return halt_reach(*halt_scope_parse(scope))
+    except Refused:
+        return {}
 
 
 @require_POST

@@ -107,3 +107,26 @@ def test_the_realm_command_shows_grants_and_refuses_what_it_cannot_do(roles):
             "realm", "pair", "--url", "http://127.0.0.1:1",
             "--fingerprint", "SHA256:" + "A" * 43, "--user", "ada",
         )  # fmt: skip
+
+
+def test_the_halt_confirmation_names_the_realms_the_halt_will_reach(client, operator):
+    from loops import services
+    from loops.declare import sync_declarations
+    from loops.models import Blueprint, LoopRun
+
+    sync_declarations()
+    run = services.run_start(domain="fed", blueprint="fed-direct", input={})
+    for realm in ("b", "b", "c"):
+        LoopRun.objects.create(
+            blueprint=Blueprint.objects.get(name="b:fed-micro"),  # the remote frame's mirror
+            domain=run.domain, parent=run, root=run, depth=1, state="waiting",
+            remote={"realm": realm, "task": "", "state": "submitted"},
+        )  # fmt: skip
+
+    page = client.get(f"/oversight/halts/new?scope=run:{run.pk}").content.decode()
+    elsewhere = client.get("/oversight/halts/new?scope=domain:lab").content.decode()
+
+    assert (
+        "realm b</strong> (2 remote frames)" in page and "realm c</strong> (1 remote frame)" in page
+    )
+    assert "It also reaches" not in elsewhere
