@@ -27,9 +27,9 @@ from loops.agents.base import AgentError
 from loops.agents.http import task_body
 from loops.messages import FRAME, Bid, Decline, Outcome, Spawn, Task
 from realms import wire
+from realms.cards import EXTENSION
 from realms.identity import me
 
-EXTENSION = "urn:loopstacks:federation:v1"
 POLL_S = 0.1
 
 

@@ -18,6 +18,7 @@ class Migration(migrations.Migration):
                     ("http", "Remote HTTP"),
                     ("llm", "OpenAI-compatible LLM"),
                     ("realm", "A peer realm"),
+                    ("a2a", "Any A2A agent"),
                 ],
                 default="python",
                 max_length=16,

@@ -17,6 +17,7 @@ from common.db import retry_deadlocks
 from loops.models import LoopRun
 from loops.services import child_returned, stack_changed
 from loops.trace import Trace
+from realms.cards import EXTENSION
 
 State = LoopRun.State
 Reason = LoopRun.ExitReason
@@ -27,7 +28,6 @@ ENDS: dict[str, tuple[str, str]] = {
     "TASK_STATE_CANCELED": (State.CANCELLED, Reason.CANCELLED),
     "TASK_STATE_REJECTED": (State.FAILED, Reason.ERROR),
 }
-EXTENSION = "urn:loopstacks:federation:v1"
 
 
 def open_frames():
