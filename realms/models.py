@@ -48,6 +48,11 @@ class Peer(models.Model):
     # A client peer (a stock A2A client) authenticates with a bearer token, kept hashed.
     token_hash = models.CharField(max_length=64, blank=True)
     reachable = models.BooleanField(default=True)
+    # Since when it cannot be reached (a failed probe or delivery; null: it answers), and
+    # the last probe's round trip (DESIGN.md H10; the Realms page shows both).
+    unreachable_since = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    probed_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -94,6 +99,9 @@ class Grant(models.Model):
     rate_per_minute = models.PositiveIntegerField(default=60)
     answer_interrupts = models.BooleanField(default=False)
     trace = models.CharField(max_length=8, choices=Trace, default=Trace.SUMMARY)
+    # An inbound grant's lease (DESIGN.md H10): the caller unreachable for longer than this,
+    # the work it asked for here is paused until it is back.
+    lease_s = models.PositiveIntegerField(default=60)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -150,6 +158,9 @@ class Incoming(models.Model):
     # The halt this realm engaged on the peer's behalf (DESIGN.md H8): the peer's lift lifts
     # it, and only it; a halt of this realm's own is never the peer's to lift.
     halt_id = models.BigIntegerField(null=True, blank=True)
+    # When this realm paused the run because the caller could not be reached for longer
+    # than the grant's lease (DESIGN.md H10): its return resumes that pause, and only it.
+    paused_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

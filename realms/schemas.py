@@ -22,6 +22,8 @@ class PeerOut(Schema):
     we_approved: bool
     they_approved: bool
     reachable: bool
+    unreachable_since: datetime | None
+    latency_ms: float | None
     last_seen_at: datetime | None
 
 
@@ -61,6 +63,9 @@ class GrantBody(Schema):
     rate_per_minute: int = Field(60, ge=1, le=100_000)
     answer_interrupts: bool = False
     trace: Literal["summary", "full"] = "summary"
+    lease_s: int = Field(
+        60, ge=5, le=86_400, description="inbound: the caller unreachable this long pauses its work"
+    )
 
 
 class GrantsIO(Schema):

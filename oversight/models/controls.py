@@ -242,6 +242,13 @@ class Interrupt(models.Model):
     comment = models.TextField(blank=True)
     decided_by = models.ForeignKey(USER, models.PROTECT, null=True, blank=True, related_name="+")
     decided_at = models.DateTimeField(null=True, blank=True)
+    # DESIGN.md H9. Decided in another realm, or by a person who is not a user here: the
+    # realm's slug and the person's name ("" when the decision was taken here).
+    decided_realm = models.CharField(max_length=60, blank=True)
+    decided_by_name = models.CharField(max_length=150, blank=True)
+    # A copy, in the calling realm, of an interrupt raised in work it asked a peer for:
+    # {"realm", "id", "url"} of the original, which alone decides (null: raised here).
+    remote = models.JSONField(null=True, blank=True)
     deadline_at = models.DateTimeField()
     default_action = models.CharField(
         max_length=8, choices=[("approve", "approve"), ("reject", "reject")], default="reject"

@@ -11,7 +11,15 @@ from django.utils import timezone
 from oversight.audit import audit_record
 from realms.models import Grant, Peer
 
-FIELDS = ("blueprints", "max_depth", "budget", "rate_per_minute", "answer_interrupts", "trace")
+FIELDS = (
+    "blueprints",
+    "max_depth",
+    "budget",
+    "rate_per_minute",
+    "answer_interrupts",
+    "trace",
+    "lease_s",
+)
 
 
 def grants_of(peer: Peer) -> dict[str, dict[str, Any] | None]:

@@ -35,6 +35,9 @@ class Command(BaseCommand):
         grant.add_argument("--rate", type=int, default=60, help="calls a minute")
         grant.add_argument("--answer-interrupts", action="store_true")
         grant.add_argument("--trace", choices=Grant.Trace.values, default="summary")
+        grant.add_argument(
+            "--lease", type=int, default=60, help="inbound: seconds the caller may be away"
+        )
         client = sub.add_parser("client", help="add a client peer; prints its token once")
         client.add_argument("slug")
         for action in sub.choices.values():
@@ -71,6 +74,8 @@ class Command(BaseCommand):
     def _grant(self, actor, options) -> None:
         if options["max_depth"] < 1 or (options["budget"] or 0) < 0 or options["rate"] < 1:
             raise CommandError("--max-depth and --rate must be ≥ 1, --budget ≥ 0")
+        if not 5 <= options["lease"] <= 86_400:
+            raise CommandError("--lease must be between 5 and 86400 seconds")
         peer = peers.peer_get(options["slug"])
         current = grants.grants_of(peer)
         current[options["direction"]] = {
@@ -80,6 +85,7 @@ class Command(BaseCommand):
             "rate_per_minute": options["rate"],
             "answer_interrupts": options["answer_interrupts"],
             "trace": options["trace"],
+            "lease_s": options["lease"],
         }
         grants.grants_set(actor=actor, peer=peer, grants=current)
         self.stdout.write(
