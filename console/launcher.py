@@ -2,6 +2,9 @@
 
     python -m console.launcher run            PostgreSQL, Redis, migrate, first admin, Daphne,
                                               a Celery worker and beat, until Ctrl-C/SIGTERM
+    python -m console.launcher run --federated
+                                              the same, and beside it a second realm, the
+                                              regional pharmacy, on PORT+1, already paired
     python -m console.launcher test [ARGS]    ruff, then pytest against its own PostgreSQL and
                                               Redis; ARGS go to a single pytest run instead
 
@@ -14,11 +17,13 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib.parse import urlsplit
 
 try:
     from common.env import (
@@ -36,6 +41,13 @@ except ValueError as exc:  # a malformed variable: say which, without a tracebac
     sys.exit(f"error: {exc}")
 
 from console import embedded
+from console.federated import (
+    PHARMACY_NAME,
+    PHARMACY_SLUG,
+    create_database,
+    federate,
+    pharmacy_env,
+)
 from console.supervisor import ChildFailed, PortTaken, Supervisor, free_port
 
 PYTHON = sys.executable
@@ -49,8 +61,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     sup = Supervisor()
     try:
-        if command == "run":
-            return run(sup)
+        if command == "run" and set(rest) <= {"--federated"}:
+            return run(sup, federated=bool(rest))
         if command == "test":
             return test(sup, rest)
         print(__doc__)
@@ -70,50 +82,34 @@ def main(argv: list[str]) -> int:
             print("==> Stopped; the data is kept for the next run.", flush=True)
 
 
-def run(sup: Supervisor) -> int:
+def run(sup: Supervisor, *, federated: bool = False) -> int:
+    """The console; federated, also the regional pharmacy's realm beside it (its own
+    database, Redis database, data folder, Daphne on PORT+1, worker and beat), paired."""
     host = env_str("HOST", "127.0.0.1")
     port = env_int("PORT", 8000, minimum=1, maximum=65535)
     # As console.settings decides it: on by default with the embedded PostgreSQL only.
     demo = env_bool("DEMO_ENABLED", not os.environ.get("DATABASE_URL"))
     sup.require_free_port(port, "PORT", "the console", host=host)
+    if federated:
+        what = f"the {PHARMACY_NAME} realm (PORT+1)"
+        sup.require_free_port(port + 1, "PORT", what, host=host)
     env = _child_env(DATA_DIR)
     _stage("Starting services")
     env.update(_start_services(sup, DATA_DIR, EMBEDDED_PG_PORT, EMBEDDED_REDIS_PORT))
-    if not os.environ.get("DJANGO_SECRET_KEY") and not SECRET_KEY_FILE.exists():
-        SECRET_KEY_FILE.write_text(secrets.token_urlsafe(50))
-        SECRET_KEY_FILE.chmod(0o600)
-    _stage("Migrating the database")
-    _manage(sup, env, "migrate", "--noinput")
-    _stage("Checking for an admin account")
-    _manage(sup, env, "ensure_admin", quiet=False)
-    _stage("Collecting static files")
-    _manage(sup, env, "collectstatic", "--noinput")
+    if not os.environ.get("DJANGO_SECRET_KEY"):
+        _ensure_secret_key(SECRET_KEY_FILE)
+    if federated:
+        env["DEMO_PHARMACY_REALM"] = PHARMACY_SLUG
+    _prepare(sup, env, "")
+    peer = pharmacy_env(env, DATA_DIR, host, port + 1) if federated else {}
+    if peer:
+        _prepare_pharmacy(sup, peer)
     _stage("Starting Daphne (HTTP and websockets), a Celery worker and Celery beat")
-    hostname = socket.gethostname()
-    sup.spawn("daphne", daphne_argv(host, port), env={**env, "CONSOLE_PROCESS": "web"})
-    sup.spawn(
-        "worker",
-        [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "console",
-            "worker",
-            "-l",
-            "INFO",
-            "-n",
-            f"worker@{hostname}",
-        ],
-        env={**env, "CONSOLE_PROCESS": "worker"},
-        stop_timeout=30,
-    )
-    sup.spawn(
-        "beat",
-        [PYTHON, "-m", "celery", "-A", "console", "beat", "-l", "INFO"],
-        env={**env, "CONSOLE_PROCESS": "beat"},
-    )
+    # Federated, the console's beat (which starts the demo's stacks) waits for the pairing.
+    _spawn_realm(sup, env, host, port, beat=not federated)
     url = f"http://{host}:{port}/"
+    if peer:
+        _start_pharmacy(sup, env, peer, host, port + 1, own=url.rstrip("/"))
     _wait_until_healthy(sup, f"{url}api/v1/health")
     print(f"\n==> The console is running at {url}  (Ctrl-C stops everything)\n", flush=True)
     if demo:
@@ -122,8 +118,85 @@ def run(sup: Supervisor) -> int:
             "    DEMO_ENABLED=false turns them off (README: The demo).\n",
             flush=True,
         )
+    if peer:
+        print(
+            f"==> The {PHARMACY_NAME} realm ({PHARMACY_SLUG}) is running at "
+            f"{peer['REALM_URL']}/\n"
+            "    paired with this one: healthcare's interaction checks ask it for a second\n"
+            "    opinion (a remote frame), and now and then its pharmacist must decide.\n"
+            f"    Its data: {peer['CONSOLE_DATA_DIR']}, and the database "
+            f"{urlsplit(peer['DATABASE_URL']).path.lstrip('/')}.\n",
+            flush=True,
+        )
     sup.wait()
     return 0
+
+
+def _prepare_pharmacy(sup: Supervisor, peer: dict[str, str]) -> None:
+    folder = Path(peer["CONSOLE_DATA_DIR"])
+    create_database(peer["DATABASE_URL"])
+    _metrics_clear(folder)
+    _ensure_secret_key(folder / "secret_key")
+    _prepare(sup, peer, f"the {PHARMACY_NAME} realm's ")
+
+
+def _start_pharmacy(
+    sup: Supervisor, env: dict[str, str], peer: dict[str, str], host: str, port: int, own: str
+) -> None:
+    """Its processes; once both realms answer, the pairing; then the console's beat."""
+    _spawn_realm(sup, peer, host, port, prefix="pharmacy ")
+    _wait_until_healthy(sup, f"{peer['REALM_URL']}/api/v1/health", prefix="pharmacy ")
+    _wait_until_healthy(sup, f"{own}/api/v1/health", names=("daphne", "worker"))
+    _stage(f"Pairing the console with the {PHARMACY_NAME} realm, as both realms' admins")
+    federate(env, peer, (env.get("REALM_URL") or own).rstrip("/"))
+    _spawn_beat(sup, env)
+
+
+def _prepare(sup: Supervisor, env: dict[str, str], whose: str) -> None:
+    _stage(f"Migrating {whose or 'the '}database")
+    _manage(sup, env, "migrate", "--noinput")
+    _stage(f"Checking for {whose or 'an '}admin account")
+    _manage(sup, env, "ensure_admin", quiet=False)
+    _stage(f"Collecting {whose}static files")
+    _manage(sup, env, "collectstatic", "--noinput")
+
+
+def _spawn_realm(
+    sup: Supervisor,
+    env: dict[str, str],
+    host: str,
+    port: int,
+    *,
+    prefix: str = "",
+    beat: bool = True,
+) -> None:
+    """Daphne, a worker and (unless told otherwise) beat: one realm's processes."""
+    sup.spawn(f"{prefix}daphne", daphne_argv(host, port), env={**env, "CONSOLE_PROCESS": "web"})
+    worker = [PYTHON, "-m", "celery", "-A", "console", "worker", "-l", "INFO"]
+    hostname = f"{prefix.strip() or 'worker'}@{socket.gethostname()}"
+    sup.spawn(
+        f"{prefix}worker",
+        [*worker, "-n", hostname],
+        env={**env, "CONSOLE_PROCESS": "worker"},
+        stop_timeout=30,
+    )
+    if beat:
+        _spawn_beat(sup, env, prefix)
+
+
+def _spawn_beat(sup: Supervisor, env: dict[str, str], prefix: str = "") -> None:
+    sup.spawn(
+        f"{prefix}beat",
+        [PYTHON, "-m", "celery", "-A", "console", "beat", "-l", "INFO"],
+        env={**env, "CONSOLE_PROCESS": "beat"},
+    )
+
+
+def _ensure_secret_key(path: Path) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
 
 
 def daphne_argv(host: str, port: int) -> list[str]:
@@ -209,17 +282,22 @@ def _manage(sup: Supervisor, env: dict[str, str], *args: str, quiet: bool = True
 
 
 def _call(argv: list[str], env: dict[str, str] | None = None) -> int:
-    import subprocess
-
     return subprocess.call(argv, env=env, cwd=BASE_DIR)
 
 
-def _wait_until_healthy(sup: Supervisor, url: str, timeout: float = 120.0) -> None:
+def _wait_until_healthy(
+    sup: Supervisor,
+    url: str,
+    timeout: float = 120.0,
+    *,
+    names: tuple[str, ...] = ("daphne", "worker", "beat"),
+    prefix: str = "",
+) -> None:
     """Until /api/v1/health answers with the database, Redis and at least one worker."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name in ("daphne", "worker", "beat"):
-            sup.check_alive(name)
+        for name in names:
+            sup.check_alive(f"{prefix}{name}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 — our own URL
                 if b'"workers": 0' not in response.read():

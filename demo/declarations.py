@@ -4,6 +4,8 @@ circuit breakers. Settings name this module in LOOP_DECLARATIONS when DEMO_ENABL
     healthcare-care            admit → medication-safety → orders → allocate → care-plan
       drug-interaction-checker   screen → mechanism → assess
         molecular-interaction      mechanism
+        <realm>:second-opinion     mechanism too, federated: the regional pharmacy's review
+                                   in its own realm (DEMO_PHARMACY_REALM), a remote frame
       dosage-calculation         compute (a micro-loop the main loop calls directly)
       resource-optimizer         allocate
     education-learning         enrol → personalize → curate → publish
@@ -23,10 +25,12 @@ Micro-loops are quick: a 0.5 s bid window that every agent answers at once.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
 
+from common.env import env_slug
 from demo import agents as _agents  # noqa: F401 — registers the python_agent implementations
 from demo import education, healthcare, industrial
 from loops.declare import agent, blueprint, breaker, domain, validator
@@ -38,6 +42,12 @@ SLOW_MS = round(settings.DEMO_SLOW_SECONDS * 1000)
 DECIDE = Escalate(deadline_s=settings.DEMO_DECISION_SECONDS, default_action="reject")
 # Transient failures of external systems are tried three times, 250 ms apart and more.
 RETRY = Retry(max_attempts=3, base_ms=250, cap_ms=2000)
+# The realm whose regional pharmacy gives the interaction checks a second opinion, as a
+# remote frame (`./bin/console --federated` sets it; README: The demo); unset: none.
+PHARMACY_REALM = (
+    env_slug("DEMO_PHARMACY_REALM", "") if os.environ.get("DEMO_PHARMACY_REALM") else ""
+)
+SECOND_OPINION = (f"{PHARMACY_REALM}:second-opinion",) if PHARMACY_REALM else ()
 DOSE_SCHEMA = {
     "type": "object",
     "required": ["drug", "dose_mg"],
@@ -197,11 +207,14 @@ _loop(
     "healthcare",
     [
         _ask("screen", "interactions"),
-        Phase("mechanism", call=("molecular-interaction",)),
+        # Federated, the regional pharmacy reviews the screen at the same time, in its realm.
+        Phase("mechanism", call=("molecular-interaction", *SECOND_OPINION)),
         _ask("assess", "pharmacology"),
     ],
-    children=("molecular-interaction",),
-    description="Known interacting pairs, predicted mechanisms; a severe pair asks a person.",
+    children=("molecular-interaction", *SECOND_OPINION),
+    description="Known interacting pairs, predicted mechanisms"
+    + (f", the {PHARMACY_REALM} realm's second opinion" if PHARMACY_REALM else "")
+    + "; a severe pair asks a person.",
 )
 _loop(
     "molecular-interaction",

@@ -35,7 +35,12 @@ class InteractionScreen(DemoAgent):
     def work(self, task: Task) -> Outcome:
         drugs = healthcare.drug_list(given(task))
         found = healthcare.screen(drugs, self.table)
-        output = {"drugs": drugs, "found": found, "source": self.source}
+        output = {
+            "patient": given(task).get("id"),
+            "drugs": drugs,
+            "found": found,
+            "source": self.source,
+        }
         return Outcome(output=output, cost=self.cost, rationale=f"{len(found)} known pairs")
 
 
@@ -70,9 +75,11 @@ class ClinicalPharmacologist(DemoAgent):
     confidence = 0.85
 
     def work(self, task: Task) -> Outcome:
-        screen = phase_results(task)["screen"]
-        predicted = phase_results(task)["mechanism"]["molecular-interaction"]["predicted"]
+        screen, mechanism = phase_results(task)["screen"], phase_results(task)["mechanism"]
+        predicted = mechanism["molecular-interaction"]["predicted"]
         result = healthcare.assess(screen["drugs"], screen["found"], predicted)
+        if opinion := second_opinion(mechanism):
+            result = with_second_opinion(result, opinion)
         severe = [p for p in result["interactions"] if p["severity"] in healthcare.SEVERE]
         if not severe:
             return Outcome(output={**result, "action": "continue"})
@@ -89,6 +96,33 @@ class ClinicalPharmacologist(DemoAgent):
                 rationale=f"hold {', '.join(result['hold'])} until a clinician confirms",
             ),
         )
+
+
+def second_opinion(mechanism: dict) -> dict | None:
+    """The regional pharmacy's review, when a peer realm gave one (a federated demo): its
+    result under the call key "<realm>:second-opinion", with the realm's name added."""
+    for key, value in mechanism.items():
+        if key.endswith(":second-opinion") and isinstance(value, dict):
+            return {**value, "realm": key.partition(":")[0]}
+    return None
+
+
+def with_second_opinion(result: dict, opinion: dict) -> dict:
+    """The pharmacy's holds join the hospital's (a person there decided on each: its review
+    of a severe interaction waits for one), and its community fills are reconciled."""
+    monitoring = list(result["monitoring"])
+    if opinion.get("interactions"):
+        monitoring.append("medication reconciliation (community fills)")
+    summary = {
+        key: opinion.get(key) for key in ("realm", "agrees", "recommendation", "hold", "highest")
+    }
+    summary["community_fills"] = [fill["drug"] for fill in opinion.get("community_fills", [])]
+    return {
+        **result,
+        "hold": sorted({*result["hold"], *opinion.get("hold", [])}),
+        "monitoring": monitoring,
+        "second_opinion": summary,
+    }
 
 
 class Doser(DemoAgent):
