@@ -28,7 +28,8 @@ CONSOLE_GROUP = "console"
 OVERVIEW_GROUP = "overview"  # the overview's cards and totals
 INBOX_GROUP = "inbox"  # interrupts raised, claimed, decided, expired
 BREAKERS_GROUP = "breakers"  # breaker rows
-TOPICS = {OVERVIEW_GROUP, INBOX_GROUP, BREAKERS_GROUP}
+REALMS_GROUP = "realms"  # the Realms page's peers: pairing, grants, reachability, breakers
+TOPICS = {OVERVIEW_GROUP, INBOX_GROUP, BREAKERS_GROUP, REALMS_GROUP}
 
 
 def domain_group(domain_id: int) -> str:

@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from loops.models import LoopRun
+from loops.remotes import remote_state
 from loops.rollup import WINDOW_MINUTES, CallMinute, IterationMinute, minute_of
 from loops.selectors import activity_minutes
 
@@ -58,35 +59,56 @@ def _html(
     div_id: str,
     *,
     open_on_click: bool = False,
+    remote_ids: str = "",
 ) -> SafeString:
     """The figure as a div for app.js to draw: {"data", "layout", "config"} as JSON, escaped
-    for the attribute. open_on_click: a click on a point opens the URL in its customdata."""
+    for the attribute. open_on_click: a click on a point opens the URL in its customdata;
+    remote_ids: the points whose click shows their remote view instead."""
     figure = {"data": traces, "layout": {"template": _template(), **layout}, "config": CONFIG}
     return format_html(
-        '<div class="plotly-figure" id="{}" data-figure="{}"{}></div>',
+        '<div class="plotly-figure" id="{}" data-figure="{}"{}{}></div>',
         div_id,
         json.dumps(figure, separators=(",", ":"), default=_isoformat),
         SafeString(" data-open-on-click") if open_on_click else "",
+        format_html(' data-remote-ids="{}"', remote_ids) if remote_ids else "",
     )
 
 
 def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
     """The live stack as an icicle: one sector per frame, coloured by its state; a click
-    opens the frame (static/console/app.js)."""
+    opens the frame (static/console/app.js), and a click on a remote frame shows, under
+    the chart, what its peer's grant lets this realm see (data-remote-ids)."""
     ids = {f.pk for f in frames}
     url = reverse("loops:run", args=[0]).replace("/0/", "/{}/")  # one reverse, not 300
     icicle = {
         "type": "icicle",
         "ids": [str(f.pk) for f in frames],
         "parents": [str(f.parent_id) if f.parent_id in ids else "" for f in frames],
-        "labels": [f"{f.blueprint.name} #{f.pk} · {f.state}" for f in frames],
+        "labels": [frame_label(f) for f in frames],
         "customdata": [url.format(f.pk) for f in frames],
         "marker": {"colors": [STATE_COLOURS.get(f.state, "#999") for f in frames]},
         "hovertemplate": "%{label}<extra></extra>",
         "tiling": {"orientation": "v"},
     }
     layout = {"margin": {"t": 10, "l": 10, "r": 10, "b": 10}, "height": 360}
-    return _html([icicle], layout, f"domain-{slug}-icicle", open_on_click=True)
+    remote = ",".join(str(f.pk) for f in frames if getattr(f, "remote_realm", None) is not None)
+    return _html([icicle], layout, f"domain-{slug}-icicle", open_on_click=True, remote_ids=remote)
+
+
+def frame_label(frame: LoopRun) -> str:
+    """'<blueprint> #<id> · <state>'; a remote frame (selectors.stack_frames) as
+    '<realm>: <its blueprint there> #<id> · <state>' (DESIGN.md section 8)."""
+    realm = getattr(frame, "remote_realm", None)
+    if realm is None:
+        return f"{frame.blueprint.name} #{frame.pk} · {frame.state}"
+    state = remote_state(
+        frame.state,
+        frame.remote_state,  # type: ignore[attr-defined]
+        frame.remote_substate,  # type: ignore[attr-defined]
+        frame.remote_run_state,  # type: ignore[attr-defined]
+        getattr(frame, "unreachable", False),
+    )
+    return f"{realm}: {frame.remote_blueprint} #{frame.pk} · {state}"  # type: ignore[attr-defined]
 
 
 # --- The domain's activity over the last hour: four charts from one rollup query ---------

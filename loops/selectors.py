@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from common.pagination import page_clamped
@@ -25,7 +26,9 @@ from loops.models import (
     Iteration,
     LoopRun,
 )
+from loops.remotes import REMOTE_KEYS
 from loops.rollup import WINDOW_MINUTES, CallMinute, IterationMinute
+from realms.models import Peer
 
 
 @dataclass
@@ -138,13 +141,22 @@ STACK_CAP = 300
 
 
 def stack_frames(domain_id: int, *, cap: int = STACK_CAP) -> list[LoopRun]:
-    """The frames of the domain's live stacks: every run under a live root (one query)."""
-    return list(
+    """The frames of the domain's live stacks: every run under a live root (one query; a
+    second when remote frames are among them). A remote frame carries its realm, blueprint
+    and state there (only those keys of `remote`: its view may be long) and `unreachable`,
+    whether its peer cannot be reached now (DESIGN.md H10)."""
+    frames = list(
         LoopRun.objects.filter(domain_id=domain_id, root__state__in=LoopRun.LIVE)
         .select_related("blueprint")
         .only("id", "parent_id", "root_id", "depth", "state", "blueprint__name")
+        .annotate(**{name: KT(path) for name, path in REMOTE_KEYS.items()})
         .order_by("depth", "id")[:cap]
     )
+    realms = {f.remote_realm for f in frames if f.remote_realm is not None}  # type: ignore[attr-defined]
+    down = set(Peer.objects.filter(slug__in=realms, reachable=False).values_list("slug", flat=True))
+    for frame in frames:
+        frame.unreachable = frame.remote_realm in down  # type: ignore[attr-defined]
+    return frames
 
 
 # --- The domain page's live main runs: a page at a time, however many are live. ----------

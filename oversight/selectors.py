@@ -5,6 +5,7 @@ what they return (oversight.fragments, console.fragments)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from loops.selectors import DomainStatus, domain_list_with_counts
 from loops.subtree import subtree_ids
 from oversight.halt_scope import PARKABLE, halt_scope_ids
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt
+from realms.models import Incoming, Outgoing
 
 # --- Halts: the banner on every page, so counted in the database, never loaded ------------
 
@@ -47,7 +49,8 @@ def halt_reach(kind: str, domain: Domain | None, run: LoopRun | None) -> dict[st
 
 
 def active_halts() -> list[Halt]:
-    """Active halts, each with `in_flight`: its agent calls that have not answered yet."""
+    """Active halts, each with `in_flight`: its agent calls that have not answered yet, and
+    what halt_peers adds."""
     halts = list(
         Halt.objects.filter(lifted_at__isnull=True)
         .select_related("created_by", "lift_requested_by")
@@ -55,7 +58,43 @@ def active_halts() -> list[Halt]:
     )
     for halt in halts:
         halt.in_flight = halt_in_flight_count(halt)  # type: ignore[attr-defined]
+    if halts:
+        halt_peers(halts)
     return halts
+
+
+def halt_peers(halts: list[Halt]) -> None:
+    """DESIGN.md H8, for the banner (two queries for all the halts):
+    `peers_reached`, the peer realms the halt's messages went to (one per remote frame it
+    parked), and `peers_confirmed`, those that took every one of them (delivered: the
+    peer halted what the frames had started there); `for_realm`, in the callee, the peer
+    realm on whose behalf this realm engaged the halt ("" for a halt of its own)."""
+    ids = [halt.pk for halt in halts]
+    reached: dict[int, set[str]] = {}
+    pending: dict[int, set[str]] = {}
+    messages = Outgoing.objects.filter(method="loopstacks/Halt", params__halt__id__in=ids)
+    for halt_id, peer, delivered in messages.values_list(
+        "params__halt__id", "peer__slug", "delivered_at"
+    ):
+        reached.setdefault(halt_id, set()).add(peer)
+        if delivered is None:
+            pending.setdefault(halt_id, set()).add(peer)
+    for_realm = dict(Incoming.objects.filter(halt_id__in=ids).values_list("halt_id", "peer__slug"))
+    for halt in halts:
+        peers = reached.get(halt.pk, set())
+        halt.peers_reached = len(peers)  # type: ignore[attr-defined]
+        halt.peers_confirmed = len(peers - pending.get(halt.pk, set()))  # type: ignore[attr-defined]
+        halt.for_realm = for_realm.get(halt.pk) or _realm_named(halt)  # type: ignore[attr-defined]
+
+
+# realms.services.remote_halts words a halt engaged on a peer's behalf so; the banner's
+# first push renders before the call's Incoming row names the halt.
+ON_BEHALF = re.compile(r"halted by realm ([a-z0-9_-]+) \(")
+
+
+def _realm_named(halt: Halt) -> str:
+    found = ON_BEHALF.match(halt.reason) if halt.created_by_id is None else None
+    return found.group(1) if found else ""
 
 
 # --- The approval inbox ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from realms import grants, outbox
 from realms.cards import EXTENSION
 from realms.identity import me
 from realms.models import Grant, Incoming, Peer
+from realms.sight import view_of
 from realms.tasks_names import FRAME_REFUSED
 
 MAX_TTL = 8  # realms a call may still cross
@@ -122,6 +123,7 @@ def task_of(run: LoopRun) -> dict[str, Any]:
     }
     if run.state in (LoopRun.State.PAUSED, LoopRun.State.HALTED):
         ext["substate"] = run.state
+    ext["view"] = view_of(run)  # what the asking peer's grant lets it see (realms.sight)
     task: dict[str, Any] = {
         "id": str(run.pk),
         "contextId": str(run.root_id or run.pk),

@@ -9,7 +9,13 @@ from collections.abc import Callable
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotFound,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -17,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
 from common.http import HtmxHttpRequest
-from loops import charts, fragments, selectors, services
+from loops import charts, fragments, remotes, selectors, services
 from loops.models import (
     Domain,
     LoopRun,
@@ -27,6 +33,7 @@ from loops.models import (
 RUN_CONTROLS = "loops/_run_controls.html"
 DOMAIN_CONTROLS = "loops/_domain_controls.html"
 REFUSED = "console/rejected.html"
+REMOTE_VIEW = "loops/_remote_view.html"
 REASON_MAX = 500
 
 
@@ -144,8 +151,22 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "now": timezone.now(),
         "context_json": json.dumps(page.run.context, indent=2, sort_keys=True, default=str),
         "can_operate": _can_operate(request),
+        "remote": remotes.remote_view(page.run),  # a remote frame: the peer's view of it
     }
     return render(request, "loops/run_detail.html", ctx)
+
+
+@require_GET
+@login_required
+def run_remote(request: HttpRequest, run_id: int) -> HttpResponse:
+    """A remote frame's view (the live stack's panel, loops/_remote_view.html): what the
+    peer's grant lets this realm see of the work, and the way to the peer's console."""
+    _require(request, "loops.view_looprun")
+    run = get_object_or_404(LoopRun.objects.select_related("blueprint"), pk=run_id)
+    remote = remotes.remote_view(run)
+    if remote is None:
+        return HttpResponseNotFound(f"Run {run_id} is not a remote frame: it runs here.")
+    return render(request, REMOTE_VIEW, {"remote": remote})
 
 
 def _control(
@@ -190,6 +211,7 @@ urlpatterns: list[URLPattern] = [
     path("domains/<slug:slug>/pause", domain_pause, name="domain-pause"),
     path("domains/<slug:slug>/resume", domain_resume, name="domain-resume"),
     path("runs/<int:run_id>/", run_detail, name="run"),
+    path("runs/<int:run_id>/remote", run_remote, name="run-remote"),
     path("runs/<int:run_id>/pause", run_pause, name="run-pause"),
     path("runs/<int:run_id>/resume", run_resume, name="run-resume"),
     path("runs/<int:run_id>/cancel", run_cancel, name="run-cancel"),

@@ -18,6 +18,7 @@ from loops.models import LoopRun
 from loops.services import child_returned, stack_changed
 from loops.trace import Trace
 from realms.cards import EXTENSION
+from realms.sight import kept
 
 State = LoopRun.State
 Reason = LoopRun.ExitReason
@@ -49,6 +50,7 @@ def frame_task(*, frame_id: int, realm: str, task: dict[str, Any]) -> None:
     remote.update(task=str(task.get("id", remote.get("task", ""))), state=_short(state))
     if ext.get("substate"):
         remote["substate"] = ext["substate"]
+    remote.update(kept(ext))  # the peer's view of its work, as its grant allows (realms.sight)
     changed = remote != frame.remote
     frame.remote = remote
     trace = Trace(frame.root_id)

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from oversight.audit import audit_record
+from realms import fragments
 from realms.models import Grant, Peer
 
 FIELDS = (
@@ -47,4 +48,5 @@ def grants_set(*, actor, peer: Peer, grants: dict[str, dict[str, Any] | None]) -
             )
         after = grants_of(peer)
         audit_record(actor=actor, verb="realm.granted", target=peer, before=before, after=after)
+        fragments.peers_push()  # the Realms pages, after this transaction commits
     return after

@@ -17,7 +17,7 @@ from common.refusals import Refused
 from loops.models import Agent
 from oversight.audit import audit_record
 from oversight.models import CircuitBreaker
-from realms import outbox
+from realms import fragments, outbox
 from realms.callers import token_hash
 from realms.cards import CardInfo, fetch_card
 from realms.identity import me
@@ -247,6 +247,7 @@ def _save(peer: Peer) -> None:
     where it is and whether it may be called: their bids are asked in threads that open no
     database connection (loops.agents.realm)."""
     peer.save()
+    fragments.peers_push()  # the Realms pages, after this transaction commits
     if peer.kind == Peer.Kind.REALM and peer.paired:
         # The peer's breaker (DESIGN.md section 8): five failed deliveries in a row open it.
         CircuitBreaker.objects.get_or_create(

@@ -69,12 +69,22 @@ document.addEventListener("console:notice", function (event) {
   function draw(el) {
     var figure = JSON.parse(el.getAttribute("data-figure"));
     window.Plotly.react(el, figure.data, figure.layout, figure.config).then(function () {
-      // The live stack's icicle: a click on a frame opens that run (its customdata).
+      // The live stack's icicle: a click on a frame opens that run (its customdata). A click
+      // on a remote frame (data-remote-ids) shows instead, in the panel under the chart
+      // (domain-<slug>-remote), what the peer's grant lets us see and a link to the peer;
+      // the panel is outside the pushed stack, so the next push leaves it open.
       if (!el.hasAttribute("data-open-on-click") || el.dataset.clickBound) return;
       el.dataset.clickBound = "true";
       el.on("plotly_click", function (data) {
         var point = data && data.points && data.points[0];
-        if (point && point.customdata) window.location.href = point.customdata;
+        if (!point || !point.customdata) return;
+        var remote = (el.getAttribute("data-remote-ids") || "").split(",");
+        var panel = document.getElementById(el.id.replace(/-icicle$/, "-remote"));
+        if (panel && remote.indexOf(String(point.id)) >= 0) {
+          htmx.ajax("GET", point.customdata + "remote", { target: panel, swap: "innerHTML" });
+          return;
+        }
+        window.location.href = point.customdata;
       });
     });
   }
