@@ -162,6 +162,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "queue_order_stra
 CELERY_TASK_QUEUES = (Queue("urgent"), Queue("celery"))
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+REALM_PROBE_S = env_float("REALM_PROBE_S", 5.0, minimum=0.5, maximum=300)  # peers (H10)
 CELERY_BEAT_SCHEDULE = {
     # Every 5 seconds: re-enqueue runs whose worker died or whose message was lost (H4).
     "runs-reclaim": {"task": "loops.tasks.runs_reclaim", "schedule": 5.0},
@@ -183,6 +184,7 @@ CELERY_BEAT_SCHEDULE = {
     # Messages to peers due for a retry; open remote frames asked for their task (realms).
     "realms-deliver-due": {"task": "realms.tasks.deliver_due", "schedule": 2.0},
     "realms-reconcile": {"task": "realms.tasks.frames_reconcile", "schedule": 10.0},
+    "realms-probe": {"task": "realms.tasks.peers_probe", "schedule": REALM_PROBE_S},
     "sessions-clear": {"task": "console.tasks.sessions_clear", "schedule": 24 * 3600},
 }
 

@@ -31,17 +31,19 @@ def audit_record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
+    on_behalf: str = "",
 ) -> AuditEvent:
     """Append who did what to which object, why, and the state before and after.
 
     In the caller's transaction, so the record and the change commit or vanish together.
+    `on_behalf` names a person who is not a user here (a peer realm's: "alice@st-marys").
     """
     assert transaction.get_connection().in_atomic_block, "audit_record needs a transaction"
     person = actor if actor is not None and actor.is_authenticated else None
     model = target._meta.model_name or ""
     return AuditEvent.objects.create(
         actor=person,
-        actor_name=person.get_username() if person else "system",
+        actor_name=person.get_username() if person else (on_behalf[:150] or "system"),
         verb=verb,
         target_type=_TARGET_TYPES.get(model, model),
         target_id=str(target.pk),

@@ -54,6 +54,10 @@ class InterruptOut(Schema):
     comment: str
     decided_by: str | None
     decided_at: datetime | None
+    # DESIGN.md H9 (added): the realm where it was decided (null: here), and, for a copy of
+    # a peer's interrupt, that interrupt ({"realm", "id", "url"}).
+    decided_realm: str | None
+    remote: dict[str, Any] | None
     deadline_at: datetime
     default_action: str
     tier: str
@@ -75,7 +79,11 @@ class InterruptOut(Schema):
 
     @staticmethod
     def resolve_decided_by(obj) -> str | None:
-        return _username(obj.decided_by)
+        return _username(obj.decided_by) or obj.decided_by_name or None
+
+    @staticmethod
+    def resolve_decided_realm(obj) -> str | None:
+        return obj.decided_realm or None
 
     @staticmethod
     def resolve_claimed_by(obj) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from realms.services import delivery, frames
+from realms.services import delivery, frames, partitions
 
 
 @shared_task(acks_late=True)
@@ -27,3 +27,9 @@ def frames_reconcile() -> None:
 @shared_task(acks_late=True)
 def frame_refused(frame_id: int) -> None:
     frames.frame_refused(frame_id=frame_id)
+
+
+@shared_task
+def peers_probe() -> None:
+    """Beat: reachability and latency of each peer; partitions pause and resume (H10)."""
+    partitions.peers_probe()

@@ -10,6 +10,7 @@ parameters the library leaves to the caller (expiry bound, nonce, replay)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable
@@ -48,6 +49,16 @@ def http() -> httpx.Client:
 
 
 TAG = "loopstacks-federation"
+
+
+def rpc(base_url: str, method: str, params: dict[str, Any], *, rid: str, timeout) -> Any:
+    """One signed JSON-RPC request to the realm at `base_url`, answered at once: the
+    response as it came (an httpx error if none came; the caller reads status and body)."""
+    url = f"{base_url}/a2a"
+    body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    headers = {**signed_headers("POST", url, raw), "A2A-Version": "1.0"}
+    return http().post(url, content=raw, headers=headers, timeout=timeout)
 
 
 @dataclass

@@ -262,9 +262,12 @@ class Interrupt(models.Model):
         ordering = ["deadline_at", "id"]
         permissions = [("decide_interrupt", "Can decide interrupts")]
         constraints = [
-            # A run waits for one decision at a time.
+            # A run waits for one decision at a time. (A remote frame may stand for several
+            # runs of a peer, each with its own interrupt: their copies are not limited.)
             models.UniqueConstraint(
-                fields=["run"], condition=Q(status="pending"), name="interrupt_one_pending"
+                fields=["run"],
+                condition=Q(status="pending", remote__isnull=True),
+                name="interrupt_one_pending",
             ),
             models.CheckConstraint(
                 condition=Q(status="pending", decided_at__isnull=True)

@@ -18,6 +18,7 @@ from oversight.audit import audit_record
 from oversight.models import Alert, Interrupt
 from oversight.services.alerts import alert_raise
 from oversight.services.interrupts import continue_after, interrupt_update_html, where
+from realms import decisions
 
 
 @retry_deadlocks
@@ -63,6 +64,7 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
         target=interrupt,
         data={"run": run.pk},
     )
+    decisions.interrupt_settled(interrupt)
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()
     return interrupt
@@ -71,7 +73,10 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
 def interrupts_expire_overdue(now: datetime | None = None) -> int:
     """The beat sweep: expire every pending interrupt past its deadline."""
     now = now or timezone.now()
-    due = Interrupt.objects.filter(status=Interrupt.Status.PENDING, deadline_at__lte=now)
+    # A copy of a peer's interrupt has no deadline here: the peer applies its own (H9).
+    due = Interrupt.objects.filter(
+        status=Interrupt.Status.PENDING, deadline_at__lte=now, remote__isnull=True
+    )
     return sum(
         1
         for pk in list(due.values_list("pk", flat=True)[:500])
@@ -102,6 +107,7 @@ def interrupt_withdraw(*, interrupt_id: int) -> Interrupt | None:
         after={"status": interrupt.status, "run_state": run.state},
         data={"run": run.pk},
     )
+    decisions.interrupt_settled(interrupt)
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()
     return interrupt

@@ -3,9 +3,11 @@
 Raised by an agent (in its result, or through the API), by a policy (validation exhausted,
 confidence under a floor, a value over a limit) or by a breaker, always in the transaction
 that holds the run. The run waits in `interrupted`. Exactly one decision wins: deciders lock
-the run, then the interrupt, and the losers find it decided (409 naming who and when). The
-decision goes into the run's context; the run's next step applies it (loops.engine). What
-happens at the deadline, or when the run ends first, is in oversight.services.deadlines.
+the run, then the interrupt, and the losers find it decided (409 naming who, in which realm
+and when). The decision goes into the run's context; the run's next step applies it
+(loops.engine). What happens at the deadline, or when the run ends first, is in
+oversight.services.deadlines; copies of a peer realm's interrupts (DESIGN.md H9) are in
+oversight.services.copies.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import jsonschema
 from django.db import transaction
 from django.utils import timezone
 
@@ -28,15 +29,20 @@ from loops.trace import Trace
 from oversight import fragments, selectors
 from oversight.audit import audit_record
 from oversight.models import Alert, CircuitBreaker, Interrupt
+from oversight.services import copies
 from oversight.services.alerts import alert_raise
+from oversight.services.interrupt_rules import (
+    LEVEL,
+    PAST,
+    already_decided,
+    check_decision,
+    interrupt_update_html,
+    stack_address,
+    where,
+)
+from realms import decisions  # one decision wherever it is taken (DESIGN.md H9)
 
 State = LoopRun.State
-_PAST = {"approve": "approved", "reject": "rejected", "modify": "modified"}
-_LEVEL = {
-    "info": Alert.Level.INFO,
-    "warning": Alert.Level.WARNING,
-    "critical": Alert.Level.CRITICAL,
-}
 
 
 def interrupt_raise(
@@ -97,9 +103,10 @@ def interrupt_raise(
         after={"status": interrupt.status, "run_state": run.state},
         data={"source": source, "run": run.pk},
     )
+    decisions.interrupt_follows(interrupt)  # its copy to the realm that asked, if granted
     alert_raise(
         kind="interrupt.raised",
-        level=_LEVEL.get(severity, Alert.Level.WARNING),
+        level=LEVEL.get(severity, Alert.Level.WARNING),
         title=f"Decision needed: {reason}"[:200],
         body=f"Run {run.pk} ({where(interrupt.address)}) waits for a decision until "
         f"{interrupt.deadline_at:%H:%M:%S %Z}; if nobody decides, it will {policy.default_action}.",
@@ -107,17 +114,6 @@ def interrupt_raise(
         data={"run": run.pk, "severity": severity},
     )
     return interrupt
-
-
-def stack_address(run: LoopRun, iteration: Iteration | None) -> dict[str, Any]:
-    """domain / main / sub / micro (each {run, blueprint}) and the iteration."""
-    address: dict[str, Any] = {"domain": run.domain.slug}
-    node: LoopRun | None = run
-    while node is not None:  # at most MAX_STACK_DEPTH frames
-        address.setdefault(node.blueprint.kind, {"run": node.pk, "blueprint": node.blueprint.name})
-        node = node.parent
-    address["iteration"] = iteration.number if iteration else run.iteration
-    return address
 
 
 @retry_deadlocks
@@ -161,13 +157,51 @@ def interrupt_raise_by_agent(
     return interrupt
 
 
-@retry_deadlocks
-@transaction.atomic(durable=True)
 def interrupt_decide(
-    *, interrupt_id: int, actor, decision: str, payload: Any = None, comment: str = ""
+    *,
+    interrupt_id: int,
+    actor,
+    decision: str,
+    payload: Any = None,
+    comment: str = "",
+    on_behalf: tuple[str, str] | None = None,
 ) -> Interrupt:
     """Approve, reject (with a reason fed back to the loop) or modify (with a payload that
-    matches the proposal's schema). Lock order: the run, then the interrupt."""
+    matches the proposal's schema). An interrupt raised here is decided here, under its
+    run's lock; `on_behalf` (person, realm) is a peer realm's operator deciding it there
+    (DESIGN.md H9). A copy of a peer's interrupt is decided in the peer, which alone says
+    who wins (realms.decisions)."""
+    remote = Interrupt.objects.values_list("remote", flat=True).get(pk=interrupt_id)
+    if remote:
+        return copies.decide_copy(
+            interrupt_id=interrupt_id,
+            actor=actor,
+            decision=decision,
+            payload=payload,
+            comment=comment,
+        )
+    return _decide_here(
+        interrupt_id=interrupt_id,
+        actor=actor,
+        decision=decision,
+        payload=payload,
+        comment=comment,
+        on_behalf=on_behalf,
+    )
+
+
+@retry_deadlocks
+@transaction.atomic(durable=True)
+def _decide_here(
+    *,
+    interrupt_id: int,
+    actor,
+    decision: str,
+    payload: Any,
+    comment: str,
+    on_behalf: tuple[str, str] | None,
+) -> Interrupt:
+    """Lock order: the run, then the interrupt; the losers find it decided (409)."""
     run_id = Interrupt.objects.values_list("run_id", flat=True).get(pk=interrupt_id)
     run = LoopRun.objects.select_for_update(no_key=True).get(pk=run_id)
     interrupt = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
@@ -177,7 +211,7 @@ def interrupt_decide(
         raise Refused(
             409, "run_ended", f"Run {run.pk} has ended ({run.state}): there is nothing to decide."
         )
-    _check_decision(interrupt, decision, payload, comment)
+    check_decision(interrupt, decision, payload, comment)
     interrupt.move_to(
         Interrupt.Status.DECIDED,
         at=timezone.now(),
@@ -186,17 +220,29 @@ def interrupt_decide(
         payload=payload,
         comment=comment,
     )
+    person, realm = on_behalf or ("", "")
+    interrupt.decided_by_name, interrupt.decided_realm = person[:150], realm[:60]
     interrupt.save(
-        update_fields=["status", "decision", "payload", "comment", "decided_by", "decided_at"]
+        update_fields=[
+            "status",
+            "decision",
+            "payload",
+            "comment",
+            "decided_by",
+            "decided_at",
+            "decided_by_name",
+            "decided_realm",
+        ]
     )
     assert interrupt.decided_at is not None
     interrupt_decided_on_commit(
         how="human", raised=interrupt.created_at, decided=interrupt.decided_at
     )
-    run_state = continue_after(run, interrupt, by=actor.get_username())
+    by = f"{person}@{realm}" if on_behalf else actor.get_username()
+    run_state = continue_after(run, interrupt, by=by)
     audit_record(
         actor=actor,
-        verb=f"interrupt.{_PAST[decision]}",
+        verb=f"interrupt.{PAST[decision]}",
         target=interrupt,
         note=comment,
         before={"status": Interrupt.Status.PENDING, "proposal": interrupt.proposal},
@@ -206,57 +252,13 @@ def interrupt_decide(
             "payload": interrupt.payload,
             "run_state": run_state,
         },
-        data={"run": run.pk},
+        data={"run": run.pk, **({"realm": realm, "person": person} if on_behalf else {})},
+        on_behalf=by if on_behalf else "",
     )
+    decisions.interrupt_settled(interrupt)
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()
     return interrupt
-
-
-def already_decided(interrupt: Interrupt) -> str:
-    if interrupt.status == Interrupt.Status.WITHDRAWN:
-        return (
-            f"Interrupt {interrupt.pk} was withdrawn at {_iso(interrupt.decided_at)}: "
-            f"{interrupt.comment}"
-        )
-    if interrupt.status == Interrupt.Status.EXPIRED:
-        return (
-            f"Interrupt {interrupt.pk} expired at {_iso(interrupt.decided_at)}; "
-            f"its default ({interrupt.decision}) was applied."
-        )
-    by = interrupt.decided_by.get_username() if interrupt.decided_by else "system"
-    return (
-        f"Interrupt {interrupt.pk} was already decided by {by} at "
-        f"{_iso(interrupt.decided_at)} ({interrupt.decision})."
-    )
-
-
-def _check_decision(interrupt: Interrupt, decision: str, payload: Any, comment: str) -> None:
-    if decision not in Interrupt.Decision.values:
-        raise Refused(
-            400,
-            "invalid_decision",
-            f"{decision!r} is not a decision; use approve, reject or modify.",
-        )
-    if decision == Interrupt.Decision.REJECT and not comment.strip():
-        raise Refused(
-            400, "reason_required", "A rejection needs a comment saying why; the loop is told."
-        )
-    if decision != Interrupt.Decision.MODIFY:
-        return
-    if payload is None:
-        raise Refused(400, "payload_required", "A modification needs a payload.")
-    if interrupt.proposal_schema:
-        problems = [
-            f"{'/'.join(map(str, e.absolute_path)) or 'payload'}: {e.message}"
-            for e in jsonschema.Draft202012Validator(interrupt.proposal_schema).iter_errors(payload)
-        ]
-        if problems:
-            raise Refused(
-                400,
-                "invalid_payload",
-                "The payload does not match the proposal's schema: " + "; ".join(problems),
-            )
 
 
 def continue_after(run: LoopRun, interrupt: Interrupt, *, by: str) -> str:
@@ -302,19 +304,3 @@ def interrupt_claim(*, interrupt_id: int, actor) -> Interrupt:
     audit_record(actor=actor, verb="interrupt.claimed", target=interrupt)
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     return interrupt
-
-
-def where(address: dict[str, Any]) -> str:
-    frames = [address[k]["blueprint"] for k in ("main", "sub", "micro") if k in address]
-    return (
-        f"{address.get('domain', '?')} / {' / '.join(frames)}, iteration {address.get('iteration')}"
-    )
-
-
-def _iso(moment) -> str:
-    return moment.isoformat() if moment is not None else "an unknown time"
-
-
-def interrupt_update_html(interrupt_id: int) -> str:
-    """The inbox's update of an interrupt as pushed after a commit: read, then rendered."""
-    return fragments.interrupt_update(selectors.interrupt_get_with_history(interrupt_id))

@@ -24,8 +24,9 @@ from django.utils import timezone
 
 from common.backoff import backoff
 from oversight.models import CircuitBreaker
-from oversight.services.breakers import Call, breaker_record
-from realms import wire
+from oversight.services.breakers import Call
+from oversight.services.breakers import breaker_record as record_call
+from realms import fragments, wire
 from realms.models import Outgoing, Peer
 from realms.services import frames
 
@@ -60,9 +61,9 @@ def deliver(message_id: int) -> bool:
         response = wire.http().post(url, content=raw, headers=headers, timeout=TIMEOUTS)
         answer = response.json() if response.content else {}
     except (httpx.HTTPError, ValueError) as exc:
-        _breaker_record(peer, ok=False, started=started)
+        peer_breaker_record(peer, ok=False, started=started)
         return _again(message, f"{type(exc).__name__}: {exc}")
-    _breaker_record(peer, ok=response.status_code < 500, started=started)
+    peer_breaker_record(peer, ok=response.status_code < 500, started=started)
     if response.status_code >= 500 or response.status_code in (401, 429):
         return _again(message, f"HTTP {response.status_code}: {response.text[:300]}")
     error = answer.get("error") if isinstance(answer, dict) else None
@@ -98,6 +99,13 @@ def _claim(message_id: int) -> Outgoing | None:
     return message
 
 
+def breaker_holds_probe(peer: Peer) -> bool:
+    """True while the peer's breaker holds calls back (open, or half-open with another
+    call as its trial): a probe then only measures; otherwise it counts as a call."""
+    with transaction.atomic():
+        return _breaker_holds(peer) is not None
+
+
 def breaker_name(peer: Peer) -> str:
     return f"peer-{peer.slug}"
 
@@ -118,12 +126,12 @@ def _breaker_holds(peer: Peer):
     return None
 
 
-def _breaker_record(peer: Peer, *, ok: bool, started: float) -> None:
+def peer_breaker_record(peer: Peer, *, ok: bool, started: float) -> None:
     latency = (time.monotonic() - started) * 1000
     with transaction.atomic():
         breaker = CircuitBreaker.objects.select_for_update().filter(name=breaker_name(peer)).first()
         if breaker is not None:
-            breaker_record(breaker, Call(agent_id=0, ok=ok, latency_ms=latency), now=timezone.now())
+            record_call(breaker, Call(agent_id=0, ok=ok, latency_ms=latency), now=timezone.now())
 
 
 def _again(message: Outgoing, error: str) -> bool:
@@ -131,7 +139,7 @@ def _again(message: Outgoing, error: str) -> bool:
     Outgoing.objects.filter(pk=message.pk).update(
         due_at=timezone.now() + timedelta(seconds=wait), last_error=error
     )
-    Peer.objects.filter(pk=message.peer_id).update(reachable=False)
+    reachability_set(message.peer, ok=False)
     log.warning("delivery to %s failed, again in %.1f s: %s", message.peer.slug, wait, error)
     return False
 
@@ -152,7 +160,8 @@ def _ended(message: Outgoing, error: str) -> bool:
 def _delivered(message: Outgoing, result: Any) -> None:
     now = timezone.now()
     Outgoing.objects.filter(pk=message.pk).update(delivered_at=now, last_error="")
-    Peer.objects.filter(pk=message.peer_id).update(reachable=True, last_seen_at=now)
+    reachability_set(message.peer, ok=True)
+    fragments.delivered(message)  # a halt's message: one more peer realm confirmed it
     if message.method == "SendMessage" and message.run_id and isinstance(result, dict):
         task = result.get("task")
         if isinstance(task, dict):
@@ -187,19 +196,30 @@ def frames_reconcile() -> int:
 
 
 def get_task(peer: Peer, task_id: str) -> dict[str, Any] | None:
-    url = f"{peer.url}/a2a"
-    body = {
-        "jsonrpc": "2.0",
-        "id": f"get-{task_id}",
-        "method": "GetTask",
-        "params": {"id": task_id},
-    }
-    raw = json.dumps(body).encode()
-    headers = {**wire.signed_headers("POST", url, raw), "A2A-Version": "1.0"}
     try:
-        answer = wire.http().post(url, content=raw, headers=headers, timeout=TIMEOUTS).json()
+        rid = f"get-{task_id}"
+        answer = wire.rpc(peer.url, "GetTask", {"id": task_id}, rid=rid, timeout=TIMEOUTS).json()
     except (httpx.HTTPError, ValueError):
-        Peer.objects.filter(pk=peer.pk).update(reachable=False)
+        reachability_set(peer, ok=False)
         return None
     result = answer.get("result") if isinstance(answer, dict) else None
     return result if isinstance(result, dict) else None
+
+
+def reachability_set(peer: Peer, *, ok: bool, latency_ms: float | None = None) -> None:
+    """What a probe or a delivery found; `unreachable_since` keeps the first failure."""
+    now = timezone.now()
+    peers = Peer.objects.filter(pk=peer.pk)
+    if ok:
+        fields: dict[str, object] = {"reachable": True, "unreachable_since": None}
+        if latency_ms is not None:
+            fields |= {"latency_ms": latency_ms, "probed_at": now}
+        changed = peers.exclude(reachable=True, unreachable_since=None).exists()
+        peers.update(**fields)
+    else:
+        changed = peers.filter(reachable=True).exists()
+        peers.filter(unreachable_since=None).update(unreachable_since=now)
+        peers.update(reachable=False, probed_at=now)
+    if changed:
+        log.warning("peer %s is %s", peer.slug, "reachable again" if ok else "unreachable")
+    fragments.peers_maybe_changed()  # the Realms pages and stacks, if what they show changed

@@ -17,13 +17,16 @@ from realms import callers, handler
 from realms.cards import CardInfo, own_card
 from realms.frames import EXTENSION
 from realms.models import Peer
-from realms.services import bids, frames, peers, remote_halts
+from realms.services import bids, frames, peers, remote_halts, remote_interrupts
 
 # The federation extension's methods a peer realm calls (DESIGN.md section 8).
 EXTENSION_METHODS = {
     "loopstacks/Bid": bids.bid_received,
     "loopstacks/Halt": remote_halts.halt_received,
     "loopstacks/Lift": remote_halts.lift_received,
+    "loopstacks/Interrupt": remote_interrupts.interrupt_received,
+    "loopstacks/Decided": remote_interrupts.settled_received,
+    "loopstacks/Decide": remote_interrupts.decide_received,
 }
 
 
@@ -98,4 +101,6 @@ def push(request: HttpRequest) -> JsonResponse:
 
 
 def _seen(peer: Peer) -> None:
-    Peer.objects.filter(pk=peer.pk).update(last_seen_at=timezone.now(), reachable=True)
+    # Heard from, not reached: whether we reach it is what our probes and deliveries say
+    # (realms.services.partitions), since a peer without its web process still calls us.
+    Peer.objects.filter(pk=peer.pk).update(last_seen_at=timezone.now())

@@ -10,6 +10,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -38,6 +39,8 @@ State = LoopRun.State
 DECIDED = ("interrupt.approved", "interrupt.rejected", "interrupt.modified")
 PAST = {"approve": "approved", "reject": "rejected", "modify": "modified"}
 RUN = object()  # stands for the test's run in a parametrized body
+
+REALM = settings.REALM_SLUG  # a 409 names the realm where the winner decided (H9)
 
 
 # --- Personas, clients and runs -------------------------------------------------------------
@@ -140,7 +143,7 @@ def test_it_lets_exactly_one_of_eight_concurrent_decisions_win(django_user_model
     assert (interrupt.status, interrupt.decision) == (Interrupt.Status.DECIDED, decision)
     assert interrupt.decided_by.username == winner
     assert answers[won].json()["decided_by"] == winner
-    said = f"already decided by {winner} at {interrupt.decided_at.isoformat()}"
+    said = f"already decided by {winner} in realm {REALM} at {interrupt.decided_at.isoformat()}"
     for answer in answers[:won] + answers[won + 1 :]:
         assert answer.json()["error"] == "already_decided"
         assert said in answer.json()["detail"], answer.json()
@@ -167,7 +170,8 @@ def test_it_answers_two_concurrent_decisions_with_one_200_and_one_409(django_use
     interrupt.refresh_from_db()
     winner = interrupt.decided_by.username
     assert lost["error"] == "already_decided"
-    assert f"already decided by {winner} at {interrupt.decided_at.isoformat()}" in lost["detail"]
+    said = f"already decided by {winner} in realm {REALM} at {interrupt.decided_at.isoformat()}"
+    assert said in lost["detail"]
     assert len(decisions_audited(interrupt)) == 1
     assert Event.objects.filter(run=run, type="interrupt.decided").count() == 1
 
@@ -182,7 +186,7 @@ def test_it_tells_a_late_decider_who_decided_and_when(operator, django_user_mode
     assert late.status_code == 409
     assert late.json() == {
         "error": "already_decided",
-        "detail": f"Interrupt {interrupt.pk} was already decided by otto at "
+        "detail": f"Interrupt {interrupt.pk} was already decided by otto in realm {REALM} at "
         f"{interrupt.decided_at.isoformat()} (approve).",
     }
 

@@ -6,7 +6,9 @@ fed-cycle (in a) calls b's fed-bounce, which would call a again: a cycle, refuse
 fed-direct (in a) calls b's fed-micro: one hop.
 fed-vote (in a) broadcasts to realms b and c, each an agent of the broadcast standing for a
 peer (adapter "realm"): each bids or declines by its own rules; the selected one runs its
-fed-micro for the vote, as a frame of a's stack."""
+fed-micro for the vote, as a frame of a's stack.
+fed-ask-direct (in a) calls b's fed-ask, whose agent asks a human (DESIGN.md H9).
+fed-long-direct (in a) calls b's fed-long, which counts until a halt or a cancel."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from django.conf import settings
 
 from loops.declare import agent, blueprint, domain, python_agent, remote_agent, validator
-from loops.messages import Bid, Outcome, Verdict
+from loops.messages import Bid, Escalation, Outcome, Verdict
 from loops.specs import Exits, Phase, Policy
 
 domain("fed", "Federation", "Loops that cross realms.")
@@ -165,3 +167,34 @@ blueprint(
 )
 _calls("fed-long-sub", "sub", "c:fed-long", export=True)
 _calls("fed-long-main", "main", "b:fed-long-sub")
+_calls("fed-long-direct", "main", "b:fed-long")
+
+
+# A decision a human must take, in work another realm asked for (DESIGN.md H9).
+DOSE = {"type": "object", "properties": {"dose_mg": {"type": "number"}}, "required": ["dose_mg"]}
+
+
+@python_agent("fed.asker")
+class Asker:
+    def bid(self, task):
+        return Bid(confidence=0.9)
+
+    def perform(self, task):
+        return Outcome(
+            output={"dose_mg": 5, "realm": settings.REALM_SLUG},
+            escalate=Escalation(
+                reason="confirm the dose", severity="critical", rationale="over the usual range"
+            ),
+        )
+
+
+agent("fed", "asker", implementation="fed.asker", capabilities=("ask-human",))
+blueprint(
+    "fed-ask",
+    kind="micro",
+    domain="fed",
+    phases=[Phase("ask", task_type="fed.ask-human", capabilities=("ask-human",))],
+    policy=_ONCE,
+    export=True,
+)
+_calls("fed-ask-direct", "main", "b:fed-ask")

@@ -133,7 +133,9 @@ JSON = st.recursive(
 )
 METHODS = st.sampled_from(
     ["SendMessage", "GetTask", "CancelTask", "CreateTaskPushNotificationConfig",
-     "loopstacks/Bid", "loopstacks/Pair", "loopstacks/PairApproved", "ListTasks", "nope"]
+     "loopstacks/Bid", "loopstacks/Pair", "loopstacks/PairApproved", "loopstacks/Halt",
+     "loopstacks/Lift", "loopstacks/Interrupt", "loopstacks/Decided", "loopstacks/Decide",
+     "ListTasks", "nope"]
 )  # fmt: skip
 
 
