@@ -81,8 +81,8 @@ class ClinicalPharmacologist(DemoAgent):
         if opinion := second_opinion(mechanism):
             result = with_second_opinion(result, opinion)
         severe = [p for p in result["interactions"] if p["severity"] in healthcare.SEVERE]
-        if not severe:
-            return Outcome(output={**result, "action": "continue"})
+        if not severe:  # a hold the pharmacy advised was decided by a person there
+            return Outcome(output={**result, "action": "hold" if result["hold"] else "continue"})
         if said := faults.rejected(task):
             output = {**result, "action": "continue with monitoring", "hold": [], "override": said}
             return Outcome(output=output, rationale="a person decided against holding")

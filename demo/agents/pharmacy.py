@@ -17,9 +17,9 @@ from loops.messages import Bid, Decline, Outcome, Task
 
 
 def hazard(task: Task) -> bool:
-    """Community records are where surprises are: twice the demo's escalation rate."""
+    """Community records are where surprises are: three times the demo's escalation rate."""
     rng = faults.rng_for(task, "dispensing-hazard")
-    return rng.random() < min(1.0, 2 * settings.DEMO_ESCALATION_RATE)
+    return rng.random() < min(1.0, 3 * settings.DEMO_ESCALATION_RATE)
 
 
 class DispensingLookup(DemoAgent):
