@@ -48,6 +48,7 @@ RULES: dict[tuple[str, str], tuple] = {
     ("POST", "loops/domains/<slug:slug>/pause"): PAGE_OPERATE,
     ("POST", "loops/domains/<slug:slug>/resume"): PAGE_OPERATE,
     ("GET", "loops/runs/<int:run_id>/"): PAGE,
+    ("GET", "loops/runs/<int:run_id>/remote"): PAGE,  # a remote frame's view (404 for others)
     ("POST", "loops/runs/<int:run_id>/pause"): PAGE_OPERATE,
     ("POST", "loops/runs/<int:run_id>/resume"): PAGE_OPERATE,
     ("POST", "loops/runs/<int:run_id>/cancel"): PAGE_OPERATE,
