@@ -151,18 +151,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery's own default; more when steps wait on remote agents (README: Configuration).
 CELERY_WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", os.cpu_count() or 1, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Celery closes the database connection around every task unless told otherwise, and a new
-# PostgreSQL connection cost more than a whole loop step (bench/). Reconnect every 1,000
-# tasks instead; a connection that broke is dropped before the next task (console.celery).
+# Celery closes the database connection around every task unless told otherwise, and a new one
+# cost more than a loop step (bench/): reconnect every 500 tasks (a broken one: console.celery).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 500, minimum=0)
-# With acks_late a task still unacknowledged after this long is delivered again. Workers read
-# the urgent queue first ("priority" keeps the order below instead of rotating it): the steps
-# a person waits for (a decision, a resume, a lift) must not queue behind a thousand others.
+# With acks_late a task unacknowledged this long is delivered again. Workers read the urgent
+# queue first ("priority"): steps a person waits for (a decision, a lift) never queue behind.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "queue_order_strategy": "priority"}
 CELERY_TASK_QUEUES = (Queue("urgent"), Queue("celery"))
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-REALM_PROBE_S = env_float("REALM_PROBE_S", 5.0, minimum=0.5, maximum=300)  # peers (H10)
+REALM_PROBE_S = env_float("REALM_PROBE_S", 5.0, minimum=0.5, maximum=300)
 CELERY_BEAT_SCHEDULE = {
     # Every 5 seconds: re-enqueue runs whose worker died or whose message was lost (H4).
     "runs-reclaim": {"task": "loops.tasks.runs_reclaim", "schedule": 5.0},
@@ -180,11 +178,11 @@ CELERY_BEAT_SCHEDULE = {
     "breakers-half-open": {"task": "oversight.tasks.breakers_half_open_due", "schedule": 1.0},
     # Every 5 seconds: interrupts past their deadline take their default (H2).
     "interrupts-expire": {"task": "oversight.tasks.interrupts_expire_overdue", "schedule": 5.0},
-    # Once a day: drop expired login sessions.
-    # Messages to peers due for a retry; open remote frames asked for their task (realms).
+    # Realms: messages due for a retry, open remote frames' tasks, peers probed (H10).
     "realms-deliver-due": {"task": "realms.tasks.deliver_due", "schedule": 2.0},
     "realms-reconcile": {"task": "realms.tasks.frames_reconcile", "schedule": 10.0},
     "realms-probe": {"task": "realms.tasks.peers_probe", "schedule": REALM_PROBE_S},
+    # Once a day: drop expired login sessions.
     "sessions-clear": {"task": "console.tasks.sessions_clear", "schedule": 24 * 3600},
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from django.urls import reverse
 
 from common.refusals import Refused
 from realms import grants, outbox, wire
@@ -87,7 +88,7 @@ def _public(interrupt) -> dict[str, Any]:
         "default": interrupt.default_action,
         "address": interrupt.address,
         "raised_at": interrupt.created_at.isoformat(),
-        "url": f"{me().url}/inbox/",
+        "url": f"{me().url}{reverse('oversight:inbox')}#interrupt-{interrupt.pk}",
     }
 
 

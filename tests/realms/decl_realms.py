@@ -168,6 +168,14 @@ blueprint(
 _calls("fed-long-sub", "sub", "c:fed-long", export=True)
 _calls("fed-long-main", "main", "b:fed-long-sub")
 _calls("fed-long-direct", "main", "b:fed-long")
+blueprint(  # a realm's own counting, which no other realm's halt may touch
+    "fed-count",
+    kind="main",
+    domain="fed",
+    phases=[Phase("count", task_type="fed.count", capabilities=("count",))],
+    validators=("fed.again",),
+    policy=Policy(exits=Exits(max_iterations=1_000_000), validation_rounds=10**6),
+)
 
 
 # A decision a human must take, in work another realm asked for (DESIGN.md H9).

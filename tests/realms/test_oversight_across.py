@@ -27,9 +27,9 @@ COPY = (
 )
 ORIGINAL = "select status, decided_by_name, decided_realm, decided_at from oversight_interrupt "
 ORIGINAL += "where id = %s"
+# The root run b started for a call from the stack of a's run (origin's root: a's run).
 CALLED = "select id, state, paused_by from loops_looprun where origin is not null "
-CALLED += "and parent_id is null and (origin->>'run')::int in "
-CALLED += "(select id from loops_looprun where root_id = %s) order by id"
+CALLED += "and parent_id is null and (origin->>'root')::int = %s order by id"
 ITERATIONS = "select count(*), count(distinct (run_id, number)) from loops_iteration "
 ITERATIONS += "where run_id = %s"
 
@@ -239,7 +239,7 @@ def test_a_global_halt_halts_the_work_a_caused_and_not_the_peers_own(federation)
     a, b = realms["a"], realms["b"]
     run_id = start(a, tokens["a"], "fed-long-direct", {})
     called_in_b(a, b, run_id)
-    own = start(b, tokens["b"], "fed-long", {})
+    own = start(b, tokens["b"], "fed-count", {})
 
     status, halt = a.api("POST", "/api/v1/halts", tokens["a"], {"scope": "global", "reason": "all"})
 
@@ -283,5 +283,8 @@ def test_a_halt_queued_while_the_peer_is_away_arrives_when_it_is_back(federation
     wait_for(lambda: b.sql(CALLED, (run_id,))[0][1] == "halted", 90)
     reason = "select reason from oversight_halt where lifted_at is null"
     assert b.sql(reason) == [("halted by realm a (ada): while b is away",)]
+    status, _ = a.api("POST", f"/api/v1/halts/{halt['id']}/lift", tokens["a"], {"reason": "back"})
+    assert status == 200
+    wait_for(lambda: b.sql(CALLED, (run_id,))[0][1] == "running", 30)
     status, _ = a.api("POST", f"/api/v1/runs/{run_id}/cancel", tokens["a"], {})
     assert status == 200
