@@ -4,7 +4,9 @@
     .venv/bin/python -m bench.screenshots http://127.0.0.1:8000 admin <password>
 
 Writes docs/screenshot-{overview,domain,run,inbox}.png with Debian's Chromium (Playwright
-cannot download its own browser on an air-gapped machine).
+cannot download its own browser on an air-gapped machine). With a fourth argument,
+`federated`, it takes only docs/screenshot-federated.png: healthcare's live stack with a remote
+frame into the pharmacy realm, clicked (run `./bin/console --federated` for it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
-def main(base: str, username: str, password: str) -> int:
+def main(base: str, username: str, password: str, only: str = "") -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -32,6 +34,10 @@ def main(base: str, username: str, password: str) -> int:
         page.click("button[type=submit], input[type=submit]")
         page.wait_for_url(f"{base}/")
         page.wait_for_timeout(2000)  # the websocket connects, pushes arrive
+        if only == "federated":
+            _federated(page, base)
+            browser.close()
+            return 0
         shots = {
             "overview": "/",
             "domain": "/loops/domains/healthcare/",
@@ -51,6 +57,17 @@ def main(base: str, username: str, password: str) -> int:
     return 0
 
 
+def _federated(page, base: str) -> None:
+    """A remote frame in healthcare's live stack, its grant's view open beneath."""
+    page.goto(f"{base}/loops/domains/healthcare/")
+    frame = page.locator("#domain-healthcare-icicle g.slice", has_text="regional-pharmacy")
+    frame.first.wait_for(timeout=120_000)
+    frame.first.click()
+    page.locator("#domain-healthcare-remote").get_by_text("grant lets").wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=DOCS / "screenshot-federated.png", full_page=True)
+
+
 def _a_live_main_run(base: str, session: str) -> int | None:
     request = urllib.request.Request(  # noqa: S310 (our own console)
         f"{base}/api/v1/runs?domain=healthcare&state=waiting",
@@ -63,4 +80,4 @@ def _a_live_main_run(base: str, session: str) -> int | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))

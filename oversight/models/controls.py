@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from common.states import check_move
@@ -268,6 +269,10 @@ class Interrupt(models.Model):
                 fields=["run"],
                 condition=Q(status="pending", remote__isnull=True),
                 name="interrupt_one_pending",
+            ),
+            # One copy of a peer's interrupt, however often its message arrives (H9).
+            models.UniqueConstraint(
+                KT("remote__realm"), KT("remote__id"), name="interrupt_one_copy"
             ),
             models.CheckConstraint(
                 condition=Q(status="pending", decided_at__isnull=True)

@@ -41,6 +41,9 @@ def copy_raise(*, frame: LoopRun, realm: str, original: dict[str, Any]) -> Inter
     stack down to the frame, then the peer's). The copy has no deadline of its own: the
     peer's applies there, and its outcome comes back (copy_settle). Idempotent by the
     original's id. `original` is checked by the caller (realms.services.remote_interrupts)."""
+    # The frame's lock orders two deliveries of the same message (a retry after a lost
+    # answer): the second finds the first's copy.
+    LoopRun.objects.select_for_update(no_key=True).filter(pk=frame.pk).first()
     found = Interrupt.objects.filter(remote__realm=realm, remote__id=original["id"]).first()
     if found is not None:
         return found

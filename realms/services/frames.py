@@ -50,6 +50,8 @@ def frame_task(*, frame_id: int, realm: str, task: dict[str, Any]) -> None:
     remote.update(task=str(task.get("id", remote.get("task", ""))), state=_short(state))
     if ext.get("substate"):
         remote["substate"] = ext["substate"]
+    else:
+        remote.pop("substate", None)  # paused or halted no more (a lift, a resume)
     remote.update(kept(ext))  # the peer's view of its work, as its grant allows (realms.sight)
     changed = remote != frame.remote
     frame.remote = remote

@@ -150,3 +150,38 @@ def test_a_remote_frame_shows_its_realm_its_view_and_a_halt_crossing(realms, bro
     expect(b_banner).to_have_attribute("data-realm", "a")
     assert stack.evaluate("window.notReloaded") is True
     assert on_b.evaluate("window.notReloaded") is True
+
+
+def test_a_remote_interrupt_decided_in_the_caller_leaves_the_peers_inbox(realms, browser: Browser):
+    """DESIGN.md H9 on screen: b's interrupt, in work a asked for, waits in both inboxes (in
+    a's marked with realm b); a's operator approves it there, and b's open inbox loses it at
+    once, while a's shows who decided."""
+    a, b, tokens = two_realms(realms)
+    ask_to_pair(a, b, tokens)
+    status, body = b.api("POST", "/api/v1/realms/a/approve", tokens["b"])
+    assert status == 200, body
+    wait_for(lambda: peer(a, tokens["a"], "b")["status"] == "approved")
+    answers = FULL | {"answer_interrupts": True}
+    grant(a, tokens["a"], "b", inbound=None, outbound=answers)
+    grant(b, tokens["b"], "a", inbound=answers, outbound=None)
+    on_a = sign_in(browser, a, "otto", "/oversight/inbox/")
+    on_b = sign_in(browser, b, "otto", "/oversight/inbox/")
+
+    start(a, tokens["a"], "fed-ask-direct", {})
+
+    there = on_b.locator("#inbox-list .inbox-item")
+    expect(there).to_have_count(1, timeout=60_000)
+    expect(there).to_contain_text("confirm the dose")
+    here = on_a.locator("#inbox-list .inbox-item")
+    expect(here).to_have_count(1, timeout=30_000)
+    expect(here.locator(".realm-tag")).to_have_text("realm b")
+    expect(here.locator(".remote-address")).to_contain_text("realm b: fed / fed-ask")
+    on_a.wait_for_timeout(2000)  # one interrupt, one item: however its message arrives
+    assert here.count() == 1, here.all_inner_texts()
+    here.get_by_role("button", name="Approve").click()
+    expect(on_b.locator("#inbox-list .inbox-item")).to_have_count(0, timeout=10_000)
+    expect(on_a.locator("#inbox-list .inbox-item")).to_have_count(0)
+    expect(on_a.locator("#inbox-decided")).to_contain_text("approve by otto")
+    expect(on_b.locator("#inbox-decided")).to_contain_text("approve by otto in realm a")
+    assert on_a.evaluate("window.notReloaded") is True
+    assert on_b.evaluate("window.notReloaded") is True
