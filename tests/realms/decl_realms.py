@@ -7,7 +7,7 @@ fed-direct (in a) calls b's fed-micro: one hop.
 fed-vote (in a) broadcasts to realms b and c, each an agent of the broadcast standing for a
 peer (adapter "realm"): each bids or declines by its own rules; the selected one runs its
 fed-micro for the vote, as a frame of a's stack.
-fed-ask-direct (in a) calls b's fed-ask, whose agent asks a human (DESIGN.md H9).
+fed-human-direct (in a) calls b's fed-human, whose agent asks a human (DESIGN.md H9).
 fed-long-direct (in a) calls b's fed-long, which counts until a halt or a cancel."""
 
 from __future__ import annotations
@@ -198,11 +198,11 @@ class Asker:
 
 agent("fed", "asker", implementation="fed.asker", capabilities=("ask-human",))
 blueprint(
-    "fed-ask",
+    "fed-human",
     kind="micro",
     domain="fed",
     phases=[Phase("ask", task_type="fed.ask-human", capabilities=("ask-human",))],
     policy=_ONCE,
     export=True,
 )
-_calls("fed-ask-direct", "main", "b:fed-ask")
+_calls("fed-human-direct", "main", "b:fed-human")

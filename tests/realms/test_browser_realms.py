@@ -167,7 +167,7 @@ def test_a_remote_interrupt_decided_in_the_caller_leaves_the_peers_inbox(realms,
     on_a = sign_in(browser, a, "otto", "/oversight/inbox/")
     on_b = sign_in(browser, b, "otto", "/oversight/inbox/")
 
-    start(a, tokens["a"], "fed-ask-direct", {})
+    start(a, tokens["a"], "fed-human-direct", {})
 
     there = on_b.locator("#inbox-list .inbox-item")
     expect(there).to_have_count(1, timeout=60_000)
@@ -175,13 +175,14 @@ def test_a_remote_interrupt_decided_in_the_caller_leaves_the_peers_inbox(realms,
     here = on_a.locator("#inbox-list .inbox-item")
     expect(here).to_have_count(1, timeout=30_000)
     expect(here.locator(".realm-tag")).to_have_text("realm b")
-    expect(here.locator(".remote-address")).to_contain_text("realm b: fed / fed-ask")
+    expect(here.locator(".remote-address")).to_contain_text("realm b: fed / fed-human")
     on_a.wait_for_timeout(2000)  # one interrupt, one item: however its message arrives
     assert here.count() == 1, here.all_inner_texts()
     here.get_by_role("button", name="Approve").click()
     expect(on_b.locator("#inbox-list .inbox-item")).to_have_count(0, timeout=10_000)
     expect(on_a.locator("#inbox-list .inbox-item")).to_have_count(0)
     expect(on_a.locator("#inbox-decided")).to_contain_text("approve by otto")
-    expect(on_b.locator("#inbox-decided")).to_contain_text("approve by otto in realm a")
+    decided = "select decided_by_name, decided_realm from oversight_interrupt"
+    assert b.sql(decided) == [("otto", "a")]  # b's own record names a's person and realm
     assert on_a.evaluate("window.notReloaded") is True
     assert on_b.evaluate("window.notReloaded") is True

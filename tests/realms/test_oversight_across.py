@@ -84,16 +84,16 @@ def test_one_decision_wins_wherever_it_is_taken(federation):
     realms, tokens = federation
     a, b = realms["a"], realms["b"]
     answering(a, b, tokens)
-    run_id = start(a, tokens["a"], "fed-ask-direct", {})
+    run_id = start(a, tokens["a"], "fed-human-direct", {})
     copy, original = copy_of(a, run_id)
 
     status, shown = a.api("GET", f"/api/v1/interrupts/{copy}", tokens["a"])
     assert status == 200, shown
     assert shown["remote"]["realm"] == "b" and shown["remote"]["id"] == original
     assert shown["reason"] == "confirm the dose" and shown["severity"] == "critical"
-    assert shown["address"]["main"]["blueprint"] == "fed-ask-direct"
+    assert shown["address"]["main"]["blueprint"] == "fed-human-direct"
     assert shown["address"]["remote"]["realm"] == "b"
-    assert shown["address"]["remote"]["micro"]["blueprint"] == "fed-ask"
+    assert shown["address"]["remote"]["micro"]["blueprint"] == "fed-human"
     status, there = b.api("GET", f"/api/v1/interrupts/{original}", tokens["b"])
     assert status == 200 and shown["deadline_at"] == there["deadline_at"]  # b's deadline
 
@@ -159,7 +159,7 @@ def test_a_decision_in_the_peer_takes_the_copy_out_of_the_callers_inbox(federati
     realms, tokens = federation
     a, b = realms["a"], realms["b"]
     answering(a, b, tokens)
-    run_id = start(a, tokens["a"], "fed-ask-direct", {})
+    run_id = start(a, tokens["a"], "fed-human-direct", {})
     copy, original = copy_of(a, run_id)
 
     body = {"decision": "reject", "comment": "too much"}
