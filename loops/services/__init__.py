@@ -17,6 +17,8 @@ from loops.services.domains import (
     domain_pause,
     domain_paused_by,
     domain_resume,
+    runs_pause_marked,
+    runs_resume_marked,
 )
 from loops.services.runs import (
     create_run,
@@ -51,5 +53,7 @@ __all__ = [
     "run_start",
     "run_start_in",
     "run_wake",
+    "runs_pause_marked",
+    "runs_resume_marked",
     "stack_changed",
 ]

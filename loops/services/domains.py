@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from common.db import retry_deadlocks
@@ -24,6 +27,41 @@ def domain_paused_by(domain: Domain) -> str:
     return f"domain:{domain.slug}"
 
 
+def runs_pause_marked(live: Callable[[], QuerySet[LoopRun]], mark: str) -> list[LoopRun]:
+    """In the caller's transaction: pause the live runs `live()` finds, marked `mark` so
+    that runs_resume_marked finds exactly them (a domain pause, a partition's). Locked in id
+    order (a parent before its children, as halts and breakers lock them), pass after pass
+    until a pass finds none: a child a step spawned just before the lock is caught next."""
+    paused: list[LoopRun] = []
+    while batch := list(
+        live().filter(state__in=DOMAIN_PAUSABLE).select_for_update(no_key=True).order_by("pk")
+    ):
+        for run in batch:
+            run.move_to(State.PAUSED)
+            run.paused_by = mark
+        LoopRun.objects.bulk_update(
+            batch, ["state", "prior_state", "paused_by", "updated_at"], batch_size=500
+        )
+        paused += batch
+    return paused
+
+
+def runs_resume_marked(mark: str) -> list[LoopRun]:
+    """In the caller's transaction: the runs paused with `mark` go back to what they were
+    doing; the running ones step again after commit. A halt over the pause keeps its own."""
+    runs = list(
+        LoopRun.objects.filter(state=State.PAUSED, paused_by=mark)
+        .select_for_update(no_key=True)
+        .order_by("pk")
+    )
+    for run in runs:
+        run.move_to(resume_target(run, run.prior_state))
+        run.save(update_fields=["state", "prior_state", "paused_by", "started_at", "updated_at"])
+        if run.state == State.RUNNING:
+            enqueue(run.pk, urgent=True)
+    return runs
+
+
 @retry_deadlocks
 @transaction.atomic(durable=True)
 def domain_pause(*, domain_id: int, actor, reason: str = "") -> list[LoopRun]:
@@ -38,19 +76,7 @@ def domain_pause(*, domain_id: int, actor, reason: str = "") -> list[LoopRun]:
     """
     domain = Domain.objects.select_for_update(no_key=True).get(pk=domain_id)
     mark = domain_paused_by(domain)
-    paused: list[LoopRun] = []
-    while batch := list(
-        LoopRun.objects.filter(domain_id=domain.pk, state__in=DOMAIN_PAUSABLE)
-        .select_for_update(no_key=True)
-        .order_by("pk")
-    ):
-        for run in batch:
-            run.move_to(State.PAUSED)
-            run.paused_by = mark
-        LoopRun.objects.bulk_update(
-            batch, ["state", "prior_state", "paused_by", "updated_at"], batch_size=500
-        )
-        paused += batch
+    paused = runs_pause_marked(lambda: LoopRun.objects.filter(domain_id=domain.pk), mark)
     by = {"by": f"domain pause of {domain.slug} ({_name(actor)})"}
     events_write_many([(r.root_id, r.pk, "run.paused", by) for r in paused])
     audit_record(
@@ -74,16 +100,7 @@ def domain_resume(*, domain_id: int, actor, reason: str = "") -> list[LoopRun]:
     gives them back to this pause."""
     domain = Domain.objects.select_for_update(no_key=True).get(pk=domain_id)
     mark = domain_paused_by(domain)
-    runs = list(
-        LoopRun.objects.filter(domain_id=domain.pk, state=State.PAUSED, paused_by=mark)
-        .select_for_update(no_key=True)
-        .order_by("pk")
-    )
-    for run in runs:
-        run.move_to(resume_target(run, run.prior_state))
-        run.save(update_fields=["state", "prior_state", "paused_by", "started_at", "updated_at"])
-        if run.state == State.RUNNING:
-            enqueue(run.pk, urgent=True)
+    runs = runs_resume_marked(mark)
     by = f"domain resume of {domain.slug} ({_name(actor)})"
     events_write_many(
         [(r.root_id, r.pk, "run.resumed", {"by": by, "state": r.state}) for r in runs]

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from common.db import retry_deadlocks
 from loops.models import LoopRun
-from loops.services import enqueue, resume_target, stack_changed
+from loops.services import runs_pause_marked, runs_resume_marked, stack_changed
 from loops.subtree import subtree_ids
 from loops.trace import events_write_many
 from oversight.audit import audit_record
@@ -35,10 +35,8 @@ from realms.models import Grant, Incoming, Peer
 from realms.services import delivery
 
 log = logging.getLogger(__name__)
-State = LoopRun.State
 PROBE_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 DEFAULT_LEASE_S = 60  # a peer with no inbound grant left: its earlier work's lease
-PAUSABLE = [State.PENDING, State.RUNNING, State.WAITING, State.INTERRUPTED]
 
 
 def peers_probe() -> None:
@@ -94,19 +92,12 @@ def partition_pause(*, peer_id: int) -> list[int]:
         return []  # it came back meanwhile
     now = timezone.now()
     calls = list(Incoming.objects.filter(peer=peer, paused_at=None, run_id__isnull=False))
-    trees = [pk for call in calls for pk in subtree_ids(call.run_id)]
-    paused: list[LoopRun] = []
-    while batch := list(
-        LoopRun.objects.filter(pk__in=trees, state__in=PAUSABLE)
-        .select_for_update(no_key=True)
-        .order_by("pk")
-    ):
-        for run in batch:
-            run.move_to(State.PAUSED)
-            run.paused_by = _mark(peer)
-        LoopRun.objects.bulk_update(batch, ["state", "prior_state", "paused_by", "updated_at"])
-        paused += batch
-        trees = [pk for call in calls for pk in subtree_ids(call.run_id)]
+    paused = runs_pause_marked(
+        lambda: LoopRun.objects.filter(
+            pk__in=[pk for call in calls for pk in subtree_ids(call.run_id)]
+        ),
+        _mark(peer),
+    )
     Incoming.objects.filter(pk__in=[c.pk for c in calls]).update(paused_at=now)
     away = (now - peer.unreachable_since).total_seconds()
     why = f"realm {peer.slug} unreachable for {away:.0f} s (lease {_lease(peer)} s)"
@@ -144,16 +135,8 @@ def partition_resume(*, peer_id: int) -> list[int]:
     peer = Peer.objects.select_for_update().get(pk=peer_id)
     if peer.unreachable_since is not None:
         return []
-    runs = list(
-        LoopRun.objects.filter(state=State.PAUSED, paused_by=_mark(peer))
-        .select_for_update(no_key=True)
-        .order_by("pk")
-    )
+    runs = runs_resume_marked(_mark(peer))
     for run in runs:
-        run.move_to(resume_target(run, run.prior_state))
-        run.save(update_fields=["state", "prior_state", "paused_by", "started_at", "updated_at"])
-        if run.state == State.RUNNING:
-            enqueue(run.pk, urgent=True)
         if run.origin:
             frames.origin_notify(run)
     Incoming.objects.filter(peer=peer, paused_at__isnull=False).update(paused_at=None)
