@@ -115,7 +115,8 @@ def test_a_remote_frame_shows_its_realm_its_view_and_a_halt_crossing(realms, bro
     # a's operator watches the domain's live stack: the frame carries b's name.
     stack = sign_in(browser, a, "otto", "/loops/domains/fed/")
     label = f"b: fed-long #{frame_id} · "
-    drawn = "(label) => document.getElementById('domain-fed-icicle').data[0].labels"
+    # Until plotly has drawn, the element has no data: the predicate waits rather than throws.
+    drawn = "(label) => (document.getElementById('domain-fed-icicle').data?.[0]?.labels ?? [])"
     drawn += ".some((l) => l.startsWith(label) && !l.endsWith('halted'))"
     stack.wait_for_function(drawn, arg=label, timeout=30_000)
 
@@ -136,7 +137,7 @@ def test_a_remote_frame_shows_its_realm_its_view_and_a_halt_crossing(realms, bro
     confirm.get_by_role("button", name="Halt domain:fed").click()
 
     # On a's open stack page, live: the frame halted, and b confirmed the halt.
-    halted = "(label) => document.getElementById('domain-fed-icicle').data[0].labels"
+    halted = "(label) => (document.getElementById('domain-fed-icicle').data?.[0]?.labels ?? [])"
     halted += ".some((l) => l === label + 'halted')"
     stack.wait_for_function(halted, arg=label, timeout=30_000)
     banner = stack.locator("#halt-banner")
