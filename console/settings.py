@@ -84,8 +84,7 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-# The largest request body read (the API answers 413 above it, naming it): runs' inputs,
-# proposals and reasons are small JSON, far under this.
+# The largest request body read (the API answers 413 above it): inputs are small JSON.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
 
 ROOT_URLCONF = "console.urls"
@@ -102,6 +101,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "console.context_processors.console_status",
+                "console.nav.navigation",  # the domains in the navigation (issue 17)
             ],
         },
     },

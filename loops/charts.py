@@ -23,17 +23,31 @@ from loops.remotes import remote_state
 from loops.rollup import WINDOW_MINUTES, CallMinute, IterationMinute, minute_of
 from loops.selectors import activity_minutes
 
+# Okabe-Ito's colour-blind-safe hues, each state's own, and the text drawn on it: black or
+# white, whichever has 4.5:1 or more against the sector (the label also names the state).
 STATE_COLOURS = {
-    "pending": "#9ca3af",
-    "running": "#2563eb",
-    "waiting": "#a855f7",
-    "interrupted": "#f59e0b",
-    "paused": "#64748b",
-    "halted": "#dc2626",
-    "succeeded": "#16a34a",
-    "exhausted": "#ca8a04",
-    "failed": "#b91c1c",
-    "cancelled": "#6b7280",
+    "pending": "#56b4e9",
+    "running": "#0072b2",
+    "waiting": "#cc79a7",
+    "interrupted": "#e69f00",
+    "paused": "#6b6b6b",
+    "halted": "#d55e00",
+    "succeeded": "#009e73",
+    "exhausted": "#f0e442",
+    "failed": "#882255",
+    "cancelled": "#a3a3a3",
+}
+WHITE_TEXT = {"running", "paused", "failed"}
+# Lines and text that read on the light and the dark theme alike (plotly.css sets the axes'
+# text and the grid from the page's tokens; these are what shows before it applies).
+INK = "#6b7280"
+GRID = "rgba(128, 128, 128, 0.3)"
+# Transparent: the figure shows the page's own surface, light or dark.
+THEME = {
+    "paper_bgcolor": "rgba(0,0,0,0)",
+    "plot_bgcolor": "rgba(0,0,0,0)",
+    "font": {"family": "system-ui, sans-serif", "size": 13, "color": INK},
+    "hoverlabel": {"font": {"size": 14}},
 }
 
 
@@ -64,7 +78,11 @@ def _html(
     """The figure as a div for app.js to draw: {"data", "layout", "config"} as JSON, escaped
     for the attribute. open_on_click: a click on a point opens the URL in its customdata;
     remote_ids: the points whose click shows their remote view instead."""
-    figure = {"data": traces, "layout": {"template": _template(), **layout}, "config": CONFIG}
+    figure = {
+        "data": traces,
+        "layout": {"template": _template(), **THEME, **layout},
+        "config": CONFIG,
+    }
     return format_html(
         '<div class="plotly-figure" id="{}" data-figure="{}"{}{}></div>',
         div_id,
@@ -80,19 +98,43 @@ def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
     the chart, what its peer's grant lets this realm see (data-remote-ids)."""
     ids = {f.pk for f in frames}
     url = reverse("loops:run", args=[0]).replace("/0/", "/{}/")  # one reverse, not 300
+    labels = [frame_label(f) for f in frames]
     icicle = {
         "type": "icicle",
         "ids": [str(f.pk) for f in frames],
         "parents": [str(f.parent_id) if f.parent_id in ids else "" for f in frames],
-        "labels": [frame_label(f) for f in frames],
+        "labels": labels,
+        # In the sector, on two lines: more room for the text than one long line.
+        "text": [label.replace(" #", "<br>#", 1) for label in labels],
+        "textinfo": "text",
+        "insidetextfont": {
+            "size": 15,
+            "color": ["#ffffff" if f.state in WHITE_TEXT else "#000000" for f in frames],
+        },
+        # The whole address on hover or focus, however small the sector.
+        "hovertext": [_frame_details(f, label) for f, label in zip(frames, labels, strict=True)],
+        "hovertemplate": "%{hovertext}<extra></extra>",
         "customdata": [url.format(f.pk) for f in frames],
-        "marker": {"colors": [STATE_COLOURS.get(f.state, "#999") for f in frames]},
-        "hovertemplate": "%{label}<extra></extra>",
+        "marker": {
+            "colors": [STATE_COLOURS.get(f.state, "#a3a3a3") for f in frames],
+            "line": {"color": GRID, "width": 1},
+        },
         "tiling": {"orientation": "v"},
+        "pathbar": {"visible": False},
     }
-    layout = {"margin": {"t": 10, "l": 10, "r": 10, "b": 10}, "height": 360}
+    # Labels never shrink below 12 px: a sector too small for one shows it on hover.
+    layout = {
+        "margin": {"t": 4, "l": 4, "r": 4, "b": 4},
+        "height": 420,
+        "uniformtext": {"minsize": 12, "mode": "hide"},
+    }
     remote = ",".join(str(f.pk) for f in frames if getattr(f, "remote_realm", None) is not None)
     return _html([icicle], layout, f"domain-{slug}-icicle", open_on_click=True, remote_ids=remote)
+
+
+def _frame_details(frame: LoopRun, label: str) -> str:
+    kind = "main loop" if frame.depth == 0 else f"depth {frame.depth}"
+    return f"<b>{label}</b><br>{kind} · click to open"
 
 
 def frame_label(frame: LoopRun) -> str:
@@ -133,8 +175,8 @@ def _minute_layout(window: list[datetime], title: str, **y: Any) -> dict[str, An
     return {
         "margin": {"t": 10, "l": 50, "r": 10, "b": 30},
         "height": 220,
-        "yaxis": {"rangemode": "tozero", "title": {"text": title}, **y},
-        "xaxis": {"range": window},
+        "yaxis": {"rangemode": "tozero", "title": {"text": title}, "gridcolor": GRID, **y},
+        "xaxis": {"range": window, "gridcolor": GRID},
         "legend": {"orientation": "h", "y": 1.1},
     }
 
@@ -145,7 +187,7 @@ def throughput(domain_id: int, rows: list[IterationMinute], window: list[datetim
         "type": "bar",
         "x": [r["minute"] for r in rows],
         "y": [r["closed"] for r in rows],
-        "marker": {"color": "#2563eb"},
+        "marker": {"color": STATE_COLOURS["running"]},
     }
     layout = _minute_layout(window, "iterations / min")
     return _html([bar], layout, f"domain-{domain_id}-throughput")
@@ -159,8 +201,8 @@ def latency(domain_id: int, rows: list[IterationMinute], window: list[datetime])
     """How long an iteration took, from its broadcast to its close: median and p95."""
     xs = [r["minute"] for r in rows]
     series = (
-        ("median", [r["p50"] for r in rows], "#2563eb"),
-        ("p95", [r["p95"] for r in rows], "#f59e0b"),
+        ("median", [r["p50"] for r in rows], STATE_COLOURS["running"]),
+        ("p95", [r["p95"] for r in rows], STATE_COLOURS["interrupted"]),
     )
     lines = [
         {
@@ -185,7 +227,7 @@ def error_rate(domain_id: int, rows: list[CallMinute], window: list[datetime]) -
         "y": [round(r["failed"] / r["calls"], 4) for r in rows],
         "customdata": [[r["failed"], r["calls"]] for r in rows],
         "hovertemplate": "%{customdata[0]} of %{customdata[1]} calls failed<extra></extra>",
-        "marker": {"color": "#b91c1c"},
+        "marker": {"color": STATE_COLOURS["halted"]},
     }
     layout = _minute_layout(window, "failed calls", tickformat=".0%")
     return _html([bar], layout, f"domain-{domain_id}-errors")
@@ -197,6 +239,6 @@ def cost(domain_id: int, rows: list[CallMinute], window: list[datetime]) -> str:
         "type": "bar",
         "x": [r["minute"] for r in rows],
         "y": [_round(r["cost"], 6) for r in rows],
-        "marker": {"color": "#16a34a"},
+        "marker": {"color": STATE_COLOURS["succeeded"]},
     }
     return _html([bar], _minute_layout(window, "cost / min"), f"domain-{domain_id}-cost")

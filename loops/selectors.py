@@ -214,6 +214,16 @@ class RunPage:
     first: int = 0  # the page's place in the newest-first list, from 1 (0 when empty)
     last: int = 0
 
+    @property
+    def root(self) -> LoopRun | None:
+        """The stack's main frame, when it is not this run (the first of the path)."""
+        return self.path[0] if len(self.path) > 1 else None
+
+    @property
+    def parent(self) -> LoopRun | None:
+        """The frame that called this run (None for a main run)."""
+        return self.path[-2] if len(self.path) > 1 else None
+
 
 ITERATIONS_PER_PAGE = 50
 

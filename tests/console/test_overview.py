@@ -47,7 +47,9 @@ def test_cards_show_live_runs_iterations_breakers_and_halt_state():
     assert '<dd class="runs-live">2</dd>' in card
     assert '<dd class="iterations">0</dd>' not in card  # the step broadcast an iteration
     assert '<dd class="open-breakers">1</dd>' in card
-    assert '<dd class="pending-approvals">0</dd>' in card
+    assert '<dd class="pending-approvals"><a href="/oversight/inbox/?domain=depot"' in card
+    assert 'aria-label="0 pending approvals in Depot">0</a></dd>' in card
+    assert '<a class="domain-link" href="/loops/domains/depot/">Depot</a>' in card
     assert '<dd class="halted">no</dd>' in card
     assert "<polyline points=" in card
 

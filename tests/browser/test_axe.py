@@ -1,0 +1,179 @@
+"""WCAG 2.2 AA on every page, in both themes, checked by axe-core; and every page usable at
+1440, 1024 and 390 pixels wide, with no sideways scroll of the page itself (issue 17).
+
+axe-core is vendored for the tests only (tests/browser/vendor/axe-core: its LICENSE, MPL-2.0,
+and VERSION). It reaches each page as an init script of the browser context, which the
+DevTools protocol evaluates outside the page's Content Security Policy: the pages keep their
+strict policy while they are checked (no bypass_csp), so what axe sees is what an operator's
+browser draws, and axe is never served by the console itself."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from channels.testing import ChannelsLiveServerTestCase
+from django.contrib.auth import get_user_model
+from django.urls import Resolver404, resolve
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from loops import services
+from loops.declare import sync_declarations
+from loops.models import Blueprint, Domain, LoopRun
+from oversight.models import Halt, Interrupt
+from oversight.services.breakers import breakers_sync
+from oversight.services.halts import halt_engage
+from tests.conftest import wait_for, with_role
+from tests.realms.test_page import paired
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "a long passphrase"
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+# Every violation, of any impact, with where it is and what axe says to fix.
+RUN_AXE = """async (tags) => {
+  const results = await axe.run(document, {runOnly: {type: "tag", values: tags},
+                                           resultTypes: ["violations"]});
+  return results.violations.map((v) => `${v.id} (${v.impact}): ` + v.nodes.slice(0, 4).map(
+    (n) => `${n.target.join(" ")} — ${n.failureSummary.replaceAll("\\n", " ")}`).join(" | "));
+}"""
+# What sticks out past the viewport, when the page scrolls sideways: the widest few.
+WIDER = """(width) => Array.from(document.querySelectorAll("body *"))
+  .filter((el) => el.getBoundingClientRect().right > width + 1)
+  .slice(0, 5)
+  .map((el) => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`)"""
+WIDTHS = (1024, 390)
+
+
+class TestAccessibility(ChannelsLiveServerTestCase):
+    serve_static = False  # whitenoise serves the collected files, as in production
+
+    @pytest.fixture(autouse=True)
+    def _browser(self, browser: Browser, celery_worker) -> None:
+        self.browser = browser
+
+    def test_every_page_has_no_axe_violation_in_either_theme_and_fits_every_width(self):
+        pages = self._data()
+        try:
+            problems = [p for scheme in ("light", "dark") for p in self._check(scheme, pages)]
+        finally:
+            for run in LoopRun.objects.filter(parent=None, state__in=LoopRun.LIVE):
+                services.run_cancel(run_id=run.pk)
+            wait_for(lambda: not LoopRun.objects.filter(lease_worker__gt="").exists())
+            time.sleep(1)  # let the worker go idle before the table flush
+        assert problems == [], "\n".join(problems)
+
+    def _data(self) -> list[tuple[str, str]]:
+        """Something on every page: live stacks with children, a decision waiting, breakers,
+        a halt to lift, a remote frame, audit rows; and the pages to check, by name."""
+        sync_declarations()
+        breakers_sync()
+        users = get_user_model().objects
+        admin = with_role(users.create_superuser("ada", password=PASSWORD), "admin")
+        users.create_user("nora", password=PASSWORD)  # signed in, with no role
+        stacks = [services.run_start(domain="depot", blueprint="depot-stack", input={})]
+        dose = services.run_start(domain="ward", blueprint="ward-dose", input={})
+        paired("b", url="http://127.0.0.1:9")
+        fed = Domain.objects.get(slug="fed")
+        main = LoopRun.objects.create(
+            blueprint=Blueprint.objects.get(name="fed-direct"), domain=fed, state="waiting"
+        )
+        remote = {"realm": "b", "blueprint": "fed-micro", "task": "41", "state": "working"}
+        frame = LoopRun.objects.create(
+            blueprint=Blueprint.objects.get(name="b:fed-micro"), domain=fed, parent=main,
+            root=main, depth=1, state="waiting", remote=remote,
+        )  # fmt: skip
+        halt, _ = halt_engage(actor=admin, scope="domain:arena", reason="an axe drill")
+        wait_for(lambda: all(run.children.exists() for run in stacks), timeout=30)
+        interrupt = wait_for(
+            lambda: Interrupt.objects.filter(run__root_id=dose.root_id).first(), timeout=30
+        )
+        child = stacks[0].children.order_by("id").first()
+        assert child is not None and Halt.objects.filter(pk=halt.pk).exists()
+        pages = [
+            ("overview", "/"),
+            ("domain", "/loops/domains/depot/"),
+            ("domain with a remote frame", "/loops/domains/fed/"),
+            ("run", f"/loops/runs/{stacks[0].pk}/"),
+            ("child run", f"/loops/runs/{child.pk}/"),
+            ("remote frame", f"/loops/runs/{frame.pk}/"),
+            ("approvals", "/oversight/inbox/"),
+            ("breakers", "/oversight/breakers/"),
+            ("agents", "/loops/agents/"),
+            ("audit", "/oversight/audit/"),
+            ("halt confirmation", "/oversight/halts/new?scope=domain:depot"),
+            ("halt lift", f"/oversight/halts/{halt.pk}/lift"),
+            ("realms", "/realms/"),
+        ]
+        decision = f"/oversight/interrupts/{interrupt.pk}/"
+        try:
+            resolve(decision)  # the decision page, once it is built (issue 17, part A)
+            pages.insert(7, ("decision", decision))
+        except Resolver404:
+            pass
+        return pages
+
+    def _check(self, scheme: str, pages: list[tuple[str, str]]) -> list[str]:
+        """One context per theme: the sign-in page, every page signed in as an admin, the
+        no-role page; axe on each at 1440 px, then each at the narrower widths."""
+        context = self.browser.new_context(
+            color_scheme=scheme, viewport={"width": 1440, "height": 900}
+        )
+        context.add_init_script(path=str(AXE))
+        page = context.new_page()
+        problems: list[str] = []
+        try:
+            self._open(page, "/accounts/login/", live=False)
+            problems += self._axe(page, f"{scheme} login")
+            self._sign_in(page, "ada")
+            for name, path in pages:
+                self._open(page, path)
+                problems += self._axe(page, f"{scheme} {name}")
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 900})
+                for name, path in pages:
+                    self._open(page, path)
+                    problems += self._fits(page, width, f"{scheme} {name}")
+                    if width == 390:
+                        problems += self._axe(page, f"{scheme} {name} at 390")
+            page.set_viewport_size({"width": 1440, "height": 900})
+            self._sign_out(page, context)
+            self._sign_in(page, "nora")
+            problems += self._axe(page, f"{scheme} no role")
+            page.set_viewport_size({"width": 390, "height": 900})
+            page.reload()
+            problems += self._fits(page, 390, f"{scheme} no role")
+        finally:
+            context.close()
+        return problems
+
+    def _open(self, page: Page, path: str, *, live: bool = True) -> None:
+        response = page.goto(f"{self.live_server_url}{path}")
+        assert response is not None and response.status == 200, path
+        if live:
+            expect(page.locator("#ws-status")).to_have_text("connected", timeout=20_000)
+        for figure in page.locator(".plotly-figure").all():  # drawn before it is checked
+            expect(figure.locator(".main-svg").first).to_be_attached(timeout=20_000)
+
+    def _sign_in(self, page: Page, username: str) -> None:
+        if "/accounts/login/" not in page.url:
+            self._open(page, "/accounts/login/", live=False)
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("h1")).to_be_visible()
+
+    def _sign_out(self, page: Page, context: BrowserContext) -> None:
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_label("Username")).to_be_visible()
+
+    def _axe(self, page: Page, where: str) -> list[str]:
+        return [f"{where}: {violation}" for violation in page.evaluate(RUN_AXE, TAGS)]
+
+    def _fits(self, page: Page, width: int, where: str) -> list[str]:
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        if scroll <= width:
+            return []
+        return [f"{where} at {width}: {scroll} px wide: {page.evaluate(WIDER, width)}"]
