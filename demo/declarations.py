@@ -48,12 +48,42 @@ PHARMACY_REALM = (
     env_slug("DEMO_PHARMACY_REALM", "") if os.environ.get("DEMO_PHARMACY_REALM") else ""
 )
 SECOND_OPINION = (f"{PHARMACY_REALM}:second-opinion",) if PHARMACY_REALM else ()
+# The doser's result (demo.healthcare.compute_dose). Titles and units (`unit` is a keyword
+# of ours, which validators ignore) are what the console shows a person deciding on a dose.
 DOSE_SCHEMA = {
     "type": "object",
     "required": ["drug", "dose_mg"],
     "properties": {
-        "drug": {"type": "string"},
-        "dose_mg": {"type": "number", "exclusiveMinimum": 0},
+        "drug": {"type": "string", "title": "Drug"},
+        "dose_mg": {"type": "number", "exclusiveMinimum": 0, "title": "Dose", "unit": "mg"},
+        "max_dose_mg": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "title": "maximum for this patient",
+            "unit": "mg",
+            "description": "The drug's maximum single dose.",
+        },
+        "percent_of_max": {
+            "type": "number",
+            "minimum": 0,
+            "title": "Share of maximum",
+            "unit": "%",
+        },
+        "weight_kg": {"type": "number", "exclusiveMinimum": 0, "title": "Weight", "unit": "kg"},
+        "mg_per_kg": {"type": "number", "exclusiveMinimum": 0, "title": "Ordered", "unit": "mg/kg"},
+        "renal_factor": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "title": "Renal factor",
+            "description": "1 without renal adjustment; less when kidney function is reduced.",
+        },
+        "infusion_minutes": {
+            "type": "integer",
+            "minimum": 0,
+            "title": "Infusion time",
+            "unit": "min",
+        },
+        "capped": {"type": "boolean", "title": "Capped at the maximum"},
     },
 }
 
@@ -231,7 +261,8 @@ _loop(
     selection="best",
     # A dose over the drug's maximum waits for a person (a critical interrupt).
     escalation=Escalate(
-        over={"percent_of_max": 100},
+        over={"dose_mg": "max_dose_mg"},
+        on_reject="the doser then proposes no more than the drug's maximum",
         deadline_s=settings.DEMO_DECISION_SECONDS,
         default_action="reject",
     ),

@@ -63,6 +63,9 @@ class Escalation:
     proposal: Any = None  # what the agent proposes; defaults to its output
     severity: Literal["info", "warning", "critical"] = "warning"
     rationale: str = ""
+    # What was crossed, for the console to say it in words (oversight.presenting):
+    # {"field", "value", "limit"} and "limit_field" when the limit is another field.
+    limit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,19 @@ class Escalate:
     """When a loop stops for a human, and what happens if nobody answers (CONCEPTS 37, 40).
 
     A merged result whose best confidence is under confidence_below, or with a number over
-    its limit in over (e.g. {"dose_mg": 1000}), is interrupted before it is used.
+    its limit in over, is interrupted before it is used. A limit is a number
+    ({"dose_mg": 1000}) or the name of another field of the same result, for limits that
+    depend on the case ({"dose_mg": "max_dose_mg"}: the patient's and drug's maximum).
     """
 
     confidence_below: float | None = None
-    over: dict[str, float] = field(default_factory=dict)
+    over: dict[str, float | str] = field(default_factory=dict)
     deadline_s: float = 3600.0
     default_action: Literal["approve", "reject"] = "reject"
+    # What the loop does instead when a person rejects, in words shown beside the reject
+    # button (oversight.presenting.choices), e.g. "the doser then proposes no more than the
+    # maximum". "" : the console says only that the step runs again with the comment.
+    on_reject: str = ""
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ class InterruptOut(Schema):
     claimed_by: str | None
     claimed_at: datetime | None
     created_at: datetime
+    # Issue 17 (added): what the proposal crossed, {"field", "value", "limit"} and
+    # "limit_field" when the limit is another field of the proposal; null when none.
+    limit: dict[str, Any] | None
 
     @staticmethod
     def resolve_run(obj) -> int:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from oversight.views import alerts, audit, breakers, halts, inbox
+from oversight.views import alerts, audit, breakers, decision, halts, inbox
 
 app_name = "oversight"
 urlpatterns = [
     *inbox.urlpatterns,
+    *decision.urlpatterns,
     *breakers.urlpatterns,
     *halts.urlpatterns,
     *audit.urlpatterns,

@@ -140,6 +140,7 @@ def escalation(spec, iteration, judged: Judgement, contributions, results, ok: b
                 "severity": asked.severity,
                 "rationale": asked.rationale or r.outcome.rationale,
                 "agent": r.contribution.agent,
+                "limit": asked.limit,
             }
     if not ok:
         return {}
@@ -150,12 +151,41 @@ def escalation(spec, iteration, judged: Judgement, contributions, results, ok: b
         reason = f"confidence {max(confidences):.2f} is under the floor {floor:g}"
         return {**common, "source": "policy", "reason": reason}
     merged = judged.merged if isinstance(judged.merged, dict) else {}
-    for key, limit in policy.over.items():
-        value = merged.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
-            reason = f"{key} = {value:g} is over the limit {limit:g}"
-            return {**common, "source": "policy", "reason": reason, "severity": "critical"}
+    for key, over in policy.over.items():
+        if crossed := limit_crossed(merged, key, over):
+            return {
+                **common,
+                "source": "policy",
+                "reason": _limit_reason(crossed),
+                "severity": "critical",
+                "limit": crossed,
+            }
     return {}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def limit_crossed(merged: dict[str, Any], key: str, over: float | str) -> dict[str, Any]:
+    """What the result crossed, as the interrupt keeps it ({"field", "value", "limit"}, and
+    "limit_field" when the limit is another field of the result), or {} when it did not.
+    A limit field that is missing or not a number crosses nothing: the output schema, not
+    this rule, says what a result must hold."""
+    value = merged.get(key)
+    limit = merged.get(over) if isinstance(over, str) else over
+    if not (_number(value) and _number(limit)) or value <= limit:
+        return {}
+    crossed = {"field": key, "value": value, "limit": limit}
+    return crossed | ({"limit_field": over} if isinstance(over, str) else {})
+
+
+def _limit_reason(crossed: dict[str, Any]) -> str:
+    """The interrupt's reason, in the words it has always had for a number limit."""
+    key, value, limit = crossed["field"], crossed["value"], crossed["limit"]
+    if "limit_field" in crossed:
+        return f"{key} = {value:g} is over {crossed['limit_field']} = {limit:g}"
+    return f"{key} = {value:g} is over the limit {limit:g}"
 
 
 def _stand_in(run, candidate: merge.Candidate) -> merge.Candidate | None:

@@ -236,6 +236,10 @@ class Interrupt(models.Model):
     rationale = models.TextField(blank=True)  # the agent's
     proposal = models.JSONField(null=True, blank=True)
     proposal_schema = models.JSONField(null=True, blank=True)  # a modify payload must match
+    # What the proposal crossed, for the console to say in words (oversight.presenting):
+    # {"field", "value", "limit"}, plus "limit_field" when the limit is another field of the
+    # proposal (Escalate(over={"dose_mg": "max_dose_mg"})). Null: no limit was crossed.
+    limit = models.JSONField(null=True, blank=True)
     severity = models.CharField(max_length=8, choices=Severity, default=Severity.WARNING)
     status = models.CharField(max_length=12, choices=Status, default=Status.PENDING)
     decision = models.CharField(max_length=8, choices=Decision, blank=True)

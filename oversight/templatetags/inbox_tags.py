@@ -7,6 +7,8 @@ from typing import Any
 
 from django import template
 
+from oversight import presenting
+
 register = template.Library()
 
 
@@ -14,3 +16,35 @@ register = template.Library()
 def pretty_json(value: Any) -> str:
     """Indented JSON for a <pre> or a <textarea> (autoescaped by the template)."""
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+@register.filter
+def proposal_fields(interrupt: Any) -> list[presenting.Field]:
+    """The interrupt's proposal as labelled fields with units (oversight.presenting)."""
+    return presenting.proposal_fields(
+        interrupt.proposal, interrupt.proposal_schema, interrupt.limit
+    )
+
+
+@register.filter
+def limit_sentence(interrupt: Any) -> str:
+    """The limit the proposal crossed, in words ("" when none was recorded)."""
+    return presenting.limit_sentence(interrupt.limit, interrupt.proposal_schema)
+
+
+@register.simple_tag
+def decision_choices(interrupt: Any, on_reject: str = "") -> presenting.Choices:
+    """What approve, reject and modify each do for this interrupt, in words."""
+    return presenting.choices(
+        proposal=interrupt.proposal,
+        schema=interrupt.proposal_schema,
+        limit=interrupt.limit,
+        default_action=interrupt.default_action,
+        on_reject=on_reject,
+    )
+
+
+@register.filter
+def compact_json(value: Any) -> str:
+    """JSON for a data- attribute (autoescaped by the template), read by decide.js."""
+    return json.dumps(value, separators=(",", ":"))

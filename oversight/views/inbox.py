@@ -18,6 +18,7 @@ from django_htmx.http import trigger_client_event
 
 from common.http import HtmxHttpRequest
 from common.refusals import Refused
+from loops.models import Domain
 from oversight import fragments, selectors
 from oversight.models import Interrupt
 from oversight.services import interrupts
@@ -40,9 +41,22 @@ def _forbidden(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def inbox(request: HttpRequest) -> HttpResponse:
+    """All pending decisions, or one domain's (?domain=<slug>, linked from the overview's
+    domain cards). An unknown slug is a 404 naming it: an empty list would read as "nothing
+    waits" for a domain that does not exist, a mistyped or stale link."""
     if not request.user.has_perm(VIEW):
         return _forbidden(request)
-    return render(request, "oversight/inbox.html", {"interrupts": selectors.inbox_pending()})
+    slug = request.GET.get("domain", "")
+    domain = None
+    if slug:
+        domain = Domain.objects.filter(slug=slug).first()
+        if domain is None:
+            detail = f"There is no domain {slug!r}: its pending decisions cannot be listed."
+            return _refused(request, detail, status=404)
+    pending = selectors.inbox_pending()
+    if domain is not None:
+        pending = [i for i in pending if i.run.domain_id == domain.pk]
+    return render(request, "oversight/inbox.html", {"interrupts": pending, "domain": domain})
 
 
 def _parse(post) -> tuple[str, object, str, str]:

@@ -21,7 +21,10 @@ domain("ward", "Ward", "Loops that stop for a human decision.")
 DOSE_SCHEMA = {
     "type": "object",
     "required": ["dose_mg"],
-    "properties": {"dose_mg": {"type": "number", "minimum": 0}},
+    "properties": {
+        "dose_mg": {"type": "number", "minimum": 0, "title": "Dose", "unit": "mg"},
+        "max_dose_mg": {"type": "number", "title": "maximum for this patient", "unit": "mg"},
+    },
 }
 DOSE_LIMIT_MG = 1000
 
@@ -37,6 +40,17 @@ class Doser:
         if any(line.startswith("rejected") for line in task.feedback):
             dose = 900  # a human said no: stay under the limit
         return Outcome(output={"dose_mg": dose, "feedback_seen": list(task.feedback)})
+
+
+@python_agent("ward.case-doser")
+class CaseDoser:
+    """1,450 mg against this patient's own maximum of 1,000 mg (a field of the result)."""
+
+    def bid(self, task):
+        return Bid(confidence=0.9)
+
+    def perform(self, task):
+        return Outcome(output={"dose_mg": 1450, "max_dose_mg": 1000})
 
 
 @python_agent("ward.interactor")
@@ -92,6 +106,7 @@ agent(
     capabilities=("dosing",),
     secret_env="TEST_AGENT_SECRET",
 )
+agent("ward", "case-doser", implementation="ward.case-doser", capabilities=("case-dosing",))
 agent("ward", "interactor", implementation="ward.interactor", capabilities=("interactions",))
 agent("ward", "unsure", implementation="ward.unsure", capabilities=("triage",))
 agent("ward", "sloppy", implementation="ward.sloppy", capabilities=("sloppy-dosing",))
@@ -125,6 +140,20 @@ blueprint(
     domain="ward",
     policy=_dose_policy("approve"),
     phases=[_compute("dosing")],
+)
+# The limit is another field of the result: this patient's maximum.
+blueprint(
+    "ward-dose-case",
+    kind="main",
+    domain="ward",
+    policy=Policy(
+        exits=_exits,
+        escalation=Escalate(
+            over={"dose_mg": "max_dose_mg"},
+            on_reject="the doser then proposes no more than the maximum",
+        ),
+    ),
+    phases=[_compute("case-dosing")],
 )
 # Nobody has a second to decide: the worker's expiry sweep approves.
 blueprint(

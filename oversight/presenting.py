@@ -1,0 +1,154 @@
+"""A proposal as a person reads it (issue 17): labelled fields with their units, the limit
+it crossed in one sentence, and what each choice does. Pure functions of the interrupt's
+own data (its proposal, the phase's output schema kept as proposal_schema, and `limit`),
+so the pushed card and the decision page say the same thing without a query.
+
+The schema's `title` and `description` name a field; `unit` is a keyword of ours (JSON
+Schema validators ignore keywords they do not know): {"dose_mg": {"type": "number",
+"title": "Dose", "unit": "mg"}}. A field without a title gets its key, humanised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# Units written against the number, as people write them ("145%", not "145 %").
+_TIGHT_UNITS = frozenset({"%", "°", "‰"})
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    label: str
+    value: str  # formatted, with its unit
+    description: str = ""
+    crossed: bool = False  # the field whose value crossed the limit
+
+
+def _properties(schema: Any) -> dict[str, Any]:
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return {}
+    return {k: v for k, v in schema["properties"].items() if isinstance(v, dict)}
+
+
+def humanise(key: str) -> str:
+    """dose_mg → "Dose mg"; maxDose → "Max dose"."""
+    words = "".join(f" {c.lower()}" if c.isupper() else c for c in key)
+    text = " ".join(words.replace("_", " ").replace("-", " ").split())
+    return text[:1].upper() + text[1:]
+
+
+def label(key: str, schema: Any) -> str:
+    """The field's title in the schema, else its key humanised."""
+    title = _properties(schema).get(key, {}).get("title")
+    return str(title) if title else humanise(key)
+
+
+def unit(key: str, schema: Any) -> str:
+    return str(_properties(schema).get(key, {}).get("unit") or "")
+
+
+def number(value: int | float) -> str:
+    """Thousands separated, at most four decimals, no trailing zeros: 1450 → "1,450",
+    0.75 → "0.75", 1450.0 → "1,450"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = f"{value:,.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}"
+    return "0" if text == "-0" else text
+
+
+def value_text(value: Any, unit: str = "") -> str:
+    """A proposal's value as text: a number with its unit, yes/no, a list of scalars joined,
+    anything nested as compact JSON."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        if not unit:
+            return number(value)
+        return f"{number(value)}{'' if unit in _TIGHT_UNITS else ' '}{unit}"
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return f"{value} {unit}".strip() if unit else value
+    if isinstance(value, list) and all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+    ):
+        return ", ".join(value_text(v, unit) for v in value) or "none"
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+
+
+def proposal_fields(proposal: Any, schema: Any, limit: Any = None) -> list[Field]:
+    """The proposal's fields in the schema's order, then any the schema does not name; a
+    proposal that is not an object is one field, "Proposal"."""
+    crossed = limit.get("field") if isinstance(limit, dict) else None
+    if not isinstance(proposal, dict):
+        return [] if proposal is None else [Field("", "Proposal", value_text(proposal))]
+    described = _properties(schema)
+    keys = [k for k in described if k in proposal] + [k for k in proposal if k not in described]
+    return [
+        Field(
+            key=key,
+            label=label(key, schema),
+            value=value_text(proposal[key], unit(key, schema)),
+            description=str(described.get(key, {}).get("description") or ""),
+            crossed=key == crossed,
+        )
+        for key in keys
+    ]
+
+
+def limit_sentence(limit: Any, schema: Any) -> str:
+    """What was crossed, in words: "Dose 1,450 mg is over the 1,000 mg maximum for this
+    patient" (the limit another field of the proposal, named by its title), or "Dose
+    1,600 mg is over the limit of 1,000 mg" (a number). "" without a limit."""
+    if not isinstance(limit, dict) or not {"field", "value", "limit"} <= set(limit):
+        return ""
+    key, limit_field = str(limit["field"]), limit.get("limit_field")
+    the_unit = unit(key, schema)
+    crossing = f"{label(key, schema)} {value_text(limit['value'], the_unit)} is over the"
+    if limit_field:
+        bound = value_text(limit["limit"], unit(str(limit_field), schema) or the_unit)
+        return f"{crossing} {bound} {_lower(label(str(limit_field), schema))}"
+    return f"{crossing} limit of {value_text(limit['limit'], the_unit)}"
+
+
+def _lower(text: str) -> str:
+    """A humanised key or a title put mid-sentence: "Max dose mg" → "max dose mg", but an
+    acronym stays ("ICU beds")."""
+    return text if text[:2].isupper() else text[:1].lower() + text[1:]
+
+
+@dataclass(frozen=True)
+class Choices:
+    approve: str
+    reject: str
+    modify: str
+
+
+def choices(
+    *, proposal: Any, schema: Any, limit: Any, default_action: str, on_reject: str = ""
+) -> Choices:
+    """What each button does, in words, from the interrupt's data (loops.engine.decisions
+    applies them): approve uses the proposal as it stands, reject feeds the comment back
+    and the step runs again (on_reject: the blueprint's own words for what it then does),
+    modify uses the edited values instead."""
+    goes_ahead = "The proposal is used as it stands and the run goes on"
+    if isinstance(limit, dict) and "field" in limit and "value" in limit:
+        key = str(limit["field"])
+        amount = value_text(limit["value"], unit(key, schema))
+        goes_ahead = f"{label(key, schema)} {amount} goes ahead as proposed, over its limit"
+    reject = "Nothing of it is used: the step runs again with your comment as feedback"
+    if on_reject:
+        reject = f"{reject}; {on_reject}"
+    modify = "Your edited values replace the proposal (checked against its schema)"
+    if proposal is None:
+        modify = "Your values are handed to the run's next step"
+    fallback = " It is also what happens if nobody decides in time."
+    return Choices(
+        approve=f"{goes_ahead}.{fallback if default_action == 'approve' else ''}",
+        reject=f"{reject}.{fallback if default_action == 'reject' else ''}",
+        modify=f"{modify}, and the run goes on with them.",
+    )
