@@ -45,6 +45,8 @@ def push_html(group: str, html: str) -> None:
     restart, sees the gap and has its page resync (console.consumers). A push whose number
     Redis cannot give is sent without one, unchecked rather than not sent, and its number
     is taken once Redis answers again (_skip_later)."""
+    if not html:
+        return  # a render with nothing new to say (console.pending.pending_html)
     message: dict[str, Any] = {"type": "html.push", "html": html, "group": group}
     try:
         message["seq"] = shared_redis.redis_client().incr(f"push-seq:{group}")
@@ -194,3 +196,7 @@ def overview_push(*, at_once: bool = False) -> None:
         push_soon_on_commit(OVERVIEW_GROUP, "console.tasks.overview_html")
     else:
         push_coalesced_on_commit(OVERVIEW_GROUP, "overview", "console.tasks.overview_html")
+    # Every page's header counts the pending decisions (console/_pending.html, issue 17):
+    # each interrupt raised or leaving pending calls this, so the header rides it, coalesced
+    # too, and is sent only when it changed (pending_html answers "" otherwise).
+    push_coalesced_on_commit(CONSOLE_GROUP, "pending-decisions", "console.pending.pending_html")

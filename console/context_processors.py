@@ -6,11 +6,13 @@ from console.liveness import worker_count_or_none
 
 
 def console_status(request: HttpRequest) -> dict[str, object]:
-    # A callable: the template engine calls it only on pages that show the status bar.
+    # Callables: the template engine calls them only on pages that show the status bar.
+    from console.pending import pending_decisions
     from oversight.selectors import active_halts, recent_alerts
 
     return {
         "workers": worker_count_or_none,
         "active_halts": active_halts,
         "recent_alerts": recent_alerts,
+        "pending_decisions": pending_decisions,  # the header's count and soonest, one query
     }

@@ -4,13 +4,19 @@ they are given; the reads are the apps' selectors."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.template.loader import render_to_string
 
 from oversight.selectors import DomainCard
 
+if TYPE_CHECKING:
+    from console.pending import Pending
+
 WORKERS = "console/_workers.html"
 DOMAIN_CARD = "console/_domain_card.html"
 OVERVIEW_STATUS = "console/_overview_status.html"
+PENDING = "console/_pending.html"  # the header's pending decisions, on every page
 
 
 def workers(count: int | None) -> str:
@@ -24,3 +30,8 @@ def overview(cards: list[DomainCard], totals: dict[str, int]) -> str:
     return render_to_string(OVERVIEW_STATUS, {"totals": totals, "oob": True}) + "".join(
         render_to_string(DOMAIN_CARD, {"card": card, "oob": True}) for card in cards
     )
+
+
+def pending(pending: Pending) -> str:
+    """The header's pending decisions (console.pending.pending_decisions), as pushed."""
+    return render_to_string(PENDING, {"pending": pending, "oob": True})
