@@ -161,11 +161,11 @@
     (reason || yes).focus();
   }
 
-  // m: the first field of the modify form (decide.js's generated one), else the payload.
+  // m: the first field of the modify form (decide.js's .schema-form), else the payload.
   function focusModify(form) {
     var field = form.querySelector(
-      "[data-modify-form] input:not([type=hidden]), [data-modify-form] select, " +
-      "[data-modify-form] textarea, .modify-form input:not([type=hidden]), .modify-form select"
+      ".schema-form input:not([type=hidden]):not([disabled]):not(.json-editor-opt-in), " +
+      ".schema-form select, .schema-form textarea"
     );
     field = field || form.querySelector('textarea[name="payload"]');
     if (field && field.getClientRects().length === 0) {
