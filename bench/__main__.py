@@ -14,7 +14,14 @@ from typing import Any
 
 from bench.common import wait_until_serving
 from common.env import DATA_DIR
-from console.launcher import _ensure_chromium, _manage, _stage, _start_services, daphne_argv
+from console.launcher import (
+    _ensure_chromium,
+    _manage,
+    _stage,
+    _start_services,
+    spawn_web,
+    web_processes,
+)
 from console.supervisor import Supervisor, free_port
 
 # Consoles connected while pushes are measured (issue 6): (browsers, events, seconds apart).
@@ -22,6 +29,8 @@ from console.supervisor import Supervisor, free_port
 # second (an interrupt a second is already a busy ward), the single one five a second.
 # The 50 go first, on an empty inbox; the single one then has their 30 interrupts on its page.
 BROWSERS = ((50, 30, 1.0), (1, 60, 0.2))
+# Escalations decided from the keyboard by a scripted operator on the inbox (bench.push).
+KEYBOARD_DECISIONS = 20
 # What `./bin/bench [part …]` can measure; all of them by default, in this order. Peers (the
 # same iteration in LangGraph) right after core, whose figures they are compared with, on a
 # machine in the same state; the pages last: they seed 10,000 runs and a million iterations.
@@ -75,16 +84,23 @@ def main() -> int:
             env={**env, "CONSOLE_PROCESS": "bench-worker"},
         )
         _manage(sup, env, "collectstatic", "--noinput")
-        daphne = sup.spawn(
-            "daphne",
-            daphne_argv("127.0.0.1", web_port),  # as the console runs it: its access log JSON
-            env={**env, "CONSOLE_PROCESS": "web"},
-        )
+        # As the run command serves the console: WEB_PROCESSES Daphne processes on one port
+        # (the cores by default). The fan-out is also measured through one process, on a
+        # port of its own, in the same run (bench.fanout.CONFIGURATIONS).
+        webs = {web_processes(): web_port}
+        if "fanout" in parts:
+            webs.setdefault(1, free_port())
+        daphnes = {
+            n: [p.pid for p in spawn_web(sup, env, "127.0.0.1", port, n)]
+            for n, port in webs.items()
+        }
         os.environ.update(env)
         import django
 
         django.setup()
-        results = measure(sup, f"http://127.0.0.1:{web_port}", parts, daphne.pid)
+        for port in webs.values():
+            wait_until_serving(f"http://127.0.0.1:{port}")
+        results = measure(sup, f"http://127.0.0.1:{web_port}", parts, webs, daphnes)
         if "realms" in parts:
             from bench.realms import realms
 
@@ -95,7 +111,14 @@ def main() -> int:
     return 0
 
 
-def measure(sup: Supervisor, base_url: str, parts: list[str], daphne_pid: int) -> dict[str, Any]:
+def measure(
+    sup: Supervisor,
+    base_url: str,
+    parts: list[str],
+    webs: dict[int, int],
+    daphnes: dict[int, list[int]],
+) -> dict[str, Any]:
+    """`webs`: Daphne processes → the port they serve; `daphnes`: → their pids."""
     from console import liveness
 
     deadline = time.monotonic() + 60
@@ -110,6 +133,7 @@ def measure(sup: Supervisor, base_url: str, parts: list[str], daphne_pid: int) -
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "system": platform.platform(),
+            "web_processes": web_processes(),
         },
         "parts": parts,
     }
@@ -130,13 +154,28 @@ def measure(sup: Supervisor, base_url: str, parts: list[str], daphne_pid: int) -
 
         _stage(f"Measuring pushes to browsers: {' and '.join(str(b[0]) for b in BROWSERS)}")
         results["push"] = [push_latency(base_url, n, samples=k, gap=gap) for n, k, gap in BROWSERS]
+        from bench.push import keyboard_decisions
+
+        _stage("Measuring escalations decided from the keyboard by a scripted operator")
+        results["keyboard"] = keyboard_decisions(base_url, samples=KEYBOARD_DECISIONS)
     if "fanout" in parts:
-        from bench.fanout import CLIENTS, fanout_latency
+        from bench.fanout import configurations, fanout_latency
 
         results["fanout"] = []
-        for n in CLIENTS:
-            _stage(f"Measuring fan-out to {n} websocket client{'s' if n > 1 else ''}")
-            results["fanout"].append(fanout_latency(base_url, n, daphne_pid=daphne_pid))
+        for processes, clients, window in configurations(web_processes()):
+            what = "the adaptive window" if window is None else f"a fixed {window} s window"
+            _stage(
+                f"Measuring fan-out to {clients} websocket client{'s' if clients > 1 else ''}"
+                f" through {processes} Daphne process{'es' if processes > 1 else ''}, {what}"
+            )
+            results["fanout"].append(
+                fanout_latency(
+                    f"http://127.0.0.1:{webs[processes]}",
+                    clients,
+                    window=window,
+                    daphne_pids=daphnes[processes],
+                )
+            )
     if "pages" in parts:
         from django.core.management import call_command
 
@@ -170,6 +209,10 @@ def report(results: dict[str, Any]) -> None:
         from bench.push import rows as push_rows
 
         rows += push_rows(results)
+    if "keyboard" in results:
+        from bench.push import keyboard_rows
+
+        rows += keyboard_rows(results)
     if "fanout" in results:
         from bench.fanout import rows as fanout_rows
 

@@ -103,10 +103,11 @@ blueprint(
 
 
 @shared_task(name="bench.fanout_event", ignore_result=True)
-def fanout_event(prefix: str, group: str) -> None:
+def fanout_event(prefix: str, group: str, window: float | None = None) -> None:
     """One event of a busy domain, on the worker: stamp it (the latest state is its seq, kept
     in Redis with the time of each seq) and push the state after commit, coalesced, through
-    the product's path (common.push.push_coalesced_on_commit), as a domain's stack is."""
+    the product's path (common.push.push_coalesced_on_commit), as a domain's stack is; in
+    the adaptive window, or in `window` seconds (what it was before, compared)."""
     import time
 
     from django.db import transaction
@@ -118,7 +119,9 @@ def fanout_event(prefix: str, group: str) -> None:
         at = time.time()
         seq = client.incr(f"{prefix}:seq")
         client.hset(f"{prefix}:at", str(seq), repr(at))
-        push_coalesced_on_commit(group, prefix, "bench.declarations.fanout_state", prefix)
+        push_coalesced_on_commit(
+            group, prefix, "bench.declarations.fanout_state", prefix, seconds=window
+        )
 
 
 def fanout_state(prefix: str) -> str:

@@ -39,6 +39,23 @@ from typing import Any
 from bench.common import percentiles
 
 CLIENTS = (1, 50, 200)
+FIXED_WINDOW = 0.1  # the window before it adapted (issue 8's COALESCE_SECONDS), to compare
+
+
+def configurations(processes: int) -> list[tuple[int, int, float | None]]:
+    """(Daphne processes, clients, window: None adapts) measured by `./bin/bench fanout`:
+    the run command's WEB_PROCESSES with the adaptive window at 1, 50 and 200 clients, then
+    what each change bought at 200 (and at 1, the window's other end): the fixed window of
+    before, and one Daphne process, with either window."""
+    single = [(1, 200, None), (1, 200, FIXED_WINDOW)] if processes != 1 else []
+    return [
+        *[(processes, n, None) for n in CLIENTS],
+        (processes, 200, FIXED_WINDOW),
+        (processes, 1, FIXED_WINDOW),
+        *single,
+    ]
+
+
 ONCE_EVENTS, ONCE_RATE = 20, 5.0  # the uncoalesced events: a few a second
 FINAL_WAIT = 30.0  # after the last event, for every client to hold the last state
 SEQ = re.compile(r'data-seq="([0-9]+)"')
@@ -51,10 +68,12 @@ def fanout_latency(
     rate: float = 100,
     seconds: float = 20.0,
     *,
-    daphne_pid: int | None = None,
+    window: float | None = None,
+    daphne_pids: list[int] | None = None,
 ) -> dict[str, Any]:
     """Connect `clients` websocket consoles, then measure: uncoalesced events, `rate`
-    coalesced events a second for `seconds`, and raw Redis pub/sub at the same rate."""
+    coalesced events a second for `seconds` (coalesced in `window` seconds, or by the
+    adaptive window if None), and raw Redis pub/sub at the same rate."""
     import redis
     from django.conf import settings
     from django.db import connections
@@ -68,8 +87,9 @@ def fanout_latency(
     connections.close_all()
     prefix = f"bench-fanout:{uuid.uuid4().hex[:12]}"
     ws_url = base_url.replace("http", "ws", 1) + f"/ws/console/?topics={group}"
+    pids = daphne_pids or []
     run = asyncio.run(
-        _run(ws_url, base_url, cookie, clients, prefix, group, rate, seconds, daphne_pid)
+        _run(ws_url, base_url, cookie, clients, prefix, group, rate, seconds, window, pids)
     )
 
     client = redis.Redis.from_url(settings.REDIS_URL)
@@ -79,9 +99,12 @@ def fanout_latency(
     result = _coalesced(run["frames"], stamps, run["event_seconds"])
     return {
         "clients": clients,
+        "web_processes": len(pids),
+        "window": "adaptive" if window is None else window,
         "rate": rate,
         "seconds": seconds,
         **result,
+        "sockets_per_process": run["sockets"],
         "uncoalesced_ms": _uncoalesced(run["frames"], once_at, ONCE_EVENTS),
         "raw_pubsub_ms": percentiles(run["raw"]),
         "raw_pubsub_rate": run["raw_rate"],
@@ -101,7 +124,8 @@ async def _run(
     group: str,
     rate: float,
     seconds: float,
-    daphne_pid: int | None,
+    window: float | None,
+    daphne_pids: list[int],
 ) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
@@ -143,6 +167,7 @@ async def _run(
                 task.result()  # a refused handshake: say why
         raise RuntimeError("the websocket clients did not connect")
     await asyncio.sleep(1.0)  # the last sockets have joined their groups
+    sockets = _sockets(daphne_pids, ws_url)
 
     def once(k: int) -> None:
         fanout_once.delay(prefix, group, k)
@@ -151,9 +176,9 @@ async def _run(
     await asyncio.sleep(1.0)
 
     def event(k: int) -> None:
-        fanout_event.delay(prefix, group)
+        fanout_event.delay(prefix, group, window)
 
-    cpu = _Cpu(daphne_pid)
+    cpu = _Cpu(daphne_pids)
     began = time.time()
     count = round(rate * seconds)
     await loop.run_in_executor(None, _paced, event, count, rate)
@@ -171,7 +196,7 @@ async def _run(
     # The baseline gets as many messages a second per subscriber as a console got frames.
     pushed = sum(len(mine) for mine in frames) / max(n, 1) / (time.time() - began)
     raw_rate = max(1.0, round(pushed))
-    raw_cpu = _Cpu(None)
+    raw_cpu = _Cpu([])
     raw = await _raw_pubsub(n, raw_rate, min(seconds, 10.0))
     cpu_use["bench_process_raw_pubsub"] = raw_cpu.used()["bench_process"]
     return {
@@ -180,7 +205,23 @@ async def _run(
         "raw_rate": raw_rate,
         "event_seconds": event_seconds,
         "cpu": cpu_use,
+        "sockets": sockets,
     }
+
+
+def _sockets(pids: list[int], ws_url: str) -> list[int]:
+    """The websockets each Daphne process holds: how the kernel spread them."""
+    import psutil
+
+    port = int(ws_url.split(":")[2].split("/")[0])
+    return [
+        sum(
+            1
+            for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+        )
+        for pid in pids
+    ]
 
 
 def _last_seq(mine: list[tuple[float, str]]) -> int:
@@ -288,23 +329,27 @@ def _uncoalesced(
 
 
 class _Cpu:
-    """CPU seconds per wall second of this process (and Daphne's, given its pid)."""
+    """CPU seconds per wall second of this process (and of each Daphne, given their pids)."""
 
-    def __init__(self, daphne_pid: int | None) -> None:
-        self.pid = daphne_pid
+    def __init__(self, daphne_pids: list[int]) -> None:
+        self.pids = daphne_pids
         self.wall, self.mine, self.daphne = time.time(), time.process_time(), self._daphne()
 
-    def _daphne(self) -> float:
-        if self.pid is None:
-            return 0.0
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def _daphne(self) -> list[float]:
+        used = []
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        return used
 
-    def used(self) -> dict[str, float]:
+    def used(self) -> dict[str, Any]:
         wall = time.time() - self.wall
-        use = {"bench_process": round((time.process_time() - self.mine) / wall, 2)}
-        if self.pid is not None:
-            use["daphne"] = round((self._daphne() - self.daphne) / wall, 2)
+        use: dict[str, Any] = {"bench_process": round((time.process_time() - self.mine) / wall, 2)}
+        if self.pids:
+            now = self._daphne()
+            use["daphne"] = [
+                round((b - a) / wall, 2) for a, b in zip(self.daphne, now, strict=True)
+            ]
         return use
 
 
@@ -314,16 +359,19 @@ def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
         n, event, raw = fan["clients"], fan["event_ms"], fan["raw_pubsub_ms"]
         once = fan["uncoalesced_ms"]
         target = " (must p99 ≤ 250, aim ≤ 100)" if n >= 200 else ""
+        window = "adaptive" if fan["window"] == "adaptive" else f"{fan['window']} s"
+        how = f"{fan.get('web_processes', 1)} web, {window}"
+        target += f"; sockets per process {fan.get('sockets_per_process')}"
         table += [
             (
-                f"100 events/s → {n} websocket client{'s' if n > 1 else ''} (ms)",
+                f"100 events/s → {n} client{'s' if n > 1 else ''} ({how}) (ms)",
                 f"{event['median']} / {event['p99']}",
                 f"median / p99, coalesced; raw pub/sub {raw['median']} / {raw['p99']}, "
                 f"{fan['event_vs_raw']}x; {fan['clients_missing_final_state']} missed the "
                 f"latest state{target}",
             ),
             (
-                f"  one event alone → {n} client{'s' if n > 1 else ''} (ms)",
+                f"  one event alone → {n} client{'s' if n > 1 else ''} ({how}) (ms)",
                 f"{once['median']} / {once['p99']}",
                 f"median / p99, uncoalesced; {once['missed']} missed"
                 + (" (must p99 ≤ 20, aim ≤ 5)" if n == 1 else ""),

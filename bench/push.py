@@ -137,3 +137,114 @@ def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
             )
         )
     return table
+
+
+# The focused inbox item (keys.js moves the focus with j/k), by the id of its element.
+FOCUSED = (
+    "(function () { var e = document.activeElement;"
+    " var item = e && e.closest ? e.closest('.inbox-item') : null;"
+    " return item ? item.id : ''; })()"
+)
+MAX_MOVES = 30  # j presses before the bench gives up finding the new item
+
+
+def keyboard_decisions(base_url: str, samples: int, gap: float = 0.3) -> dict[str, Any]:
+    """Escalation appearing → decided by a scripted operator using the keyboard alone, on
+    one Chromium page on the inbox (keys.js's journey: j/k move the focus over the items,
+    `a` chooses approve, Enter confirms). Each sample: a bench-escalate run raises an
+    interrupt on the worker; once its item is in the DOM the script presses j until the
+    item holds the focus, then a and Enter, as an operator who reacts at once would. The
+    figure runs from the interrupt's created_at to its decided_at (both rows' own clocks,
+    one machine): the push, the keys, the POST and the decision's transaction. Beside it,
+    its parts: created_at → in the DOM (the push) and in the DOM → decided_at. The run is
+    cancelled once decided (its next iteration would raise another)."""
+    from django.conf import settings
+    from django.db import connections
+    from playwright.sync_api import sync_playwright
+
+    from bench.common import admin_user, percentiles, session_key, stop_all, wait_for
+    from loops import services
+    from oversight.models import Interrupt
+
+    stop_all()  # nothing pending from the parts before: the inbox starts empty
+    cookie = session_key(admin_user())
+    total, appear, react, keys, undecided = [], [], [], [], 0
+    with sync_playwright() as playwright, ThreadPoolExecutor(max_workers=1) as elsewhere:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context()
+        context.add_cookies(
+            [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": base_url}]
+        )
+        context.add_init_script(OBSERVE)
+        page = context.new_page()
+        page.goto(f"{base_url}/oversight/inbox/")
+        page.wait_for_selector("#ws-status[data-state='connected']", state="attached")
+        time.sleep(1)
+
+        def raise_one() -> Interrupt:
+            run = services.run_start(domain="bench", blueprint="bench-escalate", input={})
+            return wait_for(lambda: Interrupt.objects.filter(run=run).first())
+
+        def decided(pk: int) -> Interrupt | None:
+            try:
+                return wait_for(
+                    lambda: Interrupt.objects.filter(pk=pk, decided_at__isnull=False).first(),
+                    timeout=5,
+                )
+            except RuntimeError:
+                return None
+
+        for _ in range(samples):
+            interrupt = elsewhere.submit(raise_one).result()
+            element = f"interrupt-{interrupt.pk}"
+            page.wait_for_selector(f"#{element}", state="attached", timeout=10_000)
+            pressed = 0
+            while page.evaluate(FOCUSED) != element and pressed < MAX_MOVES:
+                page.keyboard.press("j")
+                pressed += 1
+            page.keyboard.press("a")
+            page.keyboard.press("Enter")
+            done = elsewhere.submit(decided, interrupt.pk).result()
+            elsewhere.submit(services.run_cancel, run_id=interrupt.run_id).result()
+            if done is None or done.decided_at is None:
+                undecided += 1
+                if undecided >= 3:
+                    break  # the journey does not work (yet): say so, do not wait for it
+                continue
+            created = interrupt.created_at.timestamp() * 1000
+            total.append(done.decided_at.timestamp() * 1000 - created)
+            if (seen := page.evaluate("window.benchSeen").get(element)) is not None:
+                appear.append(seen - created)
+                react.append(done.decided_at.timestamp() * 1000 - seen)
+            keys.append(pressed + 2)
+            time.sleep(gap)
+        elsewhere.submit(connections.close_all).result()
+        browser.close()
+    stop_all()
+    return {
+        "decided_ms": percentiles(total),
+        "appeared_ms": percentiles(appear),
+        "in_dom_to_decided_ms": percentiles(react),
+        "keystrokes": percentiles([float(k) for k in keys]),
+        "undecided": undecided,
+    }
+
+
+def keyboard_rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    board = results["keyboard"]
+    decided, appeared, react = (
+        board["decided_ms"],
+        board["appeared_ms"],
+        board["in_dom_to_decided_ms"],
+    )
+    bare = next((p["bare_push_ms"] for p in results.get("push", []) if p["browsers"] == 1), None)
+    baseline = f"; bare push {bare['median']} / {bare['p99']}" if bare else ""
+    return [
+        (
+            "escalation appearing → decided, keyboard (ms)",
+            f"{decided['median']} / {decided['p99']}",
+            f"median / p99 of {decided['samples']}; in the DOM {appeared['median']} / "
+            f"{appeared['p99']}, then keys → decided {react['median']} / {react['p99']}"
+            f"{baseline}; {board['keystrokes']['median']} keys; {board['undecided']} undecided",
+        )
+    ]

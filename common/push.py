@@ -141,26 +141,34 @@ def push_soon_on_commit(group: str, render: str, *args: Any) -> None:
 # A busy key is pushed once per window, and a change waits at most about a window for its
 # push. DESIGN.md section 6 asks p99 ≤ 250 ms (aim 100) from a worker's event to 200 consoles
 # at 100 events/s: with a window of a second the wait alone put the p99 near 1 s (bench.fanout).
-COALESCE_SECONDS = 0.1
+# The window adapts to the group's subscribers: a push costs each Daphne process a frame per
+# socket of the group it holds (about 0.36 ms each, bench.fanout), so the window is what keeps
+# the busiest process under FRAMES_PER_SECOND for this key, between the bounds: 1 console
+# gets a push every COALESCE_MIN_SECONDS, 100 consoles on one process one every 0.1 s.
+COALESCE_MIN_SECONDS = 0.025
+COALESCE_MAX_SECONDS = 0.2
+FRAMES_PER_SECOND = 1000  # per Daphne process and key
+COALESCE_SECONDS = 0.1  # the window when the subscribers are unknown (Redis did not say)
 # How long a pending trailing push holds off others, should its task never run.
 TRAILING_HOLD_MS = 5000
 
 
 def push_coalesced_on_commit(
-    group: str, key: str, render: str, *args: Any, seconds: float = COALESCE_SECONDS
+    group: str, key: str, render: str, *args: Any, seconds: float | None = None
 ) -> None:
-    """push_on_commit, at most once per `seconds` per key, and the latest state always
+    """push_on_commit, at most once per window per key, and the latest state always
     arrives. A change after a quiet spell is pushed at once and holds the key's guard (a
-    Redis SET NX PX) for `seconds` from its send. A change while the guard is held asks for
+    Redis SET NX PX) for a window from its send. A change while the guard is held asks for
     one trailing push when the guard ends (console.tasks.push_fragment on the urgent queue),
     rendered then from the state of that moment, which holds the guard again; changes while
     it is pending ride on it. `render` is the dotted path of a function taking `args` and
-    returning the fragment, so a worker can render it too."""
-    window = max(1, round(seconds * 1000))
+    returning the fragment, so a worker can render it too. The window is `seconds`, or by
+    default adapts to the group's subscribers (coalesce_window)."""
     guard = f"push-guard:{key}"
 
     def send() -> None:
         client = shared_redis.redis_client()
+        window = max(1, round((coalesce_window(group) if seconds is None else seconds) * 1000))
         if client.set(guard, 1, nx=True, px=window):
             push_html(group, import_string(render)(*args))
             client.pexpire(guard, window)  # from the send: a slow render is not overtaken
@@ -170,6 +178,55 @@ def push_coalesced_on_commit(
             _push_fragment((group, *trailing), countdown=max(client.pttl(guard), 0) / 1000)
 
     transaction.on_commit(send, robust=True)
+
+
+# --- Subscribers per group and Daphne process (written by console.consumers) -------------
+# One hash per group, `push-subs:<group>`: a field per Daphne process, "<sockets> <until>",
+# rewritten by the process when a socket of the group opens or closes and every
+# SUBSCRIBERS_REFRESH_SECONDS; a field whose `until` passed is a process that stopped
+# without saying so (a Daphne killed, or stopped before its sockets closed), not counted.
+SUBSCRIBERS_REFRESH_SECONDS = 30.0
+SUBSCRIBERS_TTL_SECONDS = 3 * SUBSCRIBERS_REFRESH_SECONDS
+SUBSCRIBERS_CACHE_SECONDS = 1.0  # how long a pushing process trusts what it read
+_subscribers: dict[str, tuple[float, int]] = {}
+
+
+def subscribers_key(group: str) -> str:
+    return f"push-subs:{group}"
+
+
+def subscribers_field(sockets: int) -> str:
+    return f"{sockets} {time.time() + SUBSCRIBERS_TTL_SECONDS:.0f}"
+
+
+def busiest_process_subscribers(group: str) -> int | None:
+    """The most sockets of the group one Daphne process holds (what one push costs the
+    busiest process), read from Redis at most once a SUBSCRIBERS_CACHE_SECONDS per group
+    and process; None if Redis cannot say."""
+    now = time.monotonic()
+    cached = _subscribers.get(group)
+    if cached is not None and now - cached[0] < SUBSCRIBERS_CACHE_SECONDS:
+        return cached[1]
+    try:
+        fields = shared_redis.redis_client().hvals(subscribers_key(group))
+    except redis.RedisError:
+        return None
+    busiest, wall = 0, time.time()
+    for value in fields:
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        sockets, _, until = text.partition(" ")
+        if until and float(until) > wall:
+            busiest = max(busiest, int(sockets))
+    _subscribers[group] = (now, busiest)
+    return busiest
+
+
+def coalesce_window(group: str) -> float:
+    """The coalescing window of a group's pushes, in seconds (push_coalesced_on_commit)."""
+    busiest = busiest_process_subscribers(group)
+    if busiest is None:
+        return COALESCE_SECONDS
+    return min(max(busiest / FRAMES_PER_SECOND, COALESCE_MIN_SECONDS), COALESCE_MAX_SECONDS)
 
 
 def render_trailing(key: str, window: int, render: str, *args: Any) -> str:
@@ -189,7 +246,7 @@ def render_trailing(key: str, window: int, render: str, *args: Any) -> str:
 
 def overview_push(*, at_once: bool = False) -> None:
     """Push the overview after commit. Ordinary changes (frames starting and ending,
-    interrupts, breakers) are coalesced to one push a window (COALESCE_SECONDS), the latest
+    interrupts, breakers) are coalesced to one push a window (coalesce_window), the latest
     state last; a halt or a lift is pushed at once (rendered by a worker), whatever was
     pushed just before."""
     if at_once:

@@ -1,14 +1,31 @@
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import re
+import socket
+from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs
 
+import redis
+import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.utils.html import escape
 
-from common.push import CONSOLE_GROUP, TOPICS
+from common.push import (
+    CONSOLE_GROUP,
+    SUBSCRIBERS_REFRESH_SECONDS,
+    SUBSCRIBERS_TTL_SECONDS,
+    TOPICS,
+    subscribers_field,
+    subscribers_key,
+)
+
+logger = logging.getLogger(__name__)
 
 # A domain page's topic (common.push.domain_group).
 DOMAIN_TOPIC = re.compile(r"domain\.[0-9]{1,12}")
@@ -35,6 +52,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        await SUBSCRIBERS.change(self.joined, +1)
 
     def _topics(self) -> list[str] | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -54,6 +72,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+        if joined := getattr(self, "joined", []):
+            await SUBSCRIBERS.change(joined, -1)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Ignore what the browser sends: nothing is commanded over this socket."""
@@ -82,3 +102,61 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
 def resync_fragment(gap: str) -> str:
     """Replaces base.html's hidden #ws-resync; app.js resyncs the page when it arrives."""
     return f'<div id="ws-resync" hidden hx-swap-oob="true" data-gap="{escape(gap)}"></div>'
+
+
+class Subscribers:
+    """This Daphne process's sockets per group, told to Redis for the pushing side's
+    coalescing window (common.push.coalesce_window): one field of `push-subs:<group>` per
+    process, rewritten when a socket joins or leaves and every SUBSCRIBERS_REFRESH_SECONDS,
+    so a process that stops without a word drops out when its fields' time passes. Best
+    effort: without Redis the pushes use the fixed window."""
+
+    def __init__(self) -> None:
+        self.sockets: Counter[str] = Counter()
+        self.field = f"{socket.gethostname()}:{os.getpid()}"
+        # The client and the refresher of the event loop they belong to (Daphne has one;
+        # the tests start one per test).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.client: aioredis.Redis | None = None
+        self.refresher: asyncio.Task[None] | None = None
+
+    async def change(self, groups: list[str], by: int) -> None:
+        for group in groups:
+            self.sockets[group] += by
+        if self.loop is not asyncio.get_running_loop():
+            self.loop = asyncio.get_running_loop()
+            # One connection: the writes of a process keep their order.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.REDIS_URL, max_connections=1, socket_timeout=2, timeout=2
+            )
+            self.client, self.refresher = aioredis.Redis(connection_pool=pool), None
+        await self.write(groups)
+        if self.refresher is None or self.refresher.done():
+            self.refresher = self.loop.create_task(self.refresh())
+
+    async def write(self, groups: list[str]) -> None:
+        assert self.client is not None
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for group in groups:
+                    key, count = subscribers_key(group), self.sockets[group]
+                    if count > 0:
+                        pipe.hset(key, self.field, subscribers_field(count))
+                        pipe.expire(key, round(SUBSCRIBERS_TTL_SECONDS))
+                    else:
+                        pipe.hdel(key, self.field)
+                await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("the subscribers of %s are not counted: %s", ", ".join(groups), exc)
+
+    async def refresh(self) -> None:
+        while True:
+            await asyncio.sleep(SUBSCRIBERS_REFRESH_SECONDS)
+            for group in [g for g, n in self.sockets.items() if n <= 0]:
+                del self.sockets[group]
+            if not self.sockets:
+                return
+            await self.write(list(self.sockets))
+
+
+SUBSCRIBERS = Subscribers()

@@ -170,8 +170,10 @@ def _spawn_realm(
     prefix: str = "",
     beat: bool = True,
 ) -> None:
-    """Daphne, a worker and (unless told otherwise) beat: one realm's processes."""
-    sup.spawn(f"{prefix}daphne", daphne_argv(host, port), env={**env, "CONSOLE_PROCESS": "web"})
+    """Daphne (WEB_PROCESSES of them on the port; the pharmacy's one), a worker and (unless
+    told otherwise) beat: one realm's processes."""
+    processes = 1 if prefix else web_processes()
+    spawn_web(sup, env, host, port, processes, name=f"{prefix}daphne")
     worker = [PYTHON, "-m", "celery", "-A", "console", "worker", "-l", "INFO"]
     hostname = f"{prefix.strip() or 'worker'}@{socket.gethostname()}"
     sup.spawn(
@@ -202,6 +204,64 @@ def _ensure_secret_key(path: Path) -> None:
 def daphne_argv(host: str, port: int) -> list[str]:
     """Daphne, its access log one JSON line a request like every other line (console.web)."""
     return [PYTHON, "-m", "console.web", "-b", host, "-p", str(port), "console.asgi:application"]
+
+
+def web_processes() -> int:
+    """WEB_PROCESSES: Daphne processes serving the console's port, the cores by default."""
+    return env_int("WEB_PROCESSES", os.cpu_count() or 1, minimum=1, maximum=64)
+
+
+def spawn_web(
+    sup: Supervisor,
+    env: dict[str, str],
+    host: str,
+    port: int,
+    processes: int,
+    *,
+    name: str = "daphne",
+) -> list[subprocess.Popen]:
+    """`processes` Daphne processes serving one port. Each is handed a listening socket of
+    its own (`--fd`), bound here to the same address with SO_REUSEPORT, so the kernel
+    spreads the connections evenly over them (one shared socket would let whichever
+    process woke first take a whole burst of websockets). This process closes its copies:
+    a Daphne that dies takes its socket out of the group, the others keep the port.
+    A push reaches each process through Redis (its channel layer's subscriptions). Daphne
+    adopts a socket as IPv4 only (Twisted's `fd:` endpoint): an IPv6 HOST gets one process,
+    bound by Daphne itself."""
+    if ":" in host:
+        env = {**env, "CONSOLE_PROCESS": "web"}
+        return [sup.spawn(name, daphne_argv(host, port), env=env)]
+    spawned = []
+    for number in range(processes):
+        listening = web_socket(host, port)
+        try:
+            argv = [PYTHON, "-m", "console.web", "--fd", str(listening.fileno())]
+            spawned.append(
+                sup.spawn(
+                    name,
+                    [*argv, "console.asgi:application"],
+                    env={**env, "CONSOLE_PROCESS": "web", "WEB_PROCESS": str(number + 1)},
+                    pass_fds=(listening.fileno(),),
+                )
+            )
+        finally:
+            listening.close()
+    return spawned
+
+
+def web_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port) that other such sockets may share (SO_REUSEPORT)."""
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listening.bind((host, port))
+        listening.listen(1024)
+    except OSError:
+        listening.close()
+        raise
+    listening.set_inheritable(True)
+    return listening
 
 
 def test(sup: Supervisor, pytest_args: list[str]) -> int:

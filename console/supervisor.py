@@ -55,6 +55,7 @@ class Supervisor:
         log: Path | None = None,
         stop_signal: str = "SIGTERM",
         stop_timeout: float = 20.0,
+        pass_fds: tuple[int, ...] = (),
     ) -> subprocess.Popen:
         sig = signal.Signals[stop_signal]
         output = log.open("ab") if log else None
@@ -67,6 +68,7 @@ class Supervisor:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
+                pass_fds=pass_fds,
                 preexec_fn=_die_with_parent(sig),
             )
         finally:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import pytest_asyncio
@@ -220,3 +221,95 @@ async def test_push_html_sends_unnumbered_when_redis_cannot_number_it(domain_soc
     received = await _pushes_until(domain_socket, 'id="after"')
 
     assert [m.split('"')[1] for m in received] == ["before", "unnumbered", "ws-resync", "after"]
+
+
+# --- The coalescing window adapts to a group's subscribers (common.push.coalesce_window) ---
+
+
+def latest_state(key: str) -> str:
+    """A state pushed coalesced: its number at the moment of rendering (rendered here or by
+    the worker, for the trailing push)."""
+    return f'<p id="state" hx-swap-oob="true" data-seq="{int(redis_client().get(key) or 0)}"></p>'
+
+
+async def _sockets(cookie: bytes, group: str, n: int) -> list[WebsocketCommunicator]:
+    sockets = []
+    for _ in range(n):
+        socket = _socket(
+            (b"cookie", cookie),
+            (b"origin", b"http://localhost"),
+            path=f"/ws/console/?topics={group}",
+        )
+        assert (await socket.connect())[0]
+        sockets.append(socket)
+    return sockets
+
+
+def _window(group: str) -> float:
+    push._subscribers.clear()  # what this process read last is trusted for a second
+    return push.coalesce_window(group)
+
+
+async def test_the_window_is_short_for_one_console_and_longer_for_many(session_cookie, monkeypatch):
+    """Each socket's Daphne process counts the group's sockets in Redis on connect and
+    disconnect; the window follows the busiest process's count, between the bounds."""
+    monkeypatch.setattr(push, "FRAMES_PER_SECOND", 100)  # 6 sockets: 0.06 s, not 200
+    group = domain_group(990002)
+    assert await sync_to_async(_window)(group) == push.COALESCE_MIN_SECONDS  # nobody
+
+    one = await _sockets(session_cookie, group, 1)
+    assert await sync_to_async(_window)(group) == push.COALESCE_MIN_SECONDS
+    many = one + await _sockets(session_cookie, group, 5)
+    assert await sync_to_async(_window)(group) == pytest.approx(0.06)
+    more = await _sockets(session_cookie, group, 30)
+    assert await sync_to_async(_window)(group) == push.COALESCE_MAX_SECONDS
+
+    for socket in [*more, *many[1:]]:
+        await socket.disconnect()
+    assert await sync_to_async(_window)(group) == push.COALESCE_MIN_SECONDS
+    await one[0].disconnect()
+    assert not await sync_to_async(redis_client().hlen)(push.subscribers_key(group))
+
+
+async def test_a_process_that_stopped_without_a_word_is_not_counted(monkeypatch):
+    """A Daphne killed (or stopped before its sockets closed) leaves its field, whose time
+    passes: only the live processes' sockets count."""
+    group = domain_group(990003)
+    key = push.subscribers_key(group)
+    client = redis_client()
+    await sync_to_async(client.hset)(key, "gone:1", f"500 {time.time() - 1:.0f}")
+    await sync_to_async(client.hset)(key, "here:2", push.subscribers_field(150))
+    try:
+        assert await sync_to_async(_window)(group) == pytest.approx(150 / push.FRAMES_PER_SECOND)
+    finally:
+        await sync_to_async(client.delete)(key)
+
+
+async def test_many_subscribers_get_the_latest_state_last(
+    session_cookie, celery_worker, monkeypatch
+):
+    """A burst of changes to a group with many sockets: pushed coalesced in the longer
+    window, the first at once, the latest state in the last push, at every socket (the
+    trailing push rendered by the worker)."""
+    from django.db import transaction
+
+    monkeypatch.setattr(push, "FRAMES_PER_SECOND", 40)  # 8 sockets: a 0.2 s window
+    group, key = domain_group(990004), f"test-state:{time.time_ns()}"
+    sockets = await _sockets(session_cookie, group, 8)
+    assert await sync_to_async(_window)(group) == push.COALESCE_MAX_SECONDS
+
+    def burst() -> None:
+        for _ in range(20):
+            with transaction.atomic():
+                redis_client().incr(key)
+                push.push_coalesced_on_commit(
+                    group, key, "tests.console.test_consumer.latest_state", key
+                )
+
+    await sync_to_async(burst)()
+    for socket in sockets:
+        received = await _pushes_until(socket, 'data-seq="20"')
+        seqs = [int(m.split('data-seq="')[1].split('"')[0]) for m in received if "data-seq" in m]
+        assert seqs[-1] == 20 and seqs == sorted(seqs)
+        assert len(seqs) < 20  # coalesced: not a push per change
+        await socket.disconnect()

@@ -136,3 +136,85 @@ def test_it_names_the_variable_to_change_when_the_port_is_taken(tmp_path):
     assert process.returncode == 1
     assert f"Port {port}" in output
     assert f"PORT={port + 1}" in output
+
+
+def _sign_in(port: int, password: str) -> str:
+    """The admin's session cookie, signed in through the login form as a person would."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    login = f"http://127.0.0.1:{port}/accounts/login/"
+    with opener.open(login, timeout=10) as response:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.read().decode())
+    assert token
+    form = {"csrfmiddlewaretoken": token.group(1), "username": "admin", "password": password}
+    body = urllib.parse.urlencode(form).encode()
+    with opener.open(login, data=body, timeout=10):
+        pass
+    session = {cookie.name: cookie.value for cookie in jar}["sessionid"]
+    return f"sessionid={session}"
+
+
+def test_web_processes_serve_one_port_and_each_delivers_pushes(tmp_path):
+    """WEB_PROCESSES=2: two Daphne processes on the one port; the kernel gives both some of
+    the sockets (SO_REUSEPORT), and a push sent through Redis reaches every socket, whichever
+    process holds it."""
+    import asyncio
+    import re
+
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+    from websockets.asyncio.client import connect
+
+    port, pg_port, redis_port = free_port(), free_port(), free_port()
+    launcher = _launch(
+        tmp_path, port, pg_port, redis_port, WEB_PROCESSES="2", CHANNELS_PREFIX="web-test"
+    )
+    try:
+        output = _read_until(launcher, "The console is running at")
+        password = re.search(r"password: (\S+)", output)
+        assert password
+        cookie = _sign_in(port, password.group(1))
+        daphnes = [p for p in psutil.Process(launcher.pid).children() if _role(p) == "daphne"]
+        fragment = '<div id="probe-web" hx-swap-oob="true">pushed</div>'
+
+        async def sockets_and_a_push() -> tuple[list[int], list[str]]:
+            sockets = [
+                await connect(
+                    f"ws://127.0.0.1:{port}/ws/console/",
+                    origin=f"http://127.0.0.1:{port}",  # type: ignore[arg-type]
+                    additional_headers={"Cookie": cookie},
+                )
+                for _ in range(16)
+            ]
+            held = [
+                sum(
+                    c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                    for c in daphne.net_connections("tcp")
+                )
+                for daphne in daphnes
+            ]
+            layer = RedisPubSubChannelLayer(
+                hosts=[f"redis://127.0.0.1:{redis_port}/0"], prefix="web-test"
+            )
+            await layer.group_send("console", {"type": "html.push", "html": fragment})
+            received = []
+            for ws in sockets:
+                async with asyncio.timeout(10):
+                    while "probe-web" not in (message := str(await ws.recv())):
+                        pass
+                received.append(message)
+                await ws.close()
+            await layer.flush()
+            return held, received
+
+        held, received = asyncio.run(sockets_and_a_push())
+    finally:
+        code, _ = _stop(launcher)
+
+    assert len(daphnes) == 2
+    assert sum(held) == 16 and all(held)  # both processes accepted some (2 x 2^-16 if not)
+    assert received == [fragment] * 16
+    assert code == 0
