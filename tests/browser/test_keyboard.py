@@ -15,11 +15,13 @@ import re
 import pytest
 from channels.testing import ChannelsLiveServerTestCase
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from playwright.sync_api import Browser, Page, expect
 
 from loops import services
 from loops.declare import sync_declarations
 from oversight.models import Interrupt
+from oversight.services.alerts import alert_raise
 from oversight.services.interrupts import interrupt_decide
 from tests.conftest import wait_for, with_role
 
@@ -188,3 +190,61 @@ class TestKeyboard(ChannelsLiveServerTestCase):
         assert box and box["x"] + box["width"] <= 390
         assert phone.evaluate(NO_SIDEWAYS_SCROLL), "the halt page scrolls sideways"
         context.close()
+
+    def test_the_help_the_alerts_panel_and_keys_while_typing(self):
+        sync_declarations()
+        with_role(get_user_model().objects.create_user("ada", password=PASSWORD), "admin")
+        interrupt = self._raise()
+        page = self.page
+        self._sign_in(page, "ada")
+
+        # ? shows the keys, Esc hides them and gives focus back.
+        page.keyboard.press("?")
+        help_panel = page.get_by_role("dialog", name="Keyboard")
+        expect(help_panel).to_be_visible()
+        expect(help_panel).to_be_focused()
+        expect(help_panel).to_contain_text("open the most urgent decision")
+        expect(page.locator("#keys-help-open")).to_have_attribute("aria-expanded", "true")
+        page.keyboard.press("Escape")
+        expect(help_panel).to_be_hidden()
+
+        # The alerts are a panel behind a count that follows the pushes.
+        summary = page.locator("#alerts-panel summary")
+        alerts = page.locator("#alerts .alert")
+        before = alerts.count()  # the escalation's own alert, if any
+        expect(summary).to_have_text(f"Alerts ({before})")
+        with transaction.atomic():
+            alert_raise(kind="breaker.opened", title="Breaker ward-calls opened", level="critical")
+        expect(summary).to_have_text(f"Alerts ({before + 1})")
+        alert = alerts.filter(has_text="Breaker ward-calls opened")
+        expect(alert).to_be_hidden()  # closed: the page's content is not pushed down
+        summary.focus()
+        page.keyboard.press("Enter")
+        expect(alert).to_be_visible()
+        alert.get_by_role("button", name="Acknowledge").click()
+        expect(alert).to_have_count(0)
+        expect(summary).to_have_text(f"Alerts ({before})")
+
+        # Typing in a field is typing: "a" in the comment is a letter, not an approval.
+        page.goto(f"{self.live_server_url}/oversight/inbox/")
+        comment = page.locator(f"#interrupt-{interrupt.pk}-comment")
+        comment.focus()
+        page.keyboard.type("a reason")
+        expect(comment).to_have_value("a reason")
+        expect(page.locator(".key-confirm")).to_have_count(0)
+        # r asks for the reason in its confirmation, which sends nothing without one.
+        page.keyboard.press("Escape")
+        page.locator(f"#interrupt-{interrupt.pk}").focus()
+        page.keyboard.press("r")
+        reason = page.locator(".key-confirm-reason")
+        expect(reason).to_be_focused()
+        expect(reason).to_have_value("a reason")
+        reason.fill("")
+        page.keyboard.press("Enter")
+        expect(page.locator(".key-confirm")).to_contain_text("A rejection needs a reason")
+        page.keyboard.type("not for this patient")
+        page.keyboard.press("Enter")
+        decided = wait_for(
+            lambda: Interrupt.objects.filter(pk=interrupt.pk, status="decided").first()
+        )
+        assert (decided.decision, decided.comment) == ("reject", "not for this patient")
