@@ -99,18 +99,23 @@ def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
     ids = {f.pk for f in frames}
     url = reverse("loops:run", args=[0]).replace("/0/", "/{}/")  # one reverse, not 300
     labels = [frame_label(f) for f in frames]
+    callers = {f.parent_id for f in frames}
+    ink = ["#ffffff" if f.state in WHITE_TEXT else "#000000" for f in frames]
+    font = {"size": 14, "color": ink}
     icicle = {
         "type": "icicle",
         "ids": [str(f.pk) for f in frames],
         "parents": [str(f.parent_id) if f.parent_id in ids else "" for f in frames],
         "labels": labels,
-        # In the sector, on two lines: more room for the text than one long line.
-        "text": [label.replace(" #", "<br>#", 1) for label in labels],
+        # A frame with children is tall: its label on two lines fits a narrow screen too.
+        "text": [
+            label.replace(" #", "<br>#", 1) if f.pk in callers else label
+            for f, label in zip(frames, labels, strict=True)
+        ],
         "textinfo": "text",
-        "insidetextfont": {
-            "size": 15,
-            "color": ["#ffffff" if f.state in WHITE_TEXT else "#000000" for f in frames],
-        },
+        # plotly dims the text of a sector with children unless its font is set outright.
+        "textfont": font,
+        "insidetextfont": font,
         # The whole address on hover or focus, however small the sector.
         "hovertext": [_frame_details(f, label) for f, label in zip(frames, labels, strict=True)],
         "hovertemplate": "%{hovertext}<extra></extra>",
@@ -119,13 +124,17 @@ def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
             "colors": [STATE_COLOURS.get(f.state, "#a3a3a3") for f in frames],
             "line": {"color": GRID, "width": 1},
         },
-        "tiling": {"orientation": "v"},
+        "leaf": {"opacity": 1},  # plotly's 0.7 would blend each sector with the theme
+        # Depth left to right, siblings stacked: each frame's label gets its column's whole
+        # width on one line, and the figure grows with the frames (up to a point).
+        "tiling": {"orientation": "h"},
         "pathbar": {"visible": False},
     }
+    leaves = len(ids - callers)
     # Labels never shrink below 12 px: a sector too small for one shows it on hover.
     layout = {
         "margin": {"t": 4, "l": 4, "r": 4, "b": 4},
-        "height": 420,
+        "height": min(900, max(360, 22 * leaves)),
         "uniformtext": {"minsize": 12, "mode": "hide"},
     }
     remote = ",".join(str(f.pk) for f in frames if getattr(f, "remote_realm", None) is not None)
@@ -176,7 +185,7 @@ def _minute_layout(window: list[datetime], title: str, **y: Any) -> dict[str, An
         "margin": {"t": 10, "l": 50, "r": 10, "b": 30},
         "height": 220,
         "yaxis": {"rangemode": "tozero", "title": {"text": title}, "gridcolor": GRID, **y},
-        "xaxis": {"range": window, "gridcolor": GRID},
+        "xaxis": {"type": "date", "range": window, "gridcolor": GRID},
         "legend": {"orientation": "h", "y": 1.1},
     }
 
