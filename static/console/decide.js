@@ -152,6 +152,9 @@
     confirm.tabIndex = -1;
     raw.before(holder, rawToggle, errors, confirm);
     raw.hidden = true;
+    // The generated inputs carry min/max: the browser's own check would block the submit
+    // event silently; ours (below) says what is wrong in the page instead.
+    form.noValidate = true;
 
     const editor = new window.JSONEditor(holder, {
       schema: forEditor(schema),
@@ -164,13 +167,22 @@
       disable_collapse: true,
       disable_array_reorder: true,
       use_name_attributes: false, // only payload, comment and decision are posted
-      show_errors: "interaction",
+      show_errors: "always", // each invalid field says why as soon as it is invalid
       form_name_root: `interrupt-${pk}`,
     });
     const state = { editor, schema, proposal, textarea, raw, rawToggle, errors, confirm, modify, confirmed: false };
     states.set(form, state);
-    holder.addEventListener("input", () => hideReview(state));
-    editor.on("change", () => hideReview(state));
+    // An edit makes a shown diff stale; the summary of problems is kept current instead.
+    // (json-editor reports a change some time after the edit, possibly after the review:
+    // only a value other than the reviewed one hides the diff.)
+    editor.on("change", () => {
+      if (JSON.stringify(editor.getValue()) !== JSON.stringify(state.value)) state.confirm.hidden = true;
+      if (!state.errors.hidden && !usingRaw(state)) {
+        const problems = problemLines(state);
+        if (problems.length) showErrors(state, problems);
+        else state.errors.hidden = true;
+      }
+    });
     rawToggle.addEventListener("click", () => toggleRaw(state));
   }
 
@@ -208,6 +220,15 @@
     state.confirm.hidden = true;
   }
 
+  // "Dose: Value must be at least 0", one per problem json-editor finds. The value is
+  // passed: validate() alone answers what the last (asynchronous) change event found.
+  function problemLines(state) {
+    return state.editor.validate(state.editor.getValue()).map((p) => {
+      const key = p.path.split(".").slice(1)[0];
+      return `${key ? describe(state.schema, key).label : "The proposal"}: ${p.message}`;
+    });
+  }
+
   // Modify pressed: validate, then show the diff with a confirm button; nothing is sent yet.
   function review(state) {
     let value;
@@ -220,16 +241,9 @@
         return;
       }
     } else {
-      const problems = state.editor.validate();
+      const problems = problemLines(state);
       if (problems.length) {
-        state.editor.setOption("show_errors", "always"); // every invalid field says why
-        showErrors(
-          state,
-          problems.map((p) => {
-            const key = p.path.split(".").slice(1).join(".");
-            return `${key ? describe(state.schema, key.split(".")[0]).label : "The proposal"}: ${p.message}`;
-          }),
-        );
+        showErrors(state, problems);
         const invalid = [...state.editor.element.querySelectorAll(".errmsg")].find((e) => e.style.display !== "none");
         const field = invalid && invalid.closest(".form-control");
         const input = field && field.querySelector("input, select, textarea");
@@ -261,7 +275,8 @@
     send.addEventListener("click", () => {
       state.textarea.value = JSON.stringify(state.value, null, 2);
       state.confirmed = true;
-      state.modify.form.requestSubmit(state.modify); // htmx sends it, with decision=modify
+      // A click, not requestSubmit(): htmx takes decision=modify from the button clicked.
+      state.modify.click();
     });
     back.addEventListener("click", () => {
       hideReview(state);
