@@ -119,18 +119,27 @@ class Subscribers:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.client: aioredis.Redis | None = None
         self.refresher: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+        self.dirty: set[str] = set()  # groups whose count changed since it was written
 
     async def change(self, groups: list[str], by: int) -> None:
         for group in groups:
             self.sockets[group] += by
         if self.loop is not asyncio.get_running_loop():
             self.loop = asyncio.get_running_loop()
-            # One connection: the writes of a process keep their order.
+            # One connection, one write at a time.
             pool = aioredis.BlockingConnectionPool.from_url(
                 settings.REDIS_URL, max_connections=1, socket_timeout=2, timeout=2
             )
             self.client, self.refresher = aioredis.Redis(connection_pool=pool), None
-        await self.write(groups)
+            self.lock, self.dirty = asyncio.Lock(), set()
+        self.dirty.update(groups)
+        async with self.lock:
+            # The counts as they are now, written last: a write queued behind this one
+            # finds nothing left to write (sockets opening at once share a write).
+            if self.dirty:
+                dirty, self.dirty = list(self.dirty), set()
+                await self.write(dirty)
         if self.refresher is None or self.refresher.done():
             self.refresher = self.loop.create_task(self.refresh())
 
@@ -156,7 +165,8 @@ class Subscribers:
                 del self.sockets[group]
             if not self.sockets:
                 return
-            await self.write(list(self.sockets))
+            async with self.lock:
+                await self.write(list(self.sockets))
 
 
 SUBSCRIBERS = Subscribers()

@@ -233,15 +233,12 @@ def latest_state(key: str) -> str:
 
 
 async def _sockets(cookie: bytes, group: str, n: int) -> list[WebsocketCommunicator]:
-    sockets = []
-    for _ in range(n):
-        socket = _socket(
-            (b"cookie", cookie),
-            (b"origin", b"http://localhost"),
-            path=f"/ws/console/?topics={group}",
-        )
-        assert (await socket.connect())[0]
-        sockets.append(socket)
+    """n signed-in sockets of the group, opened at once (their counts race to Redis)."""
+    path = f"/ws/console/?topics={group}"
+    sockets = [
+        _socket((b"cookie", cookie), (b"origin", b"http://localhost"), path=path) for _ in range(n)
+    ]
+    assert all(c for c, _ in await asyncio.gather(*(s.connect() for s in sockets)))
     return sockets
 
 
