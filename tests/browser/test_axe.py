@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from channels.testing import ChannelsLiveServerTestCase
@@ -32,6 +33,7 @@ from tests.realms.test_page import paired
 pytestmark = pytest.mark.browser
 
 PASSWORD = "a long passphrase"
+Scheme = Literal["light", "dark"]
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 # Every violation, of any impact, with where it is and what axe says to fix.
@@ -68,8 +70,9 @@ class TestAccessibility(ChannelsLiveServerTestCase):
 
     def test_every_page_has_no_axe_violation_in_either_theme_and_fits_every_width(self):
         pages = self._data()
+        schemes: tuple[Scheme, ...] = ("light", "dark")
         try:
-            problems = [p for scheme in ("light", "dark") for p in self._check(scheme, pages)]
+            problems = [p for scheme in schemes for p in self._check(scheme, pages)]
         finally:
             live = LoopRun.objects.filter(parent=None, state__in=LoopRun.LIVE)
             for run in live.exclude(domain__slug="fed"):  # fed's frames are rows, not runs
@@ -129,7 +132,7 @@ class TestAccessibility(ChannelsLiveServerTestCase):
             pass
         return pages
 
-    def _check(self, scheme: str, pages: list[tuple[str, str]]) -> list[str]:
+    def _check(self, scheme: Scheme, pages: list[tuple[str, str]]) -> list[str]:
         """One context per theme: the sign-in page, every page signed in as an admin, the
         no-role page; axe on each at 1440 px, and in the light theme each at 1024 and 390
         px too (axe found nothing more there: the same markup, laid out narrower)."""
