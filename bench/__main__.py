@@ -34,7 +34,9 @@ KEYBOARD_DECISIONS = 20
 # What `./bin/bench [part …]` can measure; all of them by default, in this order. Peers (the
 # same iteration in LangGraph) right after core, whose figures they are compared with, on a
 # machine in the same state; the pages last: they seed 10,000 runs and a million iterations.
-PARTS = ("core", "peers", "oversight", "push", "fanout", "realms", "pages")
+# `keyboard` (a row of `push`, which measures it too) alone: an escalation decided from the
+# keyboard by a scripted operator.
+PARTS = ("core", "peers", "oversight", "push", "keyboard", "fanout", "realms", "pages")
 
 
 def main() -> int:
@@ -47,7 +49,7 @@ def main() -> int:
     sup = Supervisor()
     data_dir = DATA_DIR / "bench"
     try:
-        if "push" in parts:
+        if "push" in parts or "keyboard" in parts:
             _ensure_chromium()  # the push figures are measured in real browsers
         _stage("Starting services for the benchmarks")
         env = {
@@ -154,6 +156,7 @@ def measure(
 
         _stage(f"Measuring pushes to browsers: {' and '.join(str(b[0]) for b in BROWSERS)}")
         results["push"] = [push_latency(base_url, n, samples=k, gap=gap) for n, k, gap in BROWSERS]
+    if "push" in parts or "keyboard" in parts:
         from bench.push import keyboard_decisions
 
         _stage("Measuring escalations decided from the keyboard by a scripted operator")

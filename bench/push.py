@@ -139,11 +139,15 @@ def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
     return table
 
 
-# The focused inbox item (keys.js moves the focus with j/k), by the id of its element.
-FOCUSED = (
-    "(function () { var e = document.activeElement;"
-    " var item = e && e.closest ? e.closest('.inbox-item') : null;"
-    " return item ? item.id : ''; })()"
+# Where the focus is among the inbox's items (keys.js moves it with j/k), and where the
+# item with the given id is: [focused, target], -1 for none.
+WHERE = (
+    "(function (id) { var all = Array.prototype.slice.call("
+    "document.querySelectorAll('.inbox-item[data-decision]'));"
+    " var e = document.activeElement;"
+    " var item = e && e.closest ? e.closest('.inbox-item[data-decision]') : null;"
+    " return [all.indexOf(item), all.findIndex(function (x) { return x.id === id; })];"
+    " })(%r)"
 )
 MAX_MOVES = 30  # j presses before the bench gives up finding the new item
 
@@ -169,6 +173,7 @@ def keyboard_decisions(base_url: str, samples: int, gap: float = 0.3) -> dict[st
     stop_all()  # nothing pending from the parts before: the inbox starts empty
     cookie = session_key(admin_user())
     total, appear, react, keys, undecided = [], [], [], [], 0
+    why: list[dict[str, Any]] = []  # what the page showed when one was not decided
     with sync_playwright() as playwright, ThreadPoolExecutor(max_workers=1) as elsewhere:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         context = browser.new_context()
@@ -199,8 +204,11 @@ def keyboard_decisions(base_url: str, samples: int, gap: float = 0.3) -> dict[st
             element = f"interrupt-{interrupt.pk}"
             page.wait_for_selector(f"#{element}", state="attached", timeout=10_000)
             pressed = 0
-            while page.evaluate(FOCUSED) != element and pressed < MAX_MOVES:
-                page.keyboard.press("j")
+            while pressed < MAX_MOVES:
+                focused, wanted = page.evaluate(WHERE % element)
+                if focused == wanted:
+                    break
+                page.keyboard.press("j" if focused < wanted else "k")
                 pressed += 1
             page.keyboard.press("a")
             page.keyboard.press("Enter")
@@ -208,6 +216,8 @@ def keyboard_decisions(base_url: str, samples: int, gap: float = 0.3) -> dict[st
             elsewhere.submit(services.run_cancel, run_id=interrupt.run_id).result()
             if done is None or done.decided_at is None:
                 undecided += 1
+                status = elsewhere.submit(_status, interrupt.pk).result()
+                why.append({"status": status, "focus_and_item": page.evaluate(WHERE % element)})
                 if undecided >= 3:
                     break  # the journey does not work (yet): say so, do not wait for it
                 continue
@@ -227,7 +237,14 @@ def keyboard_decisions(base_url: str, samples: int, gap: float = 0.3) -> dict[st
         "in_dom_to_decided_ms": percentiles(react),
         "keystrokes": percentiles([float(k) for k in keys]),
         "undecided": undecided,
+        "undecided_detail": why,
     }
+
+
+def _status(pk: int) -> str:
+    from oversight.models import Interrupt
+
+    return Interrupt.objects.get(pk=pk).status
 
 
 def keyboard_rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
