@@ -143,7 +143,7 @@ def stack_icicle(slug: str, frames: list[LoopRun]) -> str:
 
 def _frame_details(frame: LoopRun, label: str) -> str:
     kind = "main loop" if frame.depth == 0 else f"depth {frame.depth}"
-    return f"<b>{label}</b><br>{kind} · click to open"
+    return f"{label}<br>{kind} · click to open"  # no <b>: plotly would set a style=""
 
 
 def frame_label(frame: LoopRun) -> str:
