@@ -163,8 +163,9 @@ def escalation(spec, iteration, judged: Judgement, contributions, results, ok: b
     return {}
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _number(value: Any) -> float | None:
+    """The value if it is a number (a bool is not), else None."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def limit_crossed(merged: dict[str, Any], key: str, over: float | str) -> dict[str, Any]:
@@ -172,9 +173,9 @@ def limit_crossed(merged: dict[str, Any], key: str, over: float | str) -> dict[s
     "limit_field" when the limit is another field of the result), or {} when it did not.
     A limit field that is missing or not a number crosses nothing: the output schema, not
     this rule, says what a result must hold."""
-    value = merged.get(key)
-    limit = merged.get(over) if isinstance(over, str) else over
-    if not (_number(value) and _number(limit)) or value <= limit:
+    value = _number(merged.get(key))
+    limit = _number(merged.get(over) if isinstance(over, str) else over)
+    if value is None or limit is None or value <= limit:
         return {}
     crossed = {"field": key, "value": value, "limit": limit}
     return crossed | ({"limit_field": over} if isinstance(over, str) else {})

@@ -72,7 +72,7 @@ def _stack(run: LoopRun) -> tuple[list[Frame], int]:
     )
     left_out = max(0, len(frames) - STACK_CAP)
     nodes = {f.pk: Frame(f, f.pk == run.pk) for f in frames[:STACK_CAP]}
-    roots = []
+    roots: list[Frame] = []
     for node in nodes.values():
         parent = nodes.get(node.run.parent_id) if node.run.parent_id else None
         (parent.children if parent else roots).append(node)

@@ -21,6 +21,7 @@ from loops import services
 from loops.declare import BLUEPRINTS, DeclarationError, blueprint, sync_declarations
 from loops.models import Bid, Domain, LoopRun
 from loops.specs import Exits, Phase, Policy
+from oversight import presenting
 from oversight.models import CircuitBreaker, Interrupt
 from oversight.services import halts, interrupts
 from tests import conftest
@@ -98,8 +99,18 @@ def test_it_interrupts_a_dose_over_the_maximum_as_critical():
     interrupt = Interrupt.objects.get(run=dosing)
     assert interrupt.severity == Interrupt.Severity.CRITICAL
     assert interrupt.source == Interrupt.Source.POLICY
-    assert "percent_of_max" in interrupt.reason
+    assert interrupt.reason == "dose_mg = 2250 is over max_dose_mg = 2000"
     assert interrupt.proposal["dose_mg"] == 2250  # 20 mg/kg x 110 kg, over the 2,000 mg maximum
+    # What was crossed, as data (issue 17): the console says it in words from the schema.
+    assert interrupt.limit == {
+        "field": "dose_mg",
+        "value": 2250,
+        "limit": 2000,
+        "limit_field": "max_dose_mg",
+    }
+    assert presenting.limit_sentence(interrupt.limit, interrupt.proposal_schema) == (
+        "Dose 2,250 mg is over the 2,000 mg maximum for this patient"
+    )
     assert interrupt.address["main"]["blueprint"] == "healthcare-care"
 
 

@@ -56,6 +56,7 @@ RULES: dict[tuple[str, str], tuple] = {
     ("GET", "oversight/inbox/"): PAGE,
     ("POST", "oversight/inbox/<int:pk>/decide"): PAGE_OPERATE,
     ("POST", "oversight/inbox/<int:pk>/claim"): PAGE_OPERATE,
+    ("GET", "oversight/interrupts/<int:pk>/"): PAGE,  # one decision, readable (issue 17)
     ("GET", "oversight/breakers/"): PAGE,
     ("POST", "oversight/breakers/<int:breaker_id>/reset"): PAGE_OPERATE,
     ("POST", "oversight/breakers/<int:breaker_id>/force-open"): PAGE_OPERATE,
