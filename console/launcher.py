@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,6 +50,7 @@ from console.federated import (
     pharmacy_env,
 )
 from console.supervisor import ChildFailed, PortTaken, Supervisor, free_port
+from console.supervisor import start as start_child
 
 PYTHON = sys.executable
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -220,43 +222,48 @@ def spawn_web(
     *,
     name: str = "daphne",
 ) -> list[subprocess.Popen]:
-    """`processes` Daphne processes serving one port. Each is handed a listening socket of
-    its own (`--fd`), bound here to the same address with SO_REUSEPORT, so the kernel
-    spreads the connections evenly over them (one shared socket would let whichever
-    process woke first take a whole burst of websockets). This process closes its copies:
-    a Daphne that dies takes its socket out of the group, the others keep the port.
+    """`processes` Daphne processes serving one port. Each is handed a socket of its own
+    (`--fd`), bound here to the same address with SO_REUSEPORT (it listens once it is
+    ready: console.web), so the kernel spreads the connections evenly over them (one shared
+    socket would let whichever process woke first take a whole burst of websockets). This
+    process closes its copies: a Daphne that dies takes its socket out of the group, the
+    others keep the port, and the supervisor starts another in its place (Supervisor.wait).
     A push reaches each process through Redis (its channel layer's subscriptions). Daphne
     adopts a socket as IPv4 only (Twisted's `fd:` endpoint): an IPv6 HOST gets one process,
     bound by Daphne itself."""
     if ":" in host:
         env = {**env, "CONSOLE_PROCESS": "web"}
         return [sup.spawn(name, daphne_argv(host, port), env=env)]
-    spawned = []
-    for number in range(processes):
+
+    def start(number: int) -> subprocess.Popen:
         listening = web_socket(host, port)
         try:
             argv = [PYTHON, "-m", "console.web", "--fd", str(listening.fileno())]
-            spawned.append(
-                sup.spawn(
-                    name,
-                    [*argv, "console.asgi:application"],
-                    env={**env, "CONSOLE_PROCESS": "web", "WEB_PROCESS": str(number + 1)},
-                    pass_fds=(listening.fileno(),),
-                )
+            return start_child(
+                [*argv, "console.asgi:application"],
+                env={**env, "CONSOLE_PROCESS": "web", "WEB_PROCESS": str(number)},
+                pass_fds=(listening.fileno(),),
             )
         finally:
             listening.close()
+
+    spawned = []
+    for number in range(1, processes + 1):
+        # One that ends on its own is replaced; the others serve the port meanwhile.
+        process = start(number)
+        sup.adopt(name, process, respawn=partial(start, number))
+        spawned.append(process)
     return spawned
 
 
 def web_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on (host, port) that other such sockets may share (SO_REUSEPORT)."""
+    """A socket bound to (host, port) that other such sockets may share (SO_REUSEPORT); the
+    Daphne it is handed to listens on it once it is ready to serve (console.web)."""
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listening.bind((host, port))
-        listening.listen(1024)
     except OSError:
         listening.close()
         raise

@@ -19,7 +19,8 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -39,6 +40,15 @@ class Child:
     stop_signal: signal.Signals
     stop_timeout: float
     log: Path | None
+    # Starts a replacement should the process end on its own (a web process, whose peers
+    # serve the port meanwhile); None: its end ends the run.
+    respawn: Callable[[], subprocess.Popen] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+# A respawnable child that ends sooner than this after its start fails the run instead of
+# being started again and again (a bad configuration, not a crash).
+RESPAWN_AFTER_SECONDS = 10.0
 
 
 class Supervisor:
@@ -56,26 +66,24 @@ class Supervisor:
         stop_signal: str = "SIGTERM",
         stop_timeout: float = 20.0,
         pass_fds: tuple[int, ...] = (),
+        respawn: Callable[[], subprocess.Popen] | None = None,
     ) -> subprocess.Popen:
+        """Start a child and watch it; `respawn` (see Child) replaces it should it end."""
         sig = signal.Signals[stop_signal]
-        output = log.open("ab") if log else None
-        try:
-            process = subprocess.Popen(
-                argv,
-                env=env,
-                user=user,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT if output else None,
-                start_new_session=True,
-                pass_fds=pass_fds,
-                preexec_fn=_die_with_parent(sig),
-            )
-        finally:
-            if output:
-                output.close()
-        self.children.append(Child(name, process, sig, stop_timeout, log))
+        process = start(argv, env=env, user=user, log=log, stop_signal=sig, pass_fds=pass_fds)
+        self.children.append(Child(name, process, sig, stop_timeout, log, respawn))
         return process
+
+    def adopt(
+        self,
+        name: str,
+        process: subprocess.Popen,
+        *,
+        stop_timeout: float = 20.0,
+        respawn: Callable[[], subprocess.Popen] | None = None,
+    ) -> None:
+        """Watch a child started with `start` (SIGTERM stops it)."""
+        self.children.append(Child(name, process, signal.SIGTERM, stop_timeout, None, respawn))
 
     def run_quiet(
         self,
@@ -100,11 +108,17 @@ class Supervisor:
                 raise ChildFailed(_died(child))
 
     def wait(self, interval: float = 0.5) -> None:
-        """Block until a child exits on its own (raises ChildFailed) or a signal interrupts."""
+        """Block until a child exits on its own (raises ChildFailed) or a signal interrupts;
+        a child that can be respawned is replaced instead, and said so."""
         while True:
             for child in self.children:
                 if child.process.poll() is not None:
-                    raise ChildFailed(_died(child))
+                    lived = time.monotonic() - child.started
+                    if child.respawn is None or lived < RESPAWN_AFTER_SECONDS:
+                        raise ChildFailed(_died(child))
+                    print(f"    {_died(child)}; starting another", flush=True)
+                    _signal(child.process, signal.SIGKILL, group=True)  # what it left
+                    child.process, child.started = child.respawn(), time.monotonic()
             time.sleep(interval)
 
     def stop_all(self) -> None:
@@ -160,6 +174,34 @@ def free_port(host: str = "127.0.0.1") -> int:
         port = random.randrange(20000, 32000)  # noqa: S311 — not a secret
         if port_is_free(host, port):
             return port
+
+
+def start(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    log: Path | None = None,
+    stop_signal: signal.Signals = signal.SIGTERM,
+    pass_fds: tuple[int, ...] = (),
+) -> subprocess.Popen:
+    """A child in its own session, told to stop if this process dies (the module's doc)."""
+    output = log.open("ab") if log else None
+    try:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            user=user,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+            pass_fds=pass_fds,
+            preexec_fn=_die_with_parent(stop_signal),
+        )
+    finally:
+        if output:
+            output.close()
 
 
 def _die_with_parent(sig: signal.Signals):

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import psutil
@@ -50,8 +51,9 @@ def _read_until(process: subprocess.Popen[str], marker: str) -> str:
     raise AssertionError(f"the launcher ended before {marker!r}:\n{''.join(seen)}")
 
 
-def _health(port: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=5) as response:
+def _health(port: int, timeout: float = 5) -> dict[str, object]:
+    url = f"http://127.0.0.1:{port}/api/v1/health"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.load(response)
 
 
@@ -138,6 +140,13 @@ def test_it_names_the_variable_to_change_when_the_port_is_taken(tmp_path):
     assert f"PORT={port + 1}" in output
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _sign_in(port: int, password: str) -> str:
     """The admin's session cookie, signed in through the login form as a person would."""
     import http.cookiejar
@@ -161,7 +170,8 @@ def _sign_in(port: int, password: str) -> str:
 def test_web_processes_serve_one_port_and_each_delivers_pushes(tmp_path):
     """WEB_PROCESSES=2: two Daphne processes on the one port; the kernel gives both some of
     the sockets (SO_REUSEPORT), and a push sent through Redis reaches every socket, whichever
-    process holds it."""
+    process holds it. One killed, the other serves the port at once, and another replaces
+    it."""
     import asyncio
     import re
 
@@ -211,10 +221,23 @@ def test_web_processes_serve_one_port_and_each_delivers_pushes(tmp_path):
             return held, received
 
         held, received = asyncio.run(sockets_and_a_push())
+
+        # The supervisor replaces a web process that lived 10 s (RESPAWN_AFTER_SECONDS).
+        time.sleep(max(0.0, 11 - (time.time() - daphnes[0].create_time())))
+        daphnes[0].kill()
+        wait_for(lambda: not _alive(daphnes[0]))  # its socket closed with it
+        # New connections, all served (a busy machine may be slow, not silent).
+        served = [_health(port, timeout=30)["database"] for _ in range(10)]
+        family = psutil.Process(launcher.pid)
+        wait_for(  # and another in its place
+            lambda: sum(_alive(p) for p in family.children() if _role(p) == "daphne") == 2,
+            timeout=60,
+        )
     finally:
         code, _ = _stop(launcher)
 
     assert len(daphnes) == 2
     assert sum(held) == 16 and all(held)  # both processes accepted some (2 x 2^-16 if not)
     assert received == [fragment] * 16
+    assert served == ["ok"] * 10
     assert code == 0
