@@ -290,7 +290,13 @@
     if (heading) { heading.tabIndex = -1; heading.focus(); }
   }
 
-  function settle() {
+  function elements(nodes) {
+    for (var i = 0; i < nodes.length; i++) if (nodes[i].nodeType === 1) return true;
+    return false;
+  }
+  function settle(records) {
+    // Text changing (the countdowns, each second) moves no element: nothing to do.
+    if (!records.some(function (r) { return elements(r.addedNodes) || elements(r.removedNodes); })) return;
     rove(currentItem());
     if (!last) return;
     if (last.el.isConnected) {
