@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from console.nav import nav_domains
+from tests.conftest import person, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
 
@@ -34,3 +35,11 @@ def test_it_costs_one_query():
         domains = nav_domains()
 
     assert len(queries) == 1 and ("depot", "Depot") in domains
+
+
+def test_it_names_no_domain_to_a_person_without_a_role():
+    client = signed_in(person("nora"))
+
+    response = client.get("/")
+
+    assert response.status_code == 403 and "/loops/domains/" not in response.content.decode()
