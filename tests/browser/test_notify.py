@@ -86,8 +86,14 @@ class TestNotify(ChannelsLiveServerTestCase):
         toggle = page.locator("#notify-toggle")
         expect(toggle).to_have_text("Desktop alerts: on")
         expect(toggle).to_have_attribute("aria-pressed", "true")
+        # The optional sound (two tones made by WebAudio, nothing fetched), off until asked.
+        sound = page.locator("#notify-sound")
+        expect(sound).to_have_text("Sound: off")
+        sound.click()
+        expect(sound).to_have_attribute("aria-pressed", "true")
         page.reload()
         expect(page.locator("#notify-toggle")).to_have_text("Desktop alerts: on")
+        expect(sound).to_have_text("Sound: on")
         expect(page.locator("#ws-status")).to_have_text("connected")
 
         # In view, a critical escalation shows in the header, and no notification is raised.
