@@ -7,8 +7,8 @@ from console.liveness import worker_count_or_none
 
 def console_status(request: HttpRequest) -> dict[str, object]:
     # Callables: the template engine calls them only on pages that show the status bar.
-    from console.pending import pending_decisions
     from oversight.selectors import active_halts, recent_alerts
+    from oversight.urgent import pending_decisions
 
     return {
         "workers": worker_count_or_none,

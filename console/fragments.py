@@ -4,14 +4,10 @@ they are given; the reads are the apps' selectors."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.template.loader import render_to_string
 
 from oversight.selectors import DomainCard
-
-if TYPE_CHECKING:
-    from console.pending import Pending
+from oversight.urgent import Pending
 
 WORKERS = "console/_workers.html"
 DOMAIN_CARD = "console/_domain_card.html"
@@ -33,5 +29,5 @@ def overview(cards: list[DomainCard], totals: dict[str, int]) -> str:
 
 
 def pending(pending: Pending) -> str:
-    """The header's pending decisions (console.pending.pending_decisions), as pushed."""
+    """The header's pending decisions (oversight.urgent.pending_decisions), as pushed."""
     return render_to_string(PENDING, {"pending": pending, "oob": True})

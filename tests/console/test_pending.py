@@ -12,13 +12,14 @@ from django.test.utils import CaptureQueriesContext
 
 from common import push
 from common.redis import redis_client
-from console.pending import LAST_PUSHED, decision_url, pending_decisions
+from console.pending import LAST_PUSHED
 from loops.models import LoopRun
 from loops.services import run_start
 from loops.specs import Escalate
 from loops.trace import Trace
 from oversight.models import Interrupt
 from oversight.services.interrupts import interrupt_decide, interrupt_raise
+from oversight.urgent import decision_url, pending_decisions
 from tests.conftest import person, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("declared")]
