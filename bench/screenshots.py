@@ -3,8 +3,10 @@
     ./bin/console                                   # in one terminal; note the admin password
     .venv/bin/python -m bench.screenshots http://127.0.0.1:8000 admin <password>
 
-Writes docs/screenshot-{overview,domain,run,inbox}.png with Debian's Chromium (Playwright
-cannot download its own browser on an air-gapped machine). With a fourth argument,
+Writes docs/screenshot-{overview,domain,run,inbox,decision}.png at desktop width, the same
+decision in the dark theme (screenshot-decision-dark.png), and the overview and a decision
+at a phone's 390 px (screenshot-phone-{overview,decision}.png), with Debian's Chromium
+(Playwright cannot download its own browser on an air-gapped machine). With a fourth argument,
 `federated`, it takes only docs/screenshot-federated.png: healthcare's live stack with a remote
 frame into the pharmacy realm, clicked (run `./bin/console --federated` for it).
 """
@@ -54,8 +56,32 @@ def main(base: str, username: str, password: str, only: str = "") -> int:
             page.goto(f"{base}/loops/runs/{run}/")
             page.wait_for_timeout(1500)
             page.screenshot(path=DOCS / "screenshot-run.png", full_page=False)
+        _decisions(page, base)
         browser.close()
     return 0
+
+
+def _decisions(page, base: str) -> None:
+    """The most urgent decision (the header's link), at desktop width in both themes, then
+    the overview and that decision on a phone."""
+    page.goto(f"{base}/")
+    page.locator("#pending-decisions a[href*='/oversight/interrupts/']").first.wait_for(
+        timeout=180_000
+    )
+    url = page.locator("#pending-decisions a[href*='/oversight/interrupts/']").first
+    decision = base + (url.get_attribute("href") or "")
+    for scheme, name in (("light", "decision"), ("dark", "decision-dark")):
+        page.emulate_media(color_scheme=scheme)
+        page.goto(decision)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=DOCS / f"screenshot-{name}.png", full_page=False)
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name, path in (("overview", f"{base}/"), ("decision", decision)):
+        page.goto(path)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=DOCS / f"screenshot-phone-{name}.png", full_page=False)
+    page.set_viewport_size({"width": 1400, "height": 900})
 
 
 def _federated(page, base: str) -> None:
