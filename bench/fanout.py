@@ -113,6 +113,13 @@ def fanout_latency(
             result["event_ms"]["median"] / max(statistics.median(run["raw"]), 0.001), 1
         ),
         "cpu": run["cpu"],
+        # Daphne's CPU per frame written: what one frame costs a process, whatever it got.
+        "daphne_cpu_ms_per_frame": round(
+            sum(run["cpu"].get("daphne", [0.0]))
+            * 1000
+            / max(result["frames_per_second_per_client"] * clients, 0.001),
+            3,
+        ),
     }
 
 
@@ -383,7 +390,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
                 f"{event['median']} / {event['p99']}",
                 f"median / p99, coalesced; raw pub/sub {raw['median']} / {raw['p99']}, "
                 f"{fan['event_vs_raw']}x; {fan['clients_missing_final_state']} missed the "
-                f"latest state{target}",
+                f"latest state; Daphne {fan.get('daphne_cpu_ms_per_frame')} ms CPU a frame"
+                f"{target}",
             ),
             (
                 f"  one event alone → {n} client{'s' if n > 1 else ''} ({how}) (ms)",

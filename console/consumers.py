@@ -50,7 +50,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.joined = [CONSOLE_GROUP, *topics]
         self.last_seq: dict[str, int] = {}  # per group: the last push's number (html_push)
         for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+            await FANOUT.join(group, self)
         await self.accept()
         await SUBSCRIBERS.change(self.joined, +1)
 
@@ -71,7 +71,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            FANOUT.leave(group, self)
         if joined := getattr(self, "joined", []):
             await SUBSCRIBERS.change(joined, -1)
 
@@ -170,3 +170,61 @@ class Subscribers:
 
 
 SUBSCRIBERS = Subscribers()
+
+
+class Fanout:
+    """One subscription per group and Daphne process, shared by every socket of the group
+    there: a push is received and decoded once, then forwarded to each socket in turn
+    (ConsoleConsumer.html_push), instead of once per socket through each consumer's own
+    channel, queue and dispatch task (about half of a frame's cost at 200 sockets,
+    docs/BENCHMARKS.md, issue 17). The listener of a group ends with its last socket."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.members: dict[str, dict[ConsoleConsumer, None]] = {}  # in joining order
+        self.listeners: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+
+    async def join(self, group: str, consumer: ConsoleConsumer) -> None:
+        if self.loop is not asyncio.get_running_loop():
+            self.loop, self.members, self.listeners = asyncio.get_running_loop(), {}, {}
+        self.members.setdefault(group, {})[consumer] = None
+        if group not in self.listeners:
+            ready = asyncio.Event()
+            task = self.loop.create_task(self.listen(group, consumer.channel_layer, ready))
+            self.listeners[group] = (task, ready)
+        task, ready = self.listeners[group]
+        if not ready.is_set():  # subscribed before the socket is accepted, as group_add was
+            waiter = self.loop.create_task(ready.wait())
+            await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if task.done() and not ready.is_set():
+                self.listeners.pop(group, None)
+                task.result()  # the layer refused: say why
+                raise RuntimeError(f"the subscription to {group} ended")
+
+    def leave(self, group: str, consumer: ConsoleConsumer) -> None:
+        members = self.members.get(group, {})
+        members.pop(consumer, None)
+        if not members and group in self.listeners:
+            self.members.pop(group, None)
+            self.listeners.pop(group)[0].cancel()
+
+    async def listen(self, group: str, layer: Any, ready: asyncio.Event) -> None:
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        ready.set()
+        try:
+            while True:
+                message = await layer.receive(channel)
+                if message.get("type") != "html.push":
+                    continue
+                for consumer in list(self.members.get(group, ())):
+                    try:
+                        await consumer.html_push(message)
+                    except Exception:
+                        logger.exception("a push to one socket of %s failed", group)
+        finally:
+            await asyncio.shield(layer.group_discard(group, channel))
+
+
+FANOUT = Fanout()
