@@ -176,8 +176,9 @@ class Fanout:
     """One subscription per group and Daphne process, shared by every socket of the group
     there: a push is received and decoded once, then forwarded to each socket in turn
     (ConsoleConsumer.html_push), instead of once per socket through each consumer's own
-    channel, queue and dispatch task (about half of a frame's cost at 200 sockets,
-    docs/BENCHMARKS.md, issue 17). The listener of a group ends with its last socket."""
+    channel, queue and dispatch task (three quarters of a frame's cost in Daphne,
+    docs/BENCHMARKS.md, issue 17). The listener of a group ends with its last socket;
+    should it fail, its sockets are closed, so their pages reconnect and resync."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -223,6 +224,12 @@ class Fanout:
                         await consumer.html_push(message)
                     except Exception:
                         logger.exception("a push to one socket of %s failed", group)
+        except Exception:
+            logger.exception("the subscription to %s failed; its sockets are closed", group)
+            if self.listeners.get(group, (None,))[0] is asyncio.current_task():
+                del self.listeners[group]
+            for consumer in list(self.members.pop(group, ())):
+                await consumer.close()
         finally:
             await asyncio.shield(layer.group_discard(group, channel))
 

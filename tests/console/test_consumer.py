@@ -310,3 +310,25 @@ async def test_many_subscribers_get_the_latest_state_last(
         assert seqs[-1] == 20 and seqs == sorted(seqs)
         assert len(seqs) < 20  # coalesced: not a push per change
         await socket.disconnect()
+
+
+async def test_the_sockets_of_a_group_share_one_subscription_until_the_last_leaves(
+    session_cookie,
+):
+    """console.consumers.Fanout: one subscription per group and process; a push reaches
+    every socket of the group; the subscription goes with the group's last socket."""
+    from console.consumers import FANOUT
+
+    group = domain_group(990005)
+    sockets = await _sockets(session_cookie, group, 3)
+    assert len([g for g in FANOUT.listeners if g == group]) == 1
+    await sync_to_async(push_html)(group, '<p id="shared-1">1</p>')
+    for socket in sockets:
+        assert (await _pushes_until(socket, 'id="shared-1"'))[-1] == '<p id="shared-1">1</p>'
+
+    for socket in sockets[:2]:
+        await socket.disconnect()
+    await sync_to_async(push_html)(group, '<p id="shared-2">2</p>')
+    assert (await _pushes_until(sockets[2], 'id="shared-2"'))[-1] == '<p id="shared-2">2</p>'
+    await sockets[2].disconnect()
+    assert group not in FANOUT.listeners and group not in FANOUT.members
