@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -231,7 +232,8 @@ class Fanout:
             for consumer in list(self.members.pop(group, ())):
                 await consumer.close()
         finally:
-            await asyncio.shield(layer.group_discard(group, channel))
+            with contextlib.suppress(Exception):  # Redis down: the subscription went with it
+                await asyncio.shield(layer.group_discard(group, channel))
 
 
 FANOUT = Fanout()
