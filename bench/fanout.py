@@ -2,10 +2,8 @@
 emits 100 events/s (DESIGN.md section 6), next to raw Redis pub/sub in the same run:
 `./bin/bench fanout` (bench.__main__ starts the services, the worker and Daphne).
 
-The clients are real websocket clients (the `websockets` library), signed in with a session
-cookie and the Origin the AllowedHostsOriginValidator wants, connected to Daphne at
-/ws/console/?topics=domain.<bench>, as a domain page is; all of them in one asyncio loop in
-this process, which only stamps and stores each frame (it is parsed afterwards).
+The clients are real websocket clients (`websockets`), signed in as a domain page is, all in
+one asyncio loop here, which only stamps and stores each frame (parsed afterwards).
 
 An **event** is a `bench.fanout_event` task on the real worker (bench.declarations): in a
 transaction it takes the next seq of the state (a Redis INCR), stamps the time just before,
@@ -16,12 +14,10 @@ with. Event k's latency at a client is the arrival of the first frame there whos
 minus k's stamp, so it includes the wait for the coalesced push. Every client must receive
 the last seq (the latest state always arrives); those that did not are counted.
 
-Beside it: an uncoalesced event (`bench.fanout_once`, push_on_commit) a few times a second,
-and the baseline, raw Redis pub/sub: as many redis-py asyncio subscribers in the same loop,
-a publisher thread here, each message stamped just before PUBLISH. It publishes as many
-messages a second as each console got frames (about 10, not 100: at 100 a second, 200
-subscribers parse 20,000 messages a second in this one Python process, which then measures
-itself, not Redis), so that both sides put the same load on this process.
+Beside it: an uncoalesced event (`bench.fanout_once`) a few times a second, and the baseline,
+raw Redis pub/sub (as many subscribers in the same loop, each message stamped before PUBLISH),
+as many messages a second as each console got frames (about 10, not 100: 200 subscribers
+parsing 20,000 a second would measure this one Python process, not Redis).
 """
 
 from __future__ import annotations

@@ -42,13 +42,7 @@ except ValueError as exc:  # a malformed variable: say which, without a tracebac
     sys.exit(f"error: {exc}")
 
 from console import embedded
-from console.federated import (
-    PHARMACY_NAME,
-    PHARMACY_SLUG,
-    create_database,
-    federate,
-    pharmacy_env,
-)
+from console.federated import PHARMACY_NAME, PHARMACY_SLUG, create_database, federate, pharmacy_env
 from console.supervisor import ChildFailed, PortTaken, Supervisor, free_port
 from console.supervisor import start as start_child
 
@@ -164,13 +158,7 @@ def _prepare(sup: Supervisor, env: dict[str, str], whose: str) -> None:
 
 
 def _spawn_realm(
-    sup: Supervisor,
-    env: dict[str, str],
-    host: str,
-    port: int,
-    *,
-    prefix: str = "",
-    beat: bool = True,
+    sup: Supervisor, env: dict[str, str], host: str, port: int, *, prefix="", beat: bool = True
 ) -> None:
     """Daphne (WEB_PROCESSES of them on the port; the pharmacy's one), a worker and (unless
     told otherwise) beat: one realm's processes."""
@@ -214,13 +202,7 @@ def web_processes() -> int:
 
 
 def spawn_web(
-    sup: Supervisor,
-    env: dict[str, str],
-    host: str,
-    port: int,
-    processes: int,
-    *,
-    name: str = "daphne",
+    sup: Supervisor, env: dict[str, str], host: str, port: int, processes: int, *, name="daphne"
 ) -> list[subprocess.Popen]:
     """`processes` Daphne processes serving one port. Each is handed a socket of its own
     (`--fd`), bound here to the same address with SO_REUSEPORT (it listens once it is

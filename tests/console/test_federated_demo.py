@@ -18,6 +18,7 @@ import httpx
 import psutil
 import pytest
 
+from console import launcher
 from console.federated import PHARMACY_SLUG, pharmacy_env
 from console.supervisor import free_port, port_is_free
 from tests.conftest import ROOT, wait_for
@@ -194,7 +195,8 @@ def test_it_runs_two_paired_realms_whose_stacks_call_across_and_stops_them_all(f
     code, children, family = federated.stop()
 
     assert code == 0
-    assert sum("console.web" in c for c in children) == 2  # both realms' Daphnes
+    # The console's WEB_PROCESSES Daphnes on its port, and the pharmacy's one.
+    assert sum("console.web" in c for c in children) == launcher.web_processes() + 1
     assert sum(" worker " in c for c in children) == 2
     assert sum(" beat " in c for c in children) == 2
     wait_for(lambda: _gone(family), timeout=60)
