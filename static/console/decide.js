@@ -314,7 +314,10 @@
     if (root.querySelectorAll) root.querySelectorAll("form.inbox-decide").forEach(enhance);
   }
 
-  // htmx.onLoad covers the page, swapped controls (a refusal) and pushed items alike.
-  if (window.htmx) window.htmx.onLoad(enhanceWithin);
+  // htmx.onLoad covers the page, swapped controls (a refusal) and pushed items alike. The
+  // form is built in a task of its own, after the swap: a pushed decision is on the screen
+  // without waiting for its editor (the textarea works until then), which would otherwise
+  // add its build to every escalation's way to the person (bench.push).
+  if (window.htmx) window.htmx.onLoad((root) => setTimeout(() => enhanceWithin(root), 0));
   else document.addEventListener("DOMContentLoaded", () => enhanceWithin(document));
 })();
