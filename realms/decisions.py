@@ -83,12 +83,13 @@ def _public(interrupt) -> dict[str, Any]:
         "rationale": interrupt.rationale,
         "proposal": interrupt.proposal,
         "proposal_schema": interrupt.proposal_schema,
+        "limit": interrupt.limit,  # what the proposal crossed, so the copy says it in words
         "severity": interrupt.severity,
         "deadline": interrupt.deadline_at.isoformat(),
         "default": interrupt.default_action,
         "address": interrupt.address,
         "raised_at": interrupt.created_at.isoformat(),
-        "url": f"{me().url}{reverse('oversight:inbox')}#interrupt-{interrupt.pk}",
+        "url": f"{me().url}{reverse('oversight:interrupt-detail', args=[interrupt.pk])}",
     }
 
 

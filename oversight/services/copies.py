@@ -58,6 +58,7 @@ def copy_raise(*, frame: LoopRun, realm: str, original: dict[str, Any]) -> Inter
         rationale=original["rationale"],
         proposal=original["proposal"],
         proposal_schema=original["proposal_schema"],
+        limit=original["limit"],
         severity=original["severity"],
         deadline_at=original["deadline"],
         default_action=original["default"],

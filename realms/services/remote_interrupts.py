@@ -74,6 +74,8 @@ def _original(given: Any) -> dict[str, Any]:
         "rationale": _text(given.get("rationale"), "interrupt's rationale", 8000),
         "proposal": given.get("proposal"),
         "proposal_schema": schema,
+        # Only shown (oversight.presenting reads it defensively); a peer without it sends none.
+        "limit": given.get("limit") if isinstance(given.get("limit"), dict) else None,
         "severity": given.get("severity")
         if given.get("severity") in Interrupt.Severity.values
         else Interrupt.Severity.WARNING,
