@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -58,7 +59,10 @@ def _health(port: int, timeout: float = 5) -> dict[str, object]:
 
 
 def _role(process: psutil.Process) -> str:
-    command = process.cmdline()
+    try:
+        command = process.cmdline()
+    except psutil.NoSuchProcess:  # ended meanwhile (a zombie too: ZombieProcess)
+        return "ended"
     if "console.web" in command:  # Daphne, as the launcher runs it (console.web)
         return "daphne"
     for role in ("worker", "beat"):
@@ -76,8 +80,21 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, dict[psutil.Process, str
         except psutil.NoSuchProcess:
             pass  # a short-lived one, such as a PostgreSQL backend that just ended
     process.send_signal(signal.SIGTERM)
-    process.stdout.read()  # drain, so the launcher never blocks on a full pipe
+    drain = getattr(process, "drain", None)
+    if drain is None:
+        process.stdout.read()  # drain, so the launcher never blocks on a full pipe
+    else:
+        drain.join(120)
     return process.wait(120), family
+
+
+def _keep_draining(process: subprocess.Popen[str]) -> None:
+    """Read the launcher's output from now on, in a thread: its children write to the same
+    pipe (the demo's worker steadily), and a full pipe would block whichever of them logs
+    next, a Daphne included, which then serves nothing."""
+    drain = threading.Thread(target=process.stdout.read, daemon=True)
+    drain.start()
+    process.drain = drain  # type: ignore[attr-defined]
 
 
 def test_it_runs_the_console_stops_cleanly_and_keeps_the_data(tmp_path):
@@ -184,8 +201,9 @@ def test_web_processes_serve_one_port_and_each_delivers_pushes(tmp_path):
     )
     try:
         output = _read_until(launcher, "The console is running at")
+        _keep_draining(launcher)
         password = re.search(r"password: (\S+)", output)
-        assert password
+        assert password, output
         cookie = _sign_in(port, password.group(1))
         daphnes = [p for p in psutil.Process(launcher.pid).children() if _role(p) == "daphne"]
         fragment = '<div id="probe-web" hx-swap-oob="true">pushed</div>'
@@ -230,7 +248,7 @@ def test_web_processes_serve_one_port_and_each_delivers_pushes(tmp_path):
         served = [_health(port, timeout=30)["database"] for _ in range(10)]
         family = psutil.Process(launcher.pid)
         wait_for(  # and another in its place
-            lambda: sum(_alive(p) for p in family.children() if _role(p) == "daphne") == 2,
+            lambda: sum(_role(p) == "daphne" for p in family.children() if _alive(p)) == 2,
             timeout=60,
         )
     finally:

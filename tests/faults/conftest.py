@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Count
 from django.utils import timezone
 
@@ -116,7 +117,11 @@ def iterations_of(run_ids: list[int]) -> dict[int, int]:
 
 
 def alive_db(timeout: float = 30) -> None:
-    """This process's own connection, after PostgreSQL went away: drop it, reconnect."""
+    """This process's own connection, after PostgreSQL went away: drop it, reconnect. And
+    drop the one asgiref's sync thread holds: the async tests' database work runs in that
+    one long-lived thread (sync_to_async), so its dead connection would fail whichever of
+    them comes next."""
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout)
     deadline = time.monotonic() + timeout
     while True:
         connection.close()
