@@ -48,8 +48,8 @@ def interrupt_raised(interrupt: Interrupt) -> str:
     who may decide, and the decision view checks the permission.
 
     Rendered from the raising step's own objects, right after its commit, with its run's
-    history (selectors.interrupt_with_run_history): operators wait for this push (DESIGN.md
-    section 6)."""
+    history (`run.history`, selectors.run_decisions, read in that step): operators wait for
+    this push (DESIGN.md section 6)."""
     return render_to_string(INBOX_ITEM, {"interrupt": interrupt, "oob": True})
 
 

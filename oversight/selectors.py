@@ -117,10 +117,15 @@ def interrupt_get_with_history(interrupt_id: int) -> Interrupt:
 
 
 def interrupt_with_run_history(interrupt: Interrupt) -> Interrupt:
-    """The interrupt in hand (a raising step's own objects), with its run's earlier
-    decisions set as `interrupt.run.history` in one query: the card then needs no other."""
-    interrupt.run.history = list(_decided().filter(run_id=interrupt.run_id))  # type: ignore[attr-defined]
+    """The interrupt in hand, with its run's earlier decisions set as
+    `interrupt.run.history` in one query: the card then needs no other."""
+    interrupt.run.history = run_decisions(interrupt.run_id)  # type: ignore[attr-defined]
     return interrupt
+
+
+def run_decisions(run_id: int) -> list[Interrupt]:
+    """The run's interrupts that are no longer pending, the latest first."""
+    return list(_decided().filter(run_id=run_id))
 
 
 def _decided() -> QuerySet[Interrupt]:

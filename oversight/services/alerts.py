@@ -22,15 +22,17 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from common.backoff import backoff
+from common.db import prepared_cursor
 from common.push import CONSOLE_GROUP, push_on_commit
 from common.refusals import Refused
 from oversight import fragments
 from oversight.audit import audit_record
 from oversight.models import Alert, Notification
 from oversight.notifiers import NotifyError, notifier_for
-from oversight.notifiers.email import recipients
+from oversight.notifiers.email import AUDIENCE_GROUPS
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def alert_raise(
     """Write an alert and one notification per channel in the caller's transaction; they
     are delivered after commit, so a failing notifier never blocks the caller."""
     assert transaction.get_connection().in_atomic_block, "alert_raise needs a transaction"
-    alert = Alert.objects.create(
+    alert = Alert(
         kind=kind,
         title=title[:200],
         body=body,
@@ -67,24 +69,59 @@ def alert_raise(
         target_id=str(target.pk) if target is not None else "",
         data=data or {},
     )
-    notifications = Notification.objects.bulk_create(
-        Notification(alert=alert, channel=channel, next_attempt_at=alert.created_at)
-        for channel in alert_channels(audience=audience)
-    )
-    for notification in notifications:
+    # One statement for the alert, the check for an email address and the notifications:
+    # an interrupt's alert is written in the raising step's transaction, which its inbox
+    # push waits for (DESIGN.md section 6), and each statement is a round trip.
+    with prepared_cursor() as cursor:
+        cursor.execute(_RAISE, _raise_params(alert))
+        rows = cursor.fetchall()  # one at least: every alert goes to the console
+    alert.pk = rows[0][1]
+    for notification, _ in rows:
         # robust: a broker outage is logged, never raised into a committed decision; the
         # sweeper sends what was not enqueued.
-        transaction.on_commit(partial(_enqueue, notification.pk), robust=True)
+        transaction.on_commit(partial(_enqueue, notification), robust=True)
     return alert
 
 
-def alert_channels(*, audience: str) -> list[str]:
-    """Always the console; email when someone in the audience has an address; each webhook."""
-    channels = ["console"]
-    if recipients(audience=audience):
-        channels.append("email")
-    channels += [f"webhook:{name}" for name in settings.ALERT_WEBHOOKS]
-    return channels
+def _raise_params(alert: Alert) -> dict[str, Any]:
+    channels = ["console", "email", *(f"webhook:{name}" for name in settings.ALERT_WEBHOOKS)]
+    return {
+        **{f: getattr(alert, f) for f in ("kind", "level", "audience", "title", "body")},
+        "target_type": alert.target_type,
+        "target_id": alert.target_id,
+        "data": Jsonb(alert.data),
+        "created_at": alert.created_at,
+        "groups": list(AUDIENCE_GROUPS[Alert.Audience(alert.audience)]),
+        "channels": channels,
+    }
+
+
+# The alert; a notification per channel: always the console, email when an active superuser
+# or a member of the audience's groups has an address (as oversight.notifiers.email.recipients
+# finds them), each webhook. Returns (notification, alert) in the channels' order.
+_RAISE = """
+WITH alert AS (
+    INSERT INTO oversight_alert
+        (kind, level, audience, title, body, target_type, target_id, data, created_at)
+    VALUES (%(kind)s, %(level)s, %(audience)s, %(title)s, %(body)s, %(target_type)s,
+        %(target_id)s, %(data)s, %(created_at)s)
+    RETURNING id, created_at
+), addressed AS (
+    SELECT EXISTS (
+        SELECT 1 FROM auth_user u
+        WHERE u.is_active AND u.email <> '' AND (u.is_superuser OR EXISTS (
+            SELECT 1 FROM auth_user_groups m JOIN auth_group g ON g.id = m.group_id
+            WHERE m.user_id = u.id AND g.name = ANY(%(groups)s)))
+    ) AS email
+)
+INSERT INTO oversight_notification
+    (alert_id, channel, status, attempts, next_attempt_at, last_error)
+SELECT alert.id, c.channel, 'pending', 0, alert.created_at, ''
+FROM alert, addressed, unnest(%(channels)s::text[]) WITH ORDINALITY AS c(channel, n)
+WHERE c.channel <> 'email' OR addressed.email
+ORDER BY c.n
+RETURNING id, alert_id
+"""
 
 
 def _enqueue(notification_id: int) -> None:

@@ -69,6 +69,10 @@ def interrupt_raise(
     run.move_to(State.INTERRUPTED)
     run.lease_worker, run.lease_expires_at = "", None
     run.save(update_fields=["state", "context", "updated_at", "lease_worker", "lease_expires_at"])
+    # What the pushed card shows besides the row, read first: the run's earlier decisions
+    # cannot change while the run is locked, and from the row on operators are waiting.
+    address = stack_address(run, iteration)
+    run.history = selectors.run_decisions(run.pk)  # type: ignore[attr-defined]
     now = timezone.now()
     interrupt = Interrupt.objects.create(
         run=run,
@@ -76,7 +80,7 @@ def interrupt_raise(
         source=source,
         agent=agent,
         breaker=breaker,
-        address=stack_address(run, iteration),
+        address=address,
         reason=reason,
         rationale=rationale,
         proposal=proposal,
@@ -89,10 +93,7 @@ def interrupt_raise(
     )
     # Registered first, so that after commit the inbox push leaves before anything else
     # (the alert's notifications are enqueued after it): operators wait for this one.
-    push_on_commit(
-        INBOX_GROUP,
-        lambda: fragments.interrupt_raised(selectors.interrupt_with_run_history(interrupt)),
-    )
+    push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_raised(interrupt))
     overview_push()  # pending approvals
     raised = {"interrupt": interrupt.pk, "source": source, "reason": reason}
     trace.add(run.pk, "interrupt.raised", raised)
