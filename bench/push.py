@@ -50,6 +50,14 @@ new MutationObserver(function (records) {
 """
 
 
+# How often the benchmark asks PostgreSQL whether its interrupt exists, or is decided. Its
+# figures are timestamps taken where they happen (created_at, decided_at, the page's clock),
+# so this polling only has to find them; a query every 2 ms (bench.common.wait_for's
+# default) took CPU from the worker and Daphne on this 2-core machine during the very
+# interval being measured.
+WATCH_POLL = 0.05
+
+
 def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict[str, Any]:
     """Open `browsers` inboxes; send `samples` bare pushes, then raise `samples` interrupts
     on the worker, `gap` seconds apart. Every (page, event) pair is one sample."""
@@ -88,7 +96,7 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
         def raise_one() -> Interrupt:
             """A bench-escalate run; its first step on the worker raises an interrupt."""
             run = services.run_start(domain="bench", blueprint="bench-escalate", input={})
-            return wait_for(lambda: Interrupt.objects.filter(run=run).first())
+            return wait_for(lambda: Interrupt.objects.filter(run=run).first(), poll=WATCH_POLL)
 
         # Playwright's event loop owns this thread, where Django's ORM refuses to run: the
         # queries (and, alike, the pushes, as a worker sends them) go through another thread.
@@ -188,13 +196,14 @@ def keyboard_decisions(base_url: str, samples: int, gap: float = 0.3) -> dict[st
 
         def raise_one() -> Interrupt:
             run = services.run_start(domain="bench", blueprint="bench-escalate", input={})
-            return wait_for(lambda: Interrupt.objects.filter(run=run).first())
+            return wait_for(lambda: Interrupt.objects.filter(run=run).first(), poll=WATCH_POLL)
 
         def decided(pk: int) -> Interrupt | None:
             try:
                 return wait_for(
                     lambda: Interrupt.objects.filter(pk=pk, decided_at__isnull=False).first(),
                     timeout=5,
+                    poll=WATCH_POLL,
                 )
             except RuntimeError:
                 return None

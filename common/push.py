@@ -81,6 +81,16 @@ def _push_loop() -> asyncio.AbstractEventLoop:
         return _loop[1]
 
 
+def connect() -> None:
+    """Open now what the process's first push would open: the push loop's thread, the
+    channel layer's Redis connection (a publish to a group nobody joins) and the client
+    that numbers pushes (console.warm)."""
+    shared_redis.redis_client().ping()
+    nobody = get_channel_layer().group_send("warm", {"type": "warm"})
+    sent = asyncio.run_coroutine_threadsafe(nobody, _push_loop())
+    sent.result(timeout=SEND_TIMEOUT_SECONDS)
+
+
 SKIP_RETRY_SECONDS = 1.0
 _skipped: set[str] = set()
 _skipper: int | None = None  # the pid whose thread takes the skipped numbers

@@ -8,6 +8,7 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    worker_process_init,
     worker_process_shutdown,
 )
 
@@ -25,6 +26,14 @@ def _add_worker_steps() -> None:
 
 
 _add_worker_steps()
+
+
+@worker_process_init.connect
+def _warm(**kwargs) -> None:
+    """Each pool process compiles the pushed fragments before its first task (console.warm)."""
+    from console.warm import warm
+
+    warm()
 
 
 @task_prerun.connect
