@@ -3,8 +3,9 @@
 // Every form.inbox-decide with a data-schema gets a json-editor form (vendored in
 // static/vendor/json-editor) in place of its JSON textarea, which stays in the form and is
 // what is sent: the payload field, with decision=modify, to the same endpoint as before.
-// Pressing Modify validates the form inline; if it is valid, a diff of what changed
-// (field: old → new) is shown, and only "Send the change" sends it. The server's schema
+// The first press of Modify opens the form, filled with the proposal; the next validates
+// it inline, and if it is valid a diff of what changed (field: old → new) is shown, and
+// only "Send the change" sends it. The server's schema
 // check stays the authority: its 4xx message comes back in the controls, and this script
 // builds the form again from what was sent. Without JavaScript the textarea is the form.
 //
@@ -118,16 +119,19 @@
   function enhance(form) {
     if (states.has(form) || !form.dataset.schema) return;
     let schema, proposal;
+    const textarea = form.querySelector("textarea[name=payload]");
+    const raw = form.querySelector(".payload-raw");
+    const modify = form.querySelector("button[name=decision][value=modify]");
     try {
       schema = JSON.parse(form.dataset.schema);
       proposal = JSON.parse(form.dataset.proposal || "null");
     } catch (error) {
-      return; // the textarea stays the form
+      schema = null;
     }
-    const textarea = form.querySelector("textarea[name=payload]");
-    const raw = form.querySelector(".payload-raw");
-    const modify = form.querySelector("button[name=decision][value=modify]");
-    if (!textarea || !raw || !modify) return;
+    if (!schema || !textarea || !raw || !modify) {
+      if (raw) raw.hidden = false; // the textarea stays the form
+      return;
+    }
     let start = proposal;
     try {
       start = JSON.parse(textarea.value); // what was sent last, after a refusal
@@ -296,8 +300,15 @@
     "submit",
     (event) => {
       const form = event.target;
+      if (!event.submitter || event.submitter.value !== "modify") return;
       const state = states.get(form);
-      if (!state || !event.submitter || event.submitter.value !== "modify") return;
+      if (!state && form.dataset.schema) {
+        event.preventDefault(); // the first press opens the form; nothing is sent
+        event.stopPropagation();
+        open(form);
+        return;
+      }
+      if (!state) return;
       if (state.confirmed) {
         state.confirmed = false; // the confirmed change: htmx sends it
         return;
@@ -309,15 +320,57 @@
     true,
   );
 
-  function enhanceWithin(root) {
-    if (root.matches && root.matches("form.inbox-decide")) enhance(root);
-    if (root.querySelectorAll) root.querySelectorAll("form.inbox-decide").forEach(enhance);
+  // The form is built when the person chooses to modify (the Modify button, or m in
+  // keys.js, which sends console:modify), not for every decision on the page: an inbox of
+  // thirty pushed escalations built thirty editors, a few milliseconds of the browser's time
+  // each as every one arrived, which kept fifty consoles on a busy machine seconds behind
+  // (bench.push). Until then the card's labelled fields show the proposal. A refusal swaps
+  // the controls in again with the server's message: the person was modifying, so the form
+  // is built at once, from what was sent.
+  function prepare(form) {
+    if (states.has(form) || !form.dataset.schema) return;
+    const raw = form.querySelector(".payload-raw");
+    if (raw) raw.hidden = true;
+    if (form.parentElement && form.parentElement.querySelector(".inbox-error")) enhance(form);
   }
 
-  // htmx.onLoad covers the page, swapped controls (a refusal) and pushed items alike. The
-  // form is built in a task of its own, after the swap: a pushed decision is on the screen
-  // without waiting for its editor (the textarea works until then), which would otherwise
-  // add its build to every escalation's way to the person (bench.push).
-  if (window.htmx) window.htmx.onLoad((root) => setTimeout(() => enhanceWithin(root), 0));
-  else document.addEventListener("DOMContentLoaded", () => enhanceWithin(document));
+  // Built, or already there: its first field gets the focus (json-editor builds its fields
+  // once it has read the schema, a moment after it is created: its "ready" event).
+  function open(form) {
+    const built = states.has(form);
+    enhance(form);
+    const state = states.get(form);
+    if (!state) return false;
+    const focus = () => {
+      const fields = state.editor.element.querySelectorAll(
+        "input:not([type=hidden]):not([disabled]):not(.json-editor-opt-in), select, textarea",
+      );
+      // The first one shown: the editor keeps a hidden JSON dialog of its own.
+      const field = [...fields].find((f) => f.getClientRects().length);
+      if (field) field.focus();
+    };
+    if (built) focus();
+    else state.editor.on("ready", focus);
+    return true;
+  }
+
+  // keys.js's m: opens the form; cancelled when it did, so keys.js leaves the focus to it.
+  document.addEventListener("console:modify", (event) => {
+    const form = event.target.closest && event.target.closest("form.inbox-decide");
+    if (form && !usingRawOf(form) && open(form)) event.preventDefault();
+  });
+
+  function usingRawOf(form) {
+    const state = states.get(form);
+    return Boolean(state) && usingRaw(state);
+  }
+
+  function prepareWithin(root) {
+    if (root.matches && root.matches("form.inbox-decide")) prepare(root);
+    if (root.querySelectorAll) root.querySelectorAll("form.inbox-decide").forEach(prepare);
+  }
+
+  // htmx.onLoad covers the page, swapped controls (a refusal) and pushed items alike.
+  if (window.htmx) window.htmx.onLoad(prepareWithin);
+  else document.addEventListener("DOMContentLoaded", () => prepareWithin(document));
 })();

@@ -161,8 +161,11 @@
     (reason || yes).focus();
   }
 
-  // m: the first field of the modify form (decide.js's .schema-form), else the payload.
+  // m: the first field of the modify form (decide.js's .schema-form, built on this
+  // event), else the payload.
   function focusModify(form) {
+    var opened = !form.dispatchEvent(new CustomEvent("console:modify", { bubbles: true, cancelable: true }));
+    if (opened) return; // decide.js focuses the form's first field once it is built
     var field = form.querySelector(
       ".schema-form input:not([type=hidden]):not([disabled]):not(.json-editor-opt-in), " +
       ".schema-form select, .schema-form textarea"

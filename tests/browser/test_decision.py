@@ -66,11 +66,16 @@ class TestDecision(ChannelsLiveServerTestCase):
         expect(item.locator(".interrupt-limit")).to_have_text(
             "Dose 1,450 mg is over the 1,000 mg maximum for this patient"
         )
-        # The form generated from the schema replaces the JSON textarea.
-        dose = item.get_by_label("Dose (mg)")
-        expect(dose).to_have_value("1450")
+        # No raw JSON: the card shows the proposal's fields; the first press of Modify opens
+        # the form generated from the schema, filled with the proposal, and sends nothing.
         expect(item.locator("textarea[name=payload]")).to_be_hidden()
         modify = item.locator("form.inbox-decide button[name=decision][value=modify]")
+        expect(item.locator(".schema-form")).to_have_count(0)
+        modify.click()
+        dose = item.get_by_label("Dose (mg)")
+        expect(dose).to_have_value("1450")
+        expect(item.locator(".schema-form :focus")).to_have_count(1)  # its first field
+        expect(item.locator("textarea[name=payload]")).to_be_hidden()
 
         dose.fill("-5")
         modify.click()
