@@ -12,9 +12,12 @@
   var VERBS = { a: "approve", r: "reject", m: "modify" };
   var LABELS = { approve: "Approve", reject: "Reject", modify: "Modify" };
 
+  // The shown ones. Asked after every push (settle, below), so without reading the layout
+  // (getClientRects would make the browser lay the page out again for each push, in every
+  // open console): an item is hidden only by a [hidden] or a closed <details> around it.
   function items() {
     return Array.prototype.filter.call(document.querySelectorAll(ITEM), function (el) {
-      return el.getClientRects().length > 0; // shown (a domain's filter may hide some)
+      return !el.closest("[hidden], details:not([open])");
     });
   }
 
@@ -38,7 +41,10 @@
     if (!current || all.indexOf(current) < 0) {
       current = all.filter(function (el) { return el.tabIndex === 0; })[0] || all[0];
     }
-    all.forEach(function (el) { el.tabIndex = el === current ? 0 : -1; });
+    all.forEach(function (el) {
+      var want = el === current ? 0 : -1;
+      if (el.tabIndex !== want) el.tabIndex = want; // unchanged: not written, nothing to restyle
+    });
   }
 
   function focusItem(el) {
