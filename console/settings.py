@@ -178,6 +178,9 @@ CELERY_BEAT_SCHEDULE = {
     "breakers-half-open": {"task": "oversight.tasks.breakers_half_open_due", "schedule": 1.0},
     # Every 5 seconds: interrupts past their deadline take their default (H2).
     "interrupts-expire": {"task": "oversight.tasks.interrupts_expire_overdue", "schedule": 5.0},
+    # Every 5 seconds: audit rows whose sealing task was lost get their place in the hash
+    # chain (issue 18, oversight.chain); every commit that writes one also asks for a sealer.
+    "audit-seal": {"task": "oversight.tasks.audit_seal", "schedule": 5.0},
     # Realms: messages due for a retry, open remote frames' tasks, peers probed (H10).
     "realms-deliver-due": {"task": "realms.tasks.deliver_due", "schedule": 2.0},
     "realms-reconcile": {"task": "realms.tasks.frames_reconcile", "schedule": 10.0},
