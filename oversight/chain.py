@@ -104,10 +104,10 @@ def audit_seal(*, batch: int = SEAL_BATCH) -> int:
 
 
 _SEAL = """
-UPDATE oversight_auditevent AS event
-SET chain_position = seal.position, chain_prev = seal.prev, chain_hash = seal.hash
-FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) AS seal(id, position, prev, hash)
-WHERE event.id = seal.id AND event.chain_hash IS NULL
+UPDATE oversight_auditevent AS audit
+SET chain_position = seal.pos, chain_prev = seal.prev_hash, chain_hash = seal.digest
+FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) AS seal(id, pos, prev_hash, digest)
+WHERE audit.id = seal.id AND audit.chain_hash IS NULL
 """
 
 

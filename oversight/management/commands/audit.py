@@ -6,7 +6,7 @@ an outside auditor to check offline with docs/AUDIT.md's script."""
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+from collections.abc import Callable
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -53,22 +53,24 @@ class Command(BaseCommand):
 
     def _export(self, output: str | None) -> None:
         try:
-            self._write(output)
+            if output is None:
+                count, tail = _export_to(self.stdout.write)
+            else:
+                with open(output, "w", encoding="utf-8") as file:
+                    count, tail = _export_to(lambda line: file.write(line + "\n"))
         except OSError as exc:
             raise CommandError(f"Cannot write the export to {output}: {exc.strerror}.") from exc
-
-    def _write(self, output: str | None) -> None:
-        count, last = 0, GENESIS
-        with open(output, "w", encoding="utf-8") if output else nullcontext(None) as file:
-            for line in audit_export_lines():
-                if file is None:
-                    self.stdout.write(line)
-                else:
-                    file.write(line + "\n")
-                count, last = count + 1, line
-        tail = json.loads(last)["hash"] if count else GENESIS
         # On stderr, so that standard output stays JSON lines: the anchor to keep.
         self.stderr.write(
             f"Exported {count} sealed row(s); the last hash is {tail}. "
             f"{audit_awaiting_seal()} row(s) await their seal and are not in it."
         )
+
+
+def _export_to(write: Callable[[str], object]) -> tuple[int, str]:
+    """Every sealed row through write(), one JSON line each; how many, and the last hash."""
+    count, last = 0, ""
+    for line in audit_export_lines():
+        write(line)
+        count, last = count + 1, line
+    return count, json.loads(last)["hash"] if count else GENESIS
