@@ -31,6 +31,7 @@ OPERATE = (
 ADMINISTER = (
     "oversight.engage_global_halt",
     "oversight.lift_halt",
+    "oversight.verify_auditevent",  # reads the whole audit log to check its hash chain
     "auth.add_user",
     "auth.change_user",
     "auth.view_user",

@@ -164,8 +164,7 @@ REALM_PROBE_S = env_float("REALM_PROBE_S", 5.0, minimum=0.5, maximum=300)
 CELERY_BEAT_SCHEDULE = {
     # Every 5 seconds: re-enqueue runs whose worker died or whose message was lost (H4).
     "runs-reclaim": {"task": "loops.tasks.runs_reclaim", "schedule": 5.0},
-    # Every 10 seconds: send notifications due for a retry, lost before a worker got them,
-    # or left sending by a worker that died (oversight.services.alerts).
+    # Every 10 seconds: notifications due for a retry, lost on the way, or left by a dead worker.
     "notifications-deliver-due": {
         "task": "oversight.tasks.notifications_deliver_due",
         "schedule": 10.0,
@@ -176,8 +175,9 @@ CELERY_BEAT_SCHEDULE = {
     "domain-minutes-sweep": {"task": "loops.tasks.domain_minutes_sweep", "schedule": 5.0},
     # Every second: open breakers past their cooldown go half-open (H3).
     "breakers-half-open": {"task": "oversight.tasks.breakers_half_open_due", "schedule": 1.0},
-    # Every 5 seconds: interrupts past their deadline take their default (H2).
+    # Every 5 seconds: overdue interrupts take their default (H2); stray audit rows, a seal.
     "interrupts-expire": {"task": "oversight.tasks.interrupts_expire_overdue", "schedule": 5.0},
+    "audit-seal": {"task": "oversight.tasks.audit_seal", "schedule": 5.0},  # issue 18
     # Realms: messages due for a retry, open remote frames' tasks, peers probed (H10).
     "realms-deliver-due": {"task": "realms.tasks.deliver_due", "schedule": 2.0},
     "realms-reconcile": {"task": "realms.tasks.frames_reconcile", "schedule": 10.0},

@@ -1,6 +1,6 @@
 """The oversight endpoints of DESIGN.md section 5: interrupts and decisions, breakers,
 halts and lifts, and the audit log; and (added to the contract) the alert feed and its
-acknowledgement.
+acknowledgement, and the check of the audit log's hash chain (admin).
 
 Reads need the viewer role. Deciding, resetting and halting a domain or a run need the
 operator role, and so does acknowledging an alert; a global halt and every lift need the
@@ -19,6 +19,7 @@ from common.refusals import Refused
 from console.auth import Needs
 from loops.models import LoopRun
 from loops.schemas import ErrorOut
+from oversight.chain import ChainReport, audit_verify
 from oversight.models import Alert, AuditEvent, CircuitBreaker, Halt, Interrupt
 from oversight.schemas import (
     AcknowledgeIn,
@@ -26,6 +27,7 @@ from oversight.schemas import (
     AuditFilters,
     AuditOut,
     BreakerOut,
+    ChainOut,
     DecisionIn,
     HaltDetail,
     HaltIn,
@@ -265,6 +267,13 @@ def audit_list(
     if filters.until:
         rows = rows.filter(at__lt=filters.until)
     return page(request, rows.order_by("-at", "-id"), paging)
+
+
+@router.get("/audit/verify", response={200: ChainOut}, auth=Needs("oversight.verify_auditevent"))
+def audit_chain_verify(request: HttpRequest) -> ChainReport:
+    """Check the audit log's hash chain from its first row (admin: it reads every row):
+    how far it holds, and the first row that does not match, if any (issue 18)."""
+    return audit_verify()
 
 
 def _get(rows, pk: int, name: str):

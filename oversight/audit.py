@@ -1,6 +1,7 @@
 """audit_record(): the only writer of AuditEvent (DESIGN.md H5, STYLE.md B.4).
 
-A leaf module: it imports only oversight.models, so loops.services may call it too.
+A leaf module: it imports only oversight.models and oversight.chain (a leaf too), so
+loops.services may call it too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
+from oversight.chain import seal_soon
 from oversight.models import AuditEvent
 
 _TARGET_TYPES = {
@@ -41,7 +43,7 @@ def audit_record(
     assert transaction.get_connection().in_atomic_block, "audit_record needs a transaction"
     person = actor if actor is not None and actor.is_authenticated else None
     model = target._meta.model_name or ""
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         actor=person,
         actor_name=person.get_username() if person else (on_behalf[:150] or "system"),
         verb=verb,
@@ -52,6 +54,10 @@ def audit_record(
         after=_plain(after),
         data=_plain(data) or {},
     )
+    # The row's place in the hash chain comes after the commit, from the sealer
+    # (oversight.chain): no lock here that would queue every writer behind the others.
+    transaction.on_commit(seal_soon, robust=True)
+    return event
 
 
 def _plain(value: dict[str, Any] | None) -> Any:

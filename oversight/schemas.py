@@ -275,6 +275,9 @@ class AuditOut(Schema):
     before: Any
     after: Any
     data: dict[str, Any]
+    # Its place in the hash chain (issue 18); null until the sealer reaches it.
+    chain_position: int | None
+    chain_hash: str | None
 
     @staticmethod
     def resolve_actor(obj) -> str:
@@ -288,3 +291,23 @@ class AuditFilters(Schema):
     target_id: str | None = None
     since: Moment | None = None
     until: Moment | None = None
+
+
+class MismatchOut(Schema):
+    id: int = Field(description="the audit row's id")
+    position: int = Field(description="its position in the chain")
+    check: Literal["position", "prev", "hash"] = Field(
+        description="position: a row before it is missing; prev: its link does not name the "
+        "previous row's hash; hash: its content changed after it was sealed"
+    )
+    detail: str
+
+
+class ChainOut(Schema):
+    """The audit log's hash chain, checked from its first row (docs/AUDIT.md)."""
+
+    ok: bool
+    verified_up_to: int = Field(description="the last position verified, with all before it")
+    last_hash: str = Field(description="that row's hash: an anchor for the next check")
+    awaiting_seal: int = Field(description="rows committed and not yet sealed (no failure)")
+    mismatch: MismatchOut | None = Field(description="the first row that does not match")

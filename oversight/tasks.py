@@ -48,3 +48,12 @@ def interrupts_expire_overdue() -> None:
 
     deadlines.interrupts_withdraw_ended()  # first: an ended run's interrupt gets no default
     deadlines.interrupts_expire_overdue()
+
+
+@shared_task
+def audit_seal() -> None:
+    """Give committed audit rows their place in the hash chain: sent on commit of each
+    transaction that wrote some (oversight.chain.seal_soon), and as a beat sweep."""
+    from oversight import chain
+
+    chain.audit_seal()

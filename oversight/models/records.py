@@ -17,7 +17,10 @@ class AuditEvent(models.Model):
     """Who did what, when, why, with the state before and after (DESIGN.md H5).
 
     Append-only: oversight.audit.audit_record() is the only writer, and a trigger in the
-    migration makes PostgreSQL refuse every UPDATE and DELETE of a row, whoever asks.
+    migration makes PostgreSQL refuse every UPDATE and DELETE of a row, whoever asks; but
+    one: the sealer's (oversight.chain), which gives a committed row its place in the hash
+    chain once, the chain's three columns from null to a value and nothing else changed.
+    A row changed behind the trigger's back no longer matches its hash (docs/AUDIT.md).
     """
 
     at = models.DateTimeField(default=timezone.now)
@@ -31,13 +34,35 @@ class AuditEvent(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     data = models.JSONField(default=dict, blank=True)
+    # The hash chain (issue 18), null until the sealer reaches the row: its place (1, 2, …
+    # without a gap), the hash of the row before it (GENESIS for the first) and its own hash
+    # over its content and that one (oversight.chain.record_hash). Null, not "", while
+    # unsealed: the trigger and the constraint below read "no seal" as null in all three.
+    chain_position = models.BigIntegerField(null=True, blank=True, unique=True)
+    chain_prev = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    chain_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["-at", "-id"]
+        permissions = [("verify_auditevent", "Can verify the audit log's hash chain")]
         indexes = [
             models.Index(fields=["target_type", "target_id"], name="audit_target"),
             models.Index(fields=["verb"], name="audit_verb"),
             models.Index(fields=["-at"], name="audit_at"),
+            # The sealer's queue: the rows still waiting for their place in the chain.
+            models.Index(fields=["id"], name="audit_unsealed", condition=Q(chain_hash=None)),
+        ]
+        constraints = [
+            # Sealed means all three set; half a seal would be a chain nobody can check.
+            models.CheckConstraint(
+                condition=Q(chain_position=None, chain_prev=None, chain_hash=None)
+                | Q(
+                    chain_position__isnull=False,
+                    chain_prev__isnull=False,
+                    chain_hash__isnull=False,
+                ),
+                name="audit_sealed_whole",
+            )
         ]
 
     def __str__(self) -> str:

@@ -591,6 +591,7 @@ def test_it_describes_every_call_in_the_openapi_document(client):
         "/api/v1/halts/{id}": {"get"},
         "/api/v1/halts/{id}/lift": {"post"},
         "/api/v1/audit": {"get"},
+        "/api/v1/audit/verify": {"get"},
         # Realms (DESIGN.md section 8's additions).
         "/api/v1/realms": {"get", "post"},
         "/api/v1/realms/{slug}/approve": {"post"},

@@ -6,8 +6,12 @@ from __future__ import annotations
 from django.apps import apps
 
 # Columns that change without anyone writing on purpose: a token's last use is stamped by
-# the authentication itself, whatever the request then does.
-VOLATILE = {"loops.apitoken": {"last_used_at"}}
+# the authentication itself, whatever the request then does; an audit row's seal comes from
+# the sealer after the row's commit, whichever request wrote it (oversight.chain).
+VOLATILE = {
+    "loops.apitoken": {"last_used_at"},
+    "oversight.auditevent": {"chain_position", "chain_prev", "chain_hash"},
+}
 
 
 def fingerprint(labels: tuple[str, ...] = ("loops", "oversight")) -> dict[str, list[tuple]]:

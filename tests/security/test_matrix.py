@@ -108,6 +108,7 @@ RULES: dict[tuple[str, str], tuple] = {
     ("GET", "api/v1/alerts"): API_VIEW,
     ("POST", "api/v1/alerts/<id>/acknowledge"): API_OPERATE,
     ("GET", "api/v1/audit"): API_VIEW,
+    ("GET", "api/v1/audit/verify"): API_ADMIN,  # reads the whole log (issue 18)
     # Realms (DESIGN.md section 8): people read them; only admins pair and grant.
     ("GET", "api/v1/realms"): API_VIEW,
     ("POST", "api/v1/realms"): API_ADMIN,
