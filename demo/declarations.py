@@ -35,7 +35,7 @@ from demo import agents as _agents  # noqa: F401 — registers the python_agent 
 from demo import education, healthcare, industrial
 from loops.declare import agent, blueprint, breaker, domain, validator
 from loops.messages import Verdict
-from loops.specs import Escalate, Exits, Phase, Policy, Retry
+from loops.specs import Escalate, EscalateTo, Exits, Phase, Policy, Remind, Retry
 
 PACE_MS = round(settings.DEMO_PACE_SECONDS * 1000)
 SLOW_MS = round(settings.DEMO_SLOW_SECONDS * 1000)
@@ -339,6 +339,18 @@ _loop(
     "micro",
     "industrial",
     [_ask("detect", "anomaly")],
+    # A critical anomaly climbs a ladder (issue 18): the on-call group is reminded at a fifth
+    # of the decision time, the admins are brought in at half, and at the deadline the stop
+    # is rejected (with 600 s: "reminded the on-call group at 10:02; goes to admins at 10:05;
+    # rejects at 10:10").
+    escalation=Escalate(
+        deadline_s=settings.DEMO_DECISION_SECONDS,
+        default_action="reject",
+        ladder=(
+            Remind(settings.DEMO_DECISION_SECONDS / 5, to="group:on-call"),
+            EscalateTo(settings.DEMO_DECISION_SECONDS / 2, to="admins"),
+        ),
+    ),
     description="Rolling z-scores; |z| ≥ 5 is critical and asks a person to stop the machine.",
 )
 _loop(
