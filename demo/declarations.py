@@ -35,11 +35,13 @@ from demo import agents as _agents  # noqa: F401 — registers the python_agent 
 from demo import education, healthcare, industrial
 from loops.declare import agent, blueprint, breaker, domain, validator
 from loops.messages import Verdict
-from loops.specs import Escalate, Exits, Phase, Policy, Retry
+from loops.specs import Escalate, EscalateTo, Exits, Phase, Policy, Remind, Retry
 
 PACE_MS = round(settings.DEMO_PACE_SECONDS * 1000)
 SLOW_MS = round(settings.DEMO_SLOW_SECONDS * 1000)
 DECIDE = Escalate(deadline_s=settings.DEMO_DECISION_SECONDS, default_action="reject")
+# Critical anomalies climb a ladder (issue 18): the on-call group at 1/5, admins at 1/2.
+LADDER = (Remind(DECIDE.deadline_s / 5, to="group:on-call"), EscalateTo(DECIDE.deadline_s / 2))
 # Transient failures of external systems are tried three times, 250 ms apart and more.
 RETRY = Retry(max_attempts=3, base_ms=250, cap_ms=2000)
 # The realm whose regional pharmacy gives the interaction checks a second opinion, as a
@@ -339,6 +341,7 @@ _loop(
     "micro",
     "industrial",
     [_ask("detect", "anomaly")],
+    escalation=Escalate(deadline_s=DECIDE.deadline_s, ladder=LADDER),  # then rejects
     description="Rolling z-scores; |z| ≥ 5 is critical and asks a person to stop the machine.",
 )
 _loop(

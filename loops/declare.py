@@ -40,10 +40,14 @@ from loops.specs import (
     BreakerSpec,
     DomainSpec,
     Escalate,
+    EscalateTo,
     Exits,
     Phase,
     Policy,
+    Remind,
     Retry,
+    Rung,
+    ladder_problem,
 )
 
 # What a declaration module uses: the declaring functions below and the specs and messages.
@@ -51,12 +55,15 @@ __all__ = [
     "Bid",
     "Decline",
     "Escalate",
+    "EscalateTo",
     "Escalation",
     "Exits",
     "Outcome",
     "Phase",
     "Policy",
+    "Remind",
     "Retry",
+    "Rung",
     "Spawn",
     "Task",
     "Verdict",
@@ -295,6 +302,8 @@ def _check(spec: BlueprintSpec) -> None:
     named = {n for n in named if not n.startswith("agent:")}
     if unknown := named - set(VALIDATORS):
         reject(f"unknown validators {sorted(unknown)}")
+    if problem := ladder_problem(spec.policy.escalation):
+        reject(problem)
 
 
 def check_graph() -> None:

@@ -7,6 +7,7 @@ Frozen values; loops.declare checks them when they are declared.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +51,32 @@ class Exits:
     no_progress: tuple[float, int] | None = None
 
 
+# Who a ladder's rung tells (issue 18): the first tier, the admins, or the members of a named
+# Django group written "group:<name>" (e.g. "group:on-call"). Superusers always hear.
+LADDER_AUDIENCES = ("operators", "admins")
+GROUP_PREFIX = "group:"
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A step of an escalation ladder (issue 18): after_s seconds after the interrupt is
+    raised, remind its audience again, or escalate it to the next tier. An escalation only
+    widens who is told; who may decide stays the same (anyone with the decide permission).
+    The interrupt's deadline and default (Escalate) are the ladder's last step."""
+
+    after_s: float
+    action: Literal["remind", "escalate"] = "remind"
+    to: str = "operators"  # one of LADDER_AUDIENCES, or "group:<name>"
+
+
+def Remind(after_s: float, to: str = "operators") -> Rung:
+    return Rung(after_s=after_s, action="remind", to=to)
+
+
+def EscalateTo(after_s: float, to: str = "admins") -> Rung:
+    return Rung(after_s=after_s, action="escalate", to=to)
+
+
 @dataclass(frozen=True)
 class Escalate:
     """When a loop stops for a human, and what happens if nobody answers (CONCEPTS 37, 40).
@@ -58,6 +85,10 @@ class Escalate:
     its limit in over, is interrupted before it is used. A limit is a number
     ({"dose_mg": 1000}) or the name of another field of the same result, for limits that
     depend on the case ({"dose_mg": "max_dose_mg"}: the patient's and drug's maximum).
+
+    ladder (issue 18): the steps before the deadline, e.g.
+    (Remind(120, to="group:on-call"), EscalateTo(300, to="admins")); times count from the
+    raise, increase, and come before deadline_s, at which default_action applies.
     """
 
     confidence_below: float | None = None
@@ -68,6 +99,43 @@ class Escalate:
     # button (oversight.presenting.choices), e.g. "the doser then proposes no more than the
     # maximum". "" : the console says only that the step runs again with the comment.
     on_reject: str = ""
+    ladder: tuple[Rung, ...] = ()
+
+
+# A Django group's name as a rung names it: what a person types, without spaces or colons.
+_GROUP_NAME = re.compile(r"[\w.@+-]{1,80}")
+
+
+def ladder_problem(escalate: Escalate) -> str:
+    """What is wrong with an escalation ladder (issue 18), in words; "" when nothing is.
+    Its rungs come in time order, each before the deadline (the ladder's last step), and
+    each tells an audience the console knows: operators, admins or "group:<name>"."""
+    previous = 0.0
+    for number, rung in enumerate(escalate.ladder, 1):
+        step = f"escalation ladder step {number}"
+        if not isinstance(rung, Rung):
+            return f"{step} is {rung!r}: write Remind(after_s, to=…) or EscalateTo(after_s, to=…)"
+        if rung.action not in ("remind", "escalate"):
+            return f"{step}: the action must be remind or escalate, not {rung.action!r}"
+        to = rung.to if isinstance(rung.to, str) else ""
+        group = to.removeprefix(GROUP_PREFIX) if to.startswith(GROUP_PREFIX) else ""
+        if to not in LADDER_AUDIENCES and not _GROUP_NAME.fullmatch(group):
+            return (
+                f"{step} goes to {rung.to!r}: use operators, admins or group:<name> (a group's "
+                "name: letters, digits and . @ + - _)"
+            )
+        if rung.action == "escalate" and rung.to == "operators":
+            return f"{step} escalates to operators, the first tier: escalate to admins or a group"
+        if not isinstance(rung.after_s, int | float) or rung.after_s <= previous:
+            after = "after the interrupt is raised" if number == 1 else f"after step {number - 1}"
+            return f"{step} at {rung.after_s!r} s must come {after} (times count from the raise)"
+        if rung.after_s >= escalate.deadline_s:
+            return (
+                f"{step} at {rung.after_s:g} s is not before the deadline ({escalate.deadline_s:g} "
+                f"s), where the default ({escalate.default_action}) applies"
+            )
+        previous = rung.after_s
+    return ""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
 # Units written against the number, as people write them ("145%", not "145 %").
@@ -152,3 +153,74 @@ def choices(
         reject=f"{reject}.{fallback if default_action == 'reject' else ''}",
         modify=f"{modify}, and the run goes on with them.",
     )
+
+
+# --- Escalation ladders (issue 18) ------------------------------------------------------------
+
+# The default at the deadline, to come and once applied.
+_DEFAULT_WORDS = {"approve": ("approves", "approved"), "reject": ("rejects", "rejected")}
+
+
+def audience_name(to: str) -> str:
+    """Who a rung tells, as the card says it: "operators", "admins", "group:on-call" → "the
+    on-call group"."""
+    if to.startswith("group:"):
+        return f"the {to.removeprefix('group:')} group"
+    return to
+
+
+def ladder_sentence(
+    ladder: Any,
+    *,
+    deadline_at: datetime,
+    default_action: str,
+    status: str = "pending",
+    decided_at: datetime | None = None,
+    tz: tzinfo | None = None,
+) -> str:
+    """The ladder's countdown in words: "reminded the on-call group at 10:02; goes to admins
+    at 10:05; rejects at 10:10": the rungs taken, at the time they were taken, the rungs to
+    come at theirs, then the default at the deadline. Once settled, only what happened (the
+    rungs taken and, if it expired, "rejected at 10:10"). Times in tz, to the minute when
+    every one is on the minute, else to the second. "" without a ladder.
+
+    `ladder` is Interrupt.ladder: [{"at", "action", "to", "done_at"}], times in ISO 8601.
+    """
+    if not ladder:
+        return ""
+    pending = status == "pending"
+    to_come, applied = _DEFAULT_WORDS.get(default_action, (default_action, default_action))
+    steps: list[tuple[str, datetime]] = []
+    for rung in ladder:
+        who = audience_name(str(rung.get("to", "")))
+        remind = rung.get("action") == "remind"
+        if rung.get("done_at"):
+            words = f"reminded {who}" if remind else f"went to {who}"
+            steps.append((words, _moment(rung["done_at"])))
+        elif pending:
+            steps.append((f"reminds {who}" if remind else f"goes to {who}", _moment(rung["at"])))
+    if pending:
+        steps.append((to_come, deadline_at))
+    elif status == "expired" and decided_at is not None:
+        steps.append((applied, decided_at))
+    moments = [moment.astimezone(tz) if tz else moment for _, moment in steps]
+    shape = "%H:%M" if all(m.second == m.microsecond == 0 for m in moments) else "%H:%M:%S"
+    return "; ".join(
+        f"{words} at {moment:{shape}}" for (words, _), moment in zip(steps, moments, strict=True)
+    )
+
+
+def interrupt_ladder(interrupt: Any, tz: tzinfo | None = None) -> str:
+    """ladder_sentence of an interrupt, from its own fields (no query)."""
+    return ladder_sentence(
+        interrupt.ladder,
+        deadline_at=interrupt.deadline_at,
+        default_action=interrupt.default_action,
+        status=interrupt.status,
+        decided_at=interrupt.decided_at,
+        tz=tz,
+    )
+
+
+def _moment(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

@@ -36,6 +36,17 @@ def _username(user) -> str | None:
 # --- Interrupts ---------------------------------------------------------------------------
 
 
+class RungOut(Schema):
+    """A step of an interrupt's escalation ladder (issue 18), as raised: when it is due, what
+    it does (remind or escalate), whom it tells (operators, admins or group:<name>), and when
+    it was taken (null: not yet, or never, once the interrupt is settled)."""
+
+    at: datetime
+    action: str
+    to: str
+    done_at: datetime | None
+
+
 class InterruptOut(Schema):
     id: int
     run: int
@@ -67,6 +78,9 @@ class InterruptOut(Schema):
     # Issue 17 (added): what the proposal crossed, {"field", "value", "limit"} and
     # "limit_field" when the limit is another field of the proposal; null when none.
     limit: dict[str, Any] | None
+    # Issue 18 (added): the escalation ladder's steps before the deadline, each with at and
+    # done_at; empty without a ladder. The deadline and default stay the last step.
+    ladder: list[RungOut]
 
     @staticmethod
     def resolve_run(obj) -> int:
@@ -91,6 +105,10 @@ class InterruptOut(Schema):
     @staticmethod
     def resolve_claimed_by(obj) -> str | None:
         return _username(obj.claimed_by)
+
+    @staticmethod
+    def resolve_ladder(obj) -> list[dict[str, Any]]:
+        return obj.ladder or []
 
 
 class InterruptIn(Schema):

@@ -44,9 +44,10 @@ def breakers_half_open_due() -> None:
 
 @shared_task
 def interrupts_expire_overdue() -> None:
-    from oversight.services import deadlines
+    from oversight.services import deadlines, ladders
 
     deadlines.interrupts_withdraw_ended()  # first: an ended run's interrupt gets no default
+    ladders.interrupts_climb_due()  # escalation ladders' steps before the deadline (issue 18)
     deadlines.interrupts_expire_overdue()
 
 

@@ -259,6 +259,12 @@ class Interrupt(models.Model):
         max_length=8, choices=[("approve", "approve"), ("reject", "reject")], default="reject"
     )
     tier = models.CharField(max_length=8, choices=Tier, default=Tier.OPERATOR)
+    # Issue 18, the escalation ladder as raised: [{"at", "action", "to", "done_at"}] with
+    # absolute times (ISO 8601), so a changed declaration leaves a pending interrupt's ladder
+    # as it was; deadline_at and default_action are its last step. Null: no ladder.
+    ladder = models.JSONField(null=True, blank=True)
+    # When its next rung not yet taken is due (null: none left), for the sweep's index.
+    rung_due_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.ForeignKey(USER, models.SET_NULL, null=True, blank=True, related_name="+")
     claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -287,7 +293,12 @@ class Interrupt(models.Model):
         indexes = [
             models.Index(
                 fields=["deadline_at"], name="interrupt_pending", condition=Q(status="pending")
-            )
+            ),
+            models.Index(
+                fields=["rung_due_at"],
+                name="interrupt_rung_due",
+                condition=Q(status="pending", rung_due_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

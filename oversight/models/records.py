@@ -80,10 +80,12 @@ class Alert(models.Model):
     class Audience(models.TextChoices):
         OPERATORS = "operators"  # operators and admins
         ADMINS = "admins"
+        # Or "group:<name>": the members of a named group (an escalation ladder's rung,
+        # issue 18), as oversight.notifiers.email.audience_groups reads it.
 
     kind = models.CharField(max_length=40)  # like an audit verb: breaker.opened
     level = models.CharField(max_length=8, choices=Level, default=Level.WARNING)
-    audience = models.CharField(max_length=10, choices=Audience, default=Audience.OPERATORS)
+    audience = models.CharField(max_length=90, choices=Audience, default=Audience.OPERATORS)
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)
     target_type = models.CharField(max_length=20, blank=True)

@@ -17,12 +17,21 @@ AUDIENCE_GROUPS = {
     Alert.Audience.ADMINS: ("admin",),
     Alert.Audience.OPERATORS: ("admin", "operator"),
 }
+GROUP_PREFIX = "group:"
+
+
+def audience_groups(audience: str) -> tuple[str, ...]:
+    """The groups an audience names: a tier's role groups, or the one named group of
+    "group:<name>" (an escalation ladder's rung, issue 18)."""
+    if audience.startswith(GROUP_PREFIX):
+        return (audience.removeprefix(GROUP_PREFIX),)
+    return AUDIENCE_GROUPS[Alert.Audience(audience)]
 
 
 def recipients(*, audience: str) -> list[str]:
     """Addresses of the active superusers and members of the audience's groups."""
     users = get_user_model().objects.filter(
-        Q(is_superuser=True) | Q(groups__name__in=AUDIENCE_GROUPS[Alert.Audience(audience)]),
+        Q(is_superuser=True) | Q(groups__name__in=audience_groups(audience)),
         is_active=True,
     )
     return sorted(set(users.exclude(email="").values_list("email", flat=True)))

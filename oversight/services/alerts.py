@@ -32,7 +32,7 @@ from oversight import fragments
 from oversight.audit import audit_record
 from oversight.models import Alert, Notification
 from oversight.notifiers import NotifyError, notifier_for
-from oversight.notifiers.email import AUDIENCE_GROUPS
+from oversight.notifiers.email import audience_groups
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _raise_params(alert: Alert) -> dict[str, Any]:
         "target_id": alert.target_id,
         "data": Jsonb(alert.data),
         "created_at": alert.created_at,
-        "groups": list(AUDIENCE_GROUPS[Alert.Audience(alert.audience)]),
+        "groups": list(audience_groups(alert.audience)),
         "channels": channels,
     }
 

@@ -41,7 +41,10 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
         comment="No decision before the deadline; the default (reject) applied." if rejects else "",
     )
     interrupt.tier = Interrupt.Tier.ADMIN
-    interrupt.save(update_fields=["status", "decision", "decided_at", "tier", "comment"])
+    interrupt.rung_due_at = None  # the ladder's last step: rungs not taken never will be
+    interrupt.save(
+        update_fields=["status", "decision", "decided_at", "tier", "comment", "rung_due_at"]
+    )
     interrupt_decided_on_commit(how="expired", raised=interrupt.created_at, decided=now)
     run_state = continue_after(run, interrupt, by="deadline")
     audit_record(

@@ -40,6 +40,7 @@ from oversight.services.interrupt_rules import (
     stack_address,
     where,
 )
+from oversight.services.ladders import ladder_as_raised
 from realms import decisions  # one decision wherever it is taken (DESIGN.md H9)
 
 State = LoopRun.State
@@ -74,6 +75,7 @@ def interrupt_raise(
     address = stack_address(run, iteration)
     run.history = selectors.run_decisions(run.pk)  # type: ignore[attr-defined]
     now = timezone.now()
+    ladder, rung_due_at = ladder_as_raised(policy, now)  # its steps as declared now (issue 18)
     interrupt = Interrupt.objects.create(
         run=run,
         iteration=iteration,
@@ -89,6 +91,8 @@ def interrupt_raise(
         severity=severity,
         deadline_at=now + timedelta(seconds=policy.deadline_s),
         default_action=policy.default_action,
+        ladder=ladder,
+        rung_due_at=rung_due_at,
         created_at=now,
     )
     # Registered first, so that after commit the inbox push leaves before anything else

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django import template
+from django.utils import timezone
 
 from oversight import presenting
 
@@ -30,6 +31,12 @@ def proposal_fields(interrupt: Any) -> list[presenting.Field]:
 def limit_sentence(interrupt: Any) -> str:
     """The limit the proposal crossed, in words ("" when none was recorded)."""
     return presenting.limit_sentence(interrupt.limit, interrupt.proposal_schema)
+
+
+@register.filter
+def ladder_sentence(interrupt: Any) -> str:
+    """The escalation ladder's countdown in words, in the current time zone (issue 18)."""
+    return presenting.interrupt_ladder(interrupt, tz=timezone.get_current_timezone())
 
 
 @register.simple_tag

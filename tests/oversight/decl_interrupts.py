@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from loops.declare import agent, blueprint, domain, python_agent
 from loops.messages import Bid, Escalation, Outcome
-from loops.specs import Escalate, Exits, Phase, Policy
+from loops.specs import Escalate, EscalateTo, Exits, Phase, Policy, Remind
 
 domain("ward", "Ward", "Loops that stop for a human decision.")
 
@@ -161,6 +161,23 @@ blueprint(
     kind="main",
     domain="ward",
     policy=_dose_policy("approve", deadline_s=1),
+    phases=[_compute("dosing")],
+)
+# An escalation ladder (issue 18): the on-call group is reminded at 2 minutes, the admins
+# brought in at 5, and the dose rejected at 10 (tests/oversight/test_ladder.py).
+blueprint(
+    "ward-dose-ladder",
+    kind="main",
+    domain="ward",
+    policy=Policy(
+        exits=_exits,
+        escalation=Escalate(
+            over={"dose_mg": DOSE_LIMIT_MG},
+            deadline_s=600,
+            default_action="reject",
+            ladder=(Remind(120, to="group:on-call"), EscalateTo(300, to="admins")),
+        ),
+    ),
     phases=[_compute("dosing")],
 )
 # The agent asks for a human in its own result.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from loops import selectors
 from loops.models import LoopRun
@@ -8,6 +9,7 @@ from loops.models import LoopRun
 # A command is a leaf that nothing imports, so reading oversight's rows here keeps the import
 # direction of STYLE.md B.2 (loops.models and loops.services never import them).
 from oversight.models import CircuitBreaker, Halt, Interrupt
+from oversight.presenting import interrupt_ladder
 
 
 class Command(BaseCommand):
@@ -64,6 +66,8 @@ class Command(BaseCommand):
                 f"{interrupt.pk:>9}  {interrupt.run_id:>8}  {interrupt.severity:<8}  "
                 f"{_iso(interrupt.deadline_at):<32}  {interrupt.reason}"
             )
+            if ladder := interrupt_ladder(interrupt, tz=timezone.get_current_timezone()):
+                self.stdout.write(f"{'':>9}  escalation: {ladder}")
         if not interrupts:
             self.stdout.write("No interrupt is pending.")
 
