@@ -8,7 +8,7 @@ circuit breakers. Settings name this module in LOOP_DECLARATIONS when DEMO_ENABL
                                    in its own realm (DEMO_PHARMACY_REALM), a remote frame
       dosage-calculation         compute (a micro-loop the main loop calls directly)
       resource-optimizer         allocate
-    education-learning         enrol → personalize → curate → publish
+    education-learning         enrol → personalize → curate → publish (a budget that asks)
       personalization-engine     assess → plan
         skill-assessment           estimate
       content-curator            curate
@@ -191,6 +191,7 @@ def _loop(name: str, kind: str, domain_slug: str, phases: list[Phase], **fields:
         max_iterations=fields.pop("max_iterations", 15 if kind == "main" else 10),
         # The stack's deadline: children inherit the main loop's.
         deadline_s=3600 + 3 * settings.DEMO_DECISION_SECONDS if kind == "main" else None,
+        budget=fields.pop("budget", None),
     )
     policy = Policy(
         exits=exits,
@@ -198,6 +199,7 @@ def _loop(name: str, kind: str, domain_slug: str, phases: list[Phase], **fields:
         validation_rounds=3,
         escalation=fields.pop("escalation", DECIDE),
         on_validation_exhausted=fields.pop("on_validation_exhausted", "fail"),
+        on_budget=fields.pop("on_budget", "exhaust"),
     )
     fields.setdefault("selection", "all")
     blueprint(
@@ -288,7 +290,12 @@ _loop(
         _ask("publish", "publishing", validators=("demo.path-fits",)),
     ],
     children=("personalization-engine", "content-curator"),
-    description="A learner's next week: skills, focus topics, content, a path that fits.",
+    # A path may cost so much (LMS lookups; publishing to a premium LMS): over it, a person
+    # is asked whether to extend the budget rather than the run ending exhausted (issue 18).
+    budget=education.PATH_BUDGET,
+    on_budget="ask",
+    description="A learner's next week: skills, focus topics, content, a path that fits; "
+    "a premium LMS's bill asks before it passes the budget.",
 )
 _loop(
     "personalization-engine",
