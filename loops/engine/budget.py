@@ -56,10 +56,11 @@ def refused_estimate(iteration: Iteration, contributions: list[Contribution]) ->
 def figures(run: LoopRun, spec: BlueprintSpec, wanted: float) -> dict[str, Any]:
     """The facts a person needs to answer, and the extension proposed (see the module)."""
     done = run.iteration
-    per_iteration = max(wanted, run.cost / done if done else 0.0)
+    # Rounded past any cost's precision: 0.001 x 11 is 0.011, not 0.010999999999999999.
+    per_iteration = round(max(wanted, run.cost / done if done else 0.0), 9)
     bound = spec.policy.exits.max_iterations
     iterations_left = bound - done if bound is not None else 1
-    projected = per_iteration * max(iterations_left, 0)
+    projected = round(per_iteration * max(iterations_left, 0), 9)
     parent_left = cost_parent_room(run)
     extend_by = projected if parent_left is None else min(projected, parent_left)
     return {

@@ -123,7 +123,7 @@ def budget_answer(step: Step, tx: Tx, decision: dict[str, Any], asked: dict[str,
     )
     if refusal:
         trace.add(run.pk, "budget.refused", {**what, "reason": refusal})
-        why = f"{asked['detail']}; {by} extended the budget by {amount}, but {refusal}"
+        why = f"{asked['detail']}; {by} decided to extend the budget by {amount}, but {refusal}"
         finish(run, trace, State.EXHAUSTED, Reason.BUDGET, why, result=best_so_far(run))
         return
     trace.add(run.pk, "budget.extended", {**what, "budget": run.budget})

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jsonschema
@@ -94,8 +95,12 @@ def check_extension(interrupt: Interrupt, decision: str, payload: Any) -> None:
         return
     chosen = payload if decision == Interrupt.Decision.MODIFY else interrupt.proposal
     amount = chosen.get("extend_by") if isinstance(chosen, dict) else None
+    if not isinstance(amount, int | float):
+        return  # the schema said what is wrong with a modification
+    if not math.isfinite(amount):  # JSON's Infinity, which no maximum bounds at the root
+        raise Refused(400, "invalid_payload", "extend_by must be a finite number.")
     room = cost_parent_room(interrupt.run)
-    if room is None or not isinstance(amount, int | float) or amount <= room + EPSILON:
+    if room is None or amount <= room + EPSILON:
         return
     raise Refused(
         400,

@@ -201,7 +201,12 @@ def test_a_main_loop_asks_without_a_parent_and_an_approve_extends_it(operator):
     assert interrupt.proposal == {"extend_by": pytest.approx(1.2)}  # 0.4 x 3, unbounded
     assert "no parent's remainder bounds it" in interrupt.reason
 
-    answer = decide(bearer(token_create(user=operator)), interrupt.pk, decision="approve")
+    client = bearer(token_create(user=operator))
+    endless = decide(client, interrupt.pk, decision="modify", payload={"extend_by": float("inf")})
+    assert endless.status_code == 400  # no maximum at the root, but no endless budget either
+    assert Interrupt.objects.get(pk=interrupt.pk).status == "pending"
+
+    answer = decide(client, interrupt.pk, decision="approve")
     assert answer.status_code == 200, answer.json()
     run = drive(run)
 
