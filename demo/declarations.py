@@ -290,12 +290,9 @@ _loop(
         _ask("publish", "publishing", validators=("demo.path-fits",)),
     ],
     children=("personalization-engine", "content-curator"),
-    # A path may cost so much (LMS lookups; publishing to a premium LMS): over it, a person
-    # is asked whether to extend the budget rather than the run ending exhausted (issue 18).
-    budget=education.PATH_BUDGET,
+    budget=education.PATH_BUDGET,  # over it, a person is asked to extend it (issue 18)
     on_budget="ask",
-    description="A learner's next week: skills, focus topics, content, a path that fits; "
-    "a premium LMS's bill asks before it passes the budget.",
+    description="A learner's next week: skills, focus topics, content, a path that fits.",
 )
 _loop(
     "personalization-engine",
