@@ -8,7 +8,7 @@ circuit breakers. Settings name this module in LOOP_DECLARATIONS when DEMO_ENABL
                                    in its own realm (DEMO_PHARMACY_REALM), a remote frame
       dosage-calculation         compute (a micro-loop the main loop calls directly)
       resource-optimizer         allocate
-    education-learning         enrol → personalize → curate → publish
+    education-learning         enrol → personalize → curate → publish (a budget that asks)
       personalization-engine     assess → plan
         skill-assessment           estimate
       content-curator            curate
@@ -193,6 +193,7 @@ def _loop(name: str, kind: str, domain_slug: str, phases: list[Phase], **fields:
         max_iterations=fields.pop("max_iterations", 15 if kind == "main" else 10),
         # The stack's deadline: children inherit the main loop's.
         deadline_s=3600 + 3 * settings.DEMO_DECISION_SECONDS if kind == "main" else None,
+        budget=fields.pop("budget", None),
     )
     policy = Policy(
         exits=exits,
@@ -200,6 +201,7 @@ def _loop(name: str, kind: str, domain_slug: str, phases: list[Phase], **fields:
         validation_rounds=3,
         escalation=fields.pop("escalation", DECIDE),
         on_validation_exhausted=fields.pop("on_validation_exhausted", "fail"),
+        on_budget=fields.pop("on_budget", "exhaust"),
     )
     fields.setdefault("selection", "all")
     blueprint(
@@ -290,6 +292,8 @@ _loop(
         _ask("publish", "publishing", validators=("demo.path-fits",)),
     ],
     children=("personalization-engine", "content-curator"),
+    budget=education.PATH_BUDGET,  # over it, a person is asked to extend it (issue 18)
+    on_budget="ask",
     description="A learner's next week: skills, focus topics, content, a path that fits.",
 )
 _loop(

@@ -15,6 +15,12 @@ PRIOR_SD = 200  # the spread of abilities within a grade, on the Elo scale
 TARGET_SUCCESS = 0.7  # practise where the learner succeeds about 70 % of the time
 AT_RISK_GAP = 250  # this far below the grade's typical rating…
 AT_RISK_MASTERY = 0.35  # …and with this little mastery, a teacher should look
+# What a learner's path may cost: the learning-management system bills each catalogue lookup
+# (0.001) and, on its premium plan, each path published (PREMIUM_PUBLISH_COST). A premium
+# learner's path is over it before it is published, and the loop asks a person whether to
+# spend more (Policy(on_budget="ask"), issue 18).
+PATH_BUDGET = 0.0015
+PREMIUM_PUBLISH_COST = 0.001
 
 
 def typical_rating(grade: int) -> float:

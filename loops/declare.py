@@ -265,6 +265,8 @@ def _check(spec: BlueprintSpec) -> None:
         reject("needs at least one quality exit")
     if exits.max_iterations is None and exits.deadline_s is None and exits.budget is None:
         reject("needs a resource bound: max_iterations, deadline_s or budget")
+    if spec.policy.on_budget not in ("exhaust", "ask"):
+        reject(f"on_budget must be exhaust or ask, not {spec.policy.on_budget!r}")
     if "score_target" in exits.quality and exits.score_target is None:
         reject("the score_target exit needs Exits(score_target=…)")
     if spec.name in spec.children and spec.max_depth is None:

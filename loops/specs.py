@@ -147,6 +147,11 @@ class Policy:
     # Fewer bids than the quorum: broadcast again next iteration, or end the run.
     on_insufficient_bids: Literal["retry", "fail"] = "retry"
     escalation: Escalate = Escalate()
+    # Where the run would end exhausted for its budget: end it ("exhaust"), or first ask a
+    # person whether to extend the budget, and by how much, within the parent's remainder
+    # ("ask": loops.engine.budget; CONCEPTS 37, 69). The question keeps `escalation`'s
+    # deadline and default action.
+    on_budget: Literal["exhaust", "ask"] = "exhaust"
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,8 @@ def choices(
     applies them): approve uses the proposal as it stands, reject feeds the comment back
     and the step runs again (on_reject: the blueprint's own words for what it then does),
     modify uses the edited values instead."""
+    if isinstance(limit, dict) and limit.get("kind") == "budget":
+        return _budget_choices(proposal, limit, default_action)
     goes_ahead = "The proposal is used as it stands and the run goes on"
     if isinstance(limit, dict) and "field" in limit and "value" in limit:
         key = str(limit["field"])
@@ -224,3 +226,21 @@ def interrupt_ladder(interrupt: Any, tz: tzinfo | None = None) -> str:
 
 def _moment(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _budget_choices(proposal: Any, limit: dict[str, Any], default_action: str) -> Choices:
+    """A budget question's choices (loops.engine.budget, issue 18): the extension is set
+    aside from what the parent has left, and a reject ends the run as running out does."""
+    amount = proposal.get("extend_by") if isinstance(proposal, dict) else None
+    left = limit.get("parent_left")
+    room = "within what its parent has left" if left is not None else "(no parent bounds it)"
+    at_most = f"at most {value_text(left)}" if left is not None else "any amount"
+    fallback = " It is also what happens if nobody decides in time."
+    return Choices(
+        approve=f"The budget grows by {value_text(amount)} {room}, and the run retries what "
+        f"it could not afford.{fallback if default_action == 'approve' else ''}",
+        reject="The run ends exhausted (budget), as it would have without asking."
+        f"{fallback if default_action == 'reject' else ''}",
+        modify=f"The budget grows by your amount instead (more than 0, {at_most}), and the "
+        "run goes on.",
+    )

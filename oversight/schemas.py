@@ -77,6 +77,9 @@ class InterruptOut(Schema):
     created_at: datetime
     # Issue 17 (added): what the proposal crossed, {"field", "value", "limit"} and
     # "limit_field" when the limit is another field of the proposal; null when none.
+    # Issue 18: a budget question's figures, {"kind": "budget", "cost", "budget",
+    # "per_iteration", "iterations_left", "projected", "parent", "parent_left",
+    # "extend_by"} (loops.engine.budget).
     limit: dict[str, Any] | None
     # Issue 18 (added): the escalation ladder's steps before the deadline, each with at and
     # done_at; empty without a ladder. The deadline and default stay the last step.
@@ -149,7 +152,9 @@ class DecisionIn(Schema):
     payload: Any = Field(
         None,
         description="with modify: what replaces the proposal; it must match the interrupt's "
-        "proposal_schema, when it has one (400 invalid_payload)",
+        "proposal_schema, when it has one (400 invalid_payload). A budget question's "
+        "extension, approved or modified, must fit what the run's parent has left when "
+        "decided (400 over_remainder)",
     )
     comment: str = Field("", max_length=TEXT, description="with reject: why, for the loop")
 

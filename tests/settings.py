@@ -18,6 +18,7 @@ DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}"}
 
 LOOP_DECLARATIONS = [
     "tests.loops.declarations",
+    "tests.loops.decl_budget",
     "tests.oversight.decl_interrupts",
     "tests.oversight.decl_breakers",
     "tests.oversight.decl_halts",

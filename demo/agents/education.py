@@ -17,6 +17,10 @@ class LearnerProfiler(DemoAgent):
     def work(self, task: Task) -> Outcome:
         rng = faults.rng_for(task, "learner")
         learner = education.generate_learner(rng, behind=faults.hazard(rng))
+        # A school on the LMS's premium plan pays for each path published (its own draw, so
+        # the learner's answers stay those of the seed).
+        premium = faults.hazard(faults.rng_for(task, "licence"))
+        learner["lms_plan"] = "premium" if premium else "standard"
         learner.update(given(task).get("learner", {}))
         return Outcome(output=learner, rationale=f"{len(learner['answers'])} answers so far")
 
@@ -94,12 +98,23 @@ class CatalogueCache(Curator):
 
 @python_agent("demo.path-publisher")
 class PathPublisher(DemoAgent):
-    """Publishes every curated resource; once told it is too long, trims to the week."""
+    """Publishes every curated resource; once told it is too long, trims to the week.
+    Publishing to a premium LMS is billed, which the loop's budget may not cover."""
 
     confidence = 0.9
+
+    def bid(self, task: Task) -> Bid | Decline | None:
+        return Bid(confidence=self.confidence, est_cost=publishing_cost(task))
 
     def work(self, task: Task) -> Outcome:
         plan = phase_results(task)["personalize"]["personalization-engine"]
         resources = phase_results(task)["curate"]["content-curator"]["resources"]
         trim = any("drop the lowest-scored" in line for line in task.feedback)
-        return Outcome(output=education.publish(plan, resources, trim=trim))
+        path = education.publish(plan, resources, trim=trim)
+        return Outcome(output=path, cost=publishing_cost(task))
+
+
+def publishing_cost(task: Task) -> float:
+    learner = phase_results(task).get("enrol") or {}
+    premium = learner.get("lms_plan") == "premium"
+    return education.PREMIUM_PUBLISH_COST if premium else 0.0

@@ -39,7 +39,7 @@ from loops.declare import BLUEPRINTS
 from loops.engine import broadcast, calls, children
 from loops.engine.close import judge_and_close
 from loops.engine.decisions import apply_decision
-from loops.engine.exits import best_so_far, finish, resource_exit
+from loops.engine.exits import exhaust, finish, resource_exit
 from loops.engine.lease import (
     STALE,
     AudienceChanged,
@@ -159,7 +159,7 @@ def _undeclared(step: Step) -> None:
 def _exhaust(step: Step, exit: tuple[str, str]) -> None:
     with step_tx(step.run.pk) as tx:
         run = step.run = tx.require()
-        finish(run, tx.trace, State.EXHAUSTED, *exit, result=best_so_far(run))
+        exhaust(step, run, tx.trace, *exit)
         write_run(run, tx.trace)
 
 

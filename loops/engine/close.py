@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from common.metrics import iteration_closed_on_commit
 from loops import learning
-from loops.engine.exits import best_so_far, carry_on, finish, mark_closed
+from loops.engine import budget
+from loops.engine.exits import carry_on, exhaust, finish, mark_closed
 from loops.engine.judge import Judgement, escalation, judge
 from loops.engine.lease import Reason, State, Status, StepAborted
 from loops.engine.results import Result, apply_results
@@ -93,7 +94,8 @@ def close(
         run.context.setdefault("winners", {})[iteration.phase_name] = winners
     if not ok and any(c.error_class == "budget" for c in contributions):
         why = "the budget left cannot pay for the calls this iteration needed"
-        finish(run, trace, State.EXHAUSTED, Reason.BUDGET, why, result=best_so_far(run))
+        wanted = budget.refused_estimate(iteration, contributions)
+        exhaust(step, run, trace, Reason.BUDGET, why, iteration=iteration, wanted=wanted)
     elif asked := escalation(spec, iteration, judged, contributions, results, ok):
         interrupts.interrupt_raise(run=run, iteration=iteration, trace=trace, **asked)
     else:

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from loops.engine import budget
 from loops.engine.lease import LEASE, Reason, State
 from loops.engine.step import Step
 from loops.models import Iteration, LoopRun
@@ -22,7 +23,7 @@ def carry_on(step: Step, run: LoopRun, trace: Trace) -> None:
     kept), else by a task sent after commit (the lease given up)."""
     assert step.spec is not None
     if exit := resource_exit(run, step.spec, timezone.now()):
-        finish(run, trace, State.EXHAUSTED, *exit, result=best_so_far(run))
+        exhaust(step, run, trace, *exit)
         return
     run.updated_at = timezone.now()
     if step.go_on_here():
@@ -48,6 +49,28 @@ def resource_exit(run: LoopRun, spec: BlueprintSpec, now: datetime) -> tuple[str
     if run.budget is not None and run.cost >= run.budget:
         return Reason.BUDGET, f"cost {run.cost} of budget {run.budget}"
     return None
+
+
+def exhaust(
+    step: Step,
+    run: LoopRun,
+    trace: Trace,
+    reason: str,
+    detail: str,
+    *,
+    iteration: Iteration | None = None,
+    wanted: float = 0.0,
+) -> None:
+    """A resource exit: the run ends exhausted with its best result so far; or, out of
+    budget under on_budget="ask", it first asks a person for more (loops.engine.budget;
+    wanted: what the calls it could not afford were estimated to cost)."""
+    assert step.spec is not None
+    if reason == Reason.BUDGET and step.spec.policy.on_budget == "ask":
+        why_not = budget.ask(run, step.spec, trace, detail, iteration=iteration, wanted=wanted)
+        if not why_not:
+            return
+        detail = f"{detail}; not asked: {why_not}"
+    finish(run, trace, State.EXHAUSTED, reason, detail, result=best_so_far(run))
 
 
 def best_so_far(run: LoopRun) -> Any:

@@ -63,6 +63,7 @@ _RUN = (
     "result",
     "exit_reason",
     "exit_detail",
+    "budget",  # extended when a person answers a budget question (loops.engine.budget)
     "cost",
     "cost_reserved",
     "tokens",

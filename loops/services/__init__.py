@@ -2,7 +2,7 @@
 
     runs      starting runs; pause, resume, cancel
     stack     a child's return to its parent, a waiting parent's wake, the live stack's push
-    cost      reservations from a run's budget (CONCEPTS 69)
+    cost      reservations from a run's budget, and its extension (CONCEPTS 69)
     domains   pausing and resuming a whole domain; agents' heartbeats
     steps     sending a run's next step, by the task's name
 
@@ -10,7 +10,13 @@ The names below are the package's public face (`from loops import services`)."""
 
 from __future__ import annotations
 
-from loops.services.cost import cost_reserve, cost_reserve_locked, cost_settle
+from loops.services.cost import (
+    cost_extend,
+    cost_parent_room,
+    cost_reserve,
+    cost_reserve_locked,
+    cost_settle,
+)
 from loops.services.domains import (
     DOMAIN_PAUSABLE,
     agent_heartbeat,
@@ -38,6 +44,8 @@ __all__ = [
     "agent_heartbeat",
     "child_returned",
     "children_pending",
+    "cost_extend",
+    "cost_parent_room",
     "cost_reserve",
     "cost_reserve_locked",
     "cost_settle",

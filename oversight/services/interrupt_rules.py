@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jsonschema
 
 from common.refusals import Refused
 from loops.models import Iteration, LoopRun
+from loops.services.cost import EPSILON, cost_parent_room
 from oversight import fragments, selectors
 from oversight.models import Alert, Interrupt
 from realms.decisions import settled_view
@@ -63,6 +65,7 @@ def check_decision(interrupt: Interrupt, decision: str, payload: Any, comment: s
             400, "reason_required", "A rejection needs a comment saying why; the loop is told."
         )
     if decision != Interrupt.Decision.MODIFY:
+        check_extension(interrupt, decision, payload)
         return
     if payload is None:
         raise Refused(400, "payload_required", "A modification needs a payload.")
@@ -77,6 +80,34 @@ def check_decision(interrupt: Interrupt, decision: str, payload: Any, comment: s
                 "invalid_payload",
                 "The payload does not match the proposal's schema: " + "; ".join(problems),
             )
+    check_extension(interrupt, decision, payload)
+
+
+def check_extension(interrupt: Interrupt, decision: str, payload: Any) -> None:
+    """A budget question (loops.engine.budget, issue 18): the extension approved or
+    modified must fit what the run's parent has left now, which may be less than when it
+    was asked (the schema's maximum). The run's next step checks again, under the parent's
+    lock, when it sets the extension aside."""
+    limit = interrupt.limit
+    budget_question = isinstance(limit, dict) and limit.get("kind") == "budget"
+    # A copy of a peer's question is checked where it was asked: the peer's parent's.
+    if decision == Interrupt.Decision.REJECT or not budget_question or interrupt.remote:
+        return
+    chosen = payload if decision == Interrupt.Decision.MODIFY else interrupt.proposal
+    amount = chosen.get("extend_by") if isinstance(chosen, dict) else None
+    if not isinstance(amount, int | float):
+        return  # the schema said what is wrong with a modification
+    if not math.isfinite(amount):  # JSON's Infinity, which no maximum bounds at the root
+        raise Refused(400, "invalid_payload", "extend_by must be a finite number.")
+    room = cost_parent_room(interrupt.run)
+    if room is None or amount <= room + EPSILON:
+        return
+    raise Refused(
+        400,
+        "over_remainder",
+        f"An extension of {amount:g} is more than parent run {interrupt.run.parent_id} has "
+        f"left now ({room:g}): modify it to at most {room:g}, or reject.",
+    )
 
 
 def where(address: dict[str, Any]) -> str:
