@@ -36,6 +36,12 @@ def _username(user) -> str | None:
 # --- Interrupts ---------------------------------------------------------------------------
 
 
+class ApprovalOut(Schema):
+    by: str  # a username, or "person@realm" for a peer realm's operator
+    role: str
+    at: datetime
+
+
 class InterruptOut(Schema):
     id: int
     run: int
@@ -67,6 +73,15 @@ class InterruptOut(Schema):
     # Issue 17 (added): what the proposal crossed, {"field", "value", "limit"} and
     # "limit_field" when the limit is another field of the proposal; null when none.
     limit: dict[str, Any] | None
+    # Issue 18 (added): how many different people must approve; the approvals of the
+    # proposal as it stands (a modify under a quorum starts them again, with a new version).
+    approvals_needed: int
+    approvals: list[ApprovalOut]
+    proposal_version: int
+
+    @staticmethod
+    def resolve_approvals(obj) -> list[dict[str, Any]]:
+        return [{"by": a.by, "role": a.role, "at": a.at} for a in obj.current_approvals]
 
     @staticmethod
     def resolve_run(obj) -> int:
@@ -134,6 +149,14 @@ class DecisionIn(Schema):
         "proposal_schema, when it has one (400 invalid_payload)",
     )
     comment: str = Field("", max_length=TEXT, description="with reject: why, for the loop")
+    # Issue 18 (added): under a quorum a modify makes a new version of the proposal.
+    version: int | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="the proposal_version read; a decision on an older one is refused (409 "
+        "proposal_changed). Omitted: the proposal as it stands",
+    )
 
 
 class InterruptFilters(Schema):

@@ -12,6 +12,7 @@ from common.refusals import Refused
 from loops.models import Iteration, LoopRun
 from oversight import fragments, selectors
 from oversight.models import Alert, Interrupt
+from oversight.services import quorum
 from realms.decisions import settled_view
 
 PAST = {"approve": "approved", "reject": "rejected", "modify": "modified"}
@@ -48,6 +49,7 @@ def already_decided(interrupt: Interrupt) -> str:
     return (
         f"Interrupt {interrupt.pk} was already decided by {view['by']} in realm "
         f"{view['realm']} at {_iso(interrupt.decided_at)} ({interrupt.decision})."
+        + quorum.approvers_named(interrupt)
     )
 
 
