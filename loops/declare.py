@@ -273,8 +273,10 @@ def _check(spec: BlueprintSpec) -> None:
     if spec.quorum < 0:
         reject("quorum must be ≥ 0")
     asks = spec.policy.escalation
-    if asks.approvals < 1 or (asks.approvers_from and asks.approvals > len(asks.approvers_from)):
-        reject("Escalate(approvals=…) must be ≥ 1, and no more than the approvers_from groups")
+    if not 1 <= asks.approvals <= 20 or (
+        asks.approvers_from and asks.approvals > len(asks.approvers_from)
+    ):
+        reject("Escalate(approvals=…) must be 1..20, and no more than the approvers_from groups")
     names = [phase.name for phase in spec.phases]
     for index, phase in enumerate(spec.phases):
         if phase.audience_from and phase.audience_from not in names[:index]:

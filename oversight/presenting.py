@@ -155,13 +155,17 @@ def choices(
     if proposal is None:
         modify = "Your values are handed to the run's next step"
     fallback = " It is also what happens if nobody decides in time."
+    goes_on = ", and the run goes on with them."
     if approvals > 1:  # issue 18: what one approval does, and a modify, under a quorum
         goes_ahead = f"{goes_ahead}, once {approvals} different people approve"
-        modify = f"{modify}; the count starts again, yours the first of {approvals} approvals"
+        reject = f"Any one reject ends it. {reject}"
+        goes_on = (
+            f"; the count starts again, yours the first of the {approvals} approvals they need."
+        )
     return Choices(
         approve=f"{goes_ahead}.{fallback if default_action == 'approve' else ''}",
         reject=f"{reject}.{fallback if default_action == 'reject' else ''}",
-        modify=f"{modify}, and the run goes on with them.",
+        modify=f"{modify}{goes_on}",
     )
 
 

@@ -133,7 +133,8 @@ def approval_record(
     by = f"{person}@{realm}" if on_behalf else actor.get_username()
     user = None if on_behalf else actor
     current = interrupt.current_approvals
-    before = {"status": interrupt.status, "approvals": len(current), "proposal": None}
+    before: dict[str, Any] = {"status": interrupt.status, "approvals": len(current)}
+    before["proposal"] = None  # a modify's audit row keeps the proposal it replaced
     if decision == Interrupt.Decision.MODIFY:
         before["proposal"] = interrupt.proposal
         role = _role_for(interrupt, user, by, realm, taken=[])

@@ -15,10 +15,13 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from loops.declare import BLUEPRINTS, DeclarationError, blueprint
 from loops.models import Event, LoopRun
+from loops.specs import Escalate, Exits, Phase, Policy
 from oversight.models import AuditEvent, Interrupt, InterruptApproval
 from oversight.services.deadlines import interrupts_expire_overdue
 from oversight.services.interrupts import interrupt_update_html
+from oversight.services.quorum import approvals_needed
 from tests.conftest import person, signed_in
 from tests.oversight.test_interrupts import decide, interrupted, race, step_until
 
@@ -362,3 +365,33 @@ def test_the_decide_command_says_how_many_more_approvals_are_needed():
     )
     with pytest.raises(CommandError, match="alice already approved this proposal"):
         call_command("decide", str(interrupt.pk), "approve", "--user", "alice", stdout=out)
+
+
+# --- The declaration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "escalate",
+    [
+        Escalate(approvals=0),
+        Escalate(approvals=21),
+        Escalate(approvals=3, approvers_from=("operator", "admin")),
+    ],
+)
+def test_it_refuses_a_quorum_that_cannot_be_met(escalate):
+    with pytest.raises(DeclarationError, match=r"Escalate\(approvals=…\) must be 1..20"):
+        blueprint(
+            "ward-bad-quorum",
+            kind="main",
+            domain="ward",
+            policy=Policy(exits=Exits(max_iterations=1), escalation=escalate),
+            phases=[Phase("x", task_type="ward.dose", capabilities=("dosing",))],
+        )
+
+
+def test_the_demo_asks_two_people_for_a_dose_over_twice_the_maximum():
+    escalation = BLUEPRINTS["dosage-calculation"].policy.escalation
+    under = {"dose_mg": 3750, "max_dose_mg": 2000}  # over the maximum, not twice over
+    over = {"dose_mg": 4250, "max_dose_mg": 2000}
+
+    assert (approvals_needed(escalation, under), approvals_needed(escalation, over)) == (1, 2)
