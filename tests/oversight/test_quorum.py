@@ -15,13 +15,16 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from common.refusals import Refused
 from loops.declare import BLUEPRINTS, DeclarationError, blueprint
 from loops.models import Event, LoopRun
 from loops.specs import Escalate, Exits, Phase, Policy
 from oversight.models import AuditEvent, Interrupt, InterruptApproval
+from oversight.services.copies import copy_approved
 from oversight.services.deadlines import interrupts_expire_overdue
-from oversight.services.interrupts import interrupt_update_html
+from oversight.services.interrupts import interrupt_decide, interrupt_update_html
 from oversight.services.quorum import approvals_needed
+from realms.decisions import settled_view
 from tests.conftest import person, signed_in
 from tests.oversight.test_interrupts import decide, interrupted, race, step_until
 
@@ -395,3 +398,61 @@ def test_the_demo_asks_two_people_for_a_dose_over_twice_the_maximum():
     over = {"dose_mg": 4250, "max_dose_mg": 2000}
 
     assert (approvals_needed(escalation, under), approvals_needed(escalation, over)) == (1, 2)
+
+
+# --- Across realms (DESIGN.md H9): a peer's operator is one person, name@realm --------------------
+
+
+def test_a_peer_realms_operator_counts_as_one_person_named_with_their_realm():
+    _, interrupt = two_person()
+
+    pending = interrupt_decide(
+        interrupt_id=interrupt.pk, actor=None, decision="approve", on_behalf=("amy", "a")
+    )
+
+    # What the owner answers the peer's loopstacks/Decide: still pending, with the approvals.
+    view = settled_view(pending)
+    assert (view["status"], view["approvals_needed"], view["version"]) == ("pending", 2, 1)
+    assert [(a["by"], a["role"]) for a in view["approvals"]] == [("amy@a", "realm a")]
+    [row] = audited(interrupt, "interrupt.approved")
+    assert (row.actor_name, row.data["realm"], row.data["person"]) == ("amy@a", "a", "amy")
+    with pytest.raises(Refused, match="amy@a already approved this proposal"):
+        interrupt_decide(
+            interrupt_id=interrupt.pk, actor=None, decision="approve", on_behalf=("amy", "a")
+        )
+
+    done = interrupt_decide(
+        interrupt_id=interrupt.pk, actor=person("bob", "operator"), decision="approve"
+    )
+
+    assert (done.status, done.decision) == ("decided", "approve")
+    assert [a["by"] for a in settled_view(done)["approvals"]] == ["amy@a", "bob"]
+
+
+def test_a_copy_shows_the_approvals_the_owning_realm_answered(operator):
+    run, original = two_person()
+    copy = Interrupt.objects.create(
+        run=run,
+        source="policy",
+        reason=original.reason,
+        proposal=original.proposal,
+        deadline_at=original.deadline_at,
+        approvals_needed=2,
+        remote={"realm": "b", "id": 99, "url": ""},
+    )
+    answer = {
+        "status": "pending",
+        "approvals_needed": 2,
+        "approvals": [{"by": "otto", "role": "realm a", "at": "2026-12-06T10:02:03+00:00"}],
+        "proposal": {"dose_mg": 2400},
+        "version": 1,
+    }
+
+    copy_approved(interrupt_id=copy.pk, answer=answer, actor=operator, decision="approve")
+
+    copy.refresh_from_db()
+    assert copy.is_pending
+    assert [(a.by, a.role) for a in copy.current_approvals] == [("otto", "realm a")]
+    [row] = audited(copy, "interrupt.approved")
+    assert (row.actor_name, row.data["realm"], row.after["approvals"]) == ("otto", "b", 1)
+    assert "approved by otto (realm a) at" in interrupt_update_html(copy.pk)
