@@ -19,6 +19,7 @@ from common.refusals import Refused
 from loops.declare import BLUEPRINTS, DeclarationError, blueprint
 from loops.models import Event, LoopRun
 from loops.specs import Escalate, Exits, Phase, Policy
+from oversight import presenting
 from oversight.models import AuditEvent, Interrupt, InterruptApproval
 from oversight.services.copies import copy_approved
 from oversight.services.deadlines import interrupts_expire_overdue
@@ -132,7 +133,10 @@ def test_it_refuses_a_second_approval_by_the_same_person_and_changes_nothing():
 
 def test_any_one_reject_ends_it_and_a_later_approval_is_told_who_rejected():
     run, interrupt = two_person()
-    assert decide(signed_in(person("alice", "operator")), interrupt, decision="approve").ok
+    assert (
+        decide(signed_in(person("alice", "operator")), interrupt, decision="approve").status_code
+        == 200
+    )
 
     no = decide(signed_in(person("carol", "operator")), interrupt, decision="reject", comment="no")
 
@@ -157,8 +161,14 @@ def test_any_one_reject_ends_it_and_a_later_approval_is_told_who_rejected():
 
 def test_a_late_decision_after_a_quorum_is_told_who_approved():
     _, interrupt = two_person()
-    assert decide(signed_in(person("alice", "operator")), interrupt, decision="approve").ok
-    assert decide(signed_in(person("bob", "operator")), interrupt, decision="approve").ok
+    assert (
+        decide(signed_in(person("alice", "operator")), interrupt, decision="approve").status_code
+        == 200
+    )
+    assert (
+        decide(signed_in(person("bob", "operator")), interrupt, decision="approve").status_code
+        == 200
+    )
 
     late = decide(signed_in(person("carol", "operator")), interrupt, decision="reject", comment="x")
 
@@ -179,7 +189,7 @@ def test_a_modify_replaces_the_proposal_and_starts_the_count_again():
     run, interrupt = two_person()
     alice = signed_in(person("alice", "operator"))
     bob = signed_in(person("bob", "operator"))
-    assert decide(alice, interrupt, decision="approve").ok
+    assert decide(alice, interrupt, decision="approve").status_code == 200
 
     changed = decide(bob, interrupt, decision="modify", payload={"dose_mg": 1800}, version=1)
 
@@ -236,7 +246,10 @@ def test_a_modify_that_does_not_match_the_schema_is_refused_and_changes_nothing(
 def test_it_asks_each_approval_of_a_different_group():
     _, interrupt = interrupted("ward-dose-two-roles")
     assert (interrupt.approvals_needed, interrupt.approvers_from) == (2, ["operator", "admin"])
-    assert decide(signed_in(person("otto", "operator")), interrupt, decision="approve").ok
+    assert (
+        decide(signed_in(person("otto", "operator")), interrupt, decision="approve").status_code
+        == 200
+    )
 
     same = decide(signed_in(person("olaf", "operator")), interrupt, decision="approve")
 
@@ -295,7 +308,10 @@ def test_two_concurrent_approvals_and_a_concurrent_reject_give_exactly_one_outco
 
 def test_the_deadline_applies_the_default_when_the_quorum_is_not_reached():
     _, interrupt = two_person()
-    assert decide(signed_in(person("alice", "operator")), interrupt, decision="approve").ok
+    assert (
+        decide(signed_in(person("alice", "operator")), interrupt, decision="approve").status_code
+        == 200
+    )
 
     assert interrupts_expire_overdue(now=interrupt.deadline_at + timedelta(seconds=1)) == 1
 
@@ -456,3 +472,31 @@ def test_a_copy_shows_the_approvals_the_owning_realm_answered(operator):
     [row] = audited(copy, "interrupt.approved")
     assert (row.actor_name, row.data["realm"], row.after["approvals"]) == ("otto", "b", 1)
     assert "approved by otto (realm a) at" in interrupt_update_html(copy.pk)
+
+
+# --- The words ------------------------------------------------------------------------------------
+
+
+def test_the_button_says_whether_an_approval_completes_the_quorum():
+    assert presenting.approve_label(needed=1, given=0) == "Approve"
+    assert presenting.approve_label(needed=2, given=0) == "Approve (1 of 2; it waits for 1 more)"
+    assert presenting.approve_label(needed=2, given=1) == "Approve: completes the quorum (2 of 2)"
+    assert presenting.approve_label(needed=3, given=1) == "Approve (2 of 3; it waits for 1 more)"
+
+
+def test_the_choices_say_what_one_approval_and_a_modify_do_under_a_quorum():
+    does = presenting.choices(
+        proposal={"dose_mg": 2400},
+        schema=None,
+        limit={"field": "dose_mg", "value": 2400, "limit": 1000},
+        default_action="reject",
+        approvals=2,
+    )
+
+    assert does.approve == (
+        "Dose mg 2,400 goes ahead as proposed, over its limit, once 2 different people approve."
+    )
+    assert does.reject.startswith("Any one reject ends it. Nothing of it is used")
+    assert does.modify.endswith(
+        "; the count starts again, yours the first of the 2 approvals they need."
+    )
