@@ -184,7 +184,8 @@ def copy_approved(*, interrupt_id: int, answer: dict[str, Any], actor, decision:
     copy.proposal = answer.get("proposal", copy.proposal)
     copy.save(update_fields=["proposal", "proposal_version"])
     copy.approvals.all().delete()  # the peer's list replaces ours: it alone counts
-    listed = answer.get("approvals") if isinstance(answer.get("approvals"), list) else []
+    given = answer.get("approvals")
+    listed: list[Any] = given if isinstance(given, list) else []
     rows = [
         InterruptApproval(
             interrupt=copy,
