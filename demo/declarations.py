@@ -263,9 +263,12 @@ _loop(
     "healthcare",
     [_ask("compute", "dosing", output_schema=DOSE_SCHEMA, validators=("demo.dose-consistent",))],
     selection="best",
-    # A dose over the drug's maximum waits for a person (a critical interrupt).
+    # A dose over the drug's maximum waits for a person (a critical interrupt); a dose over
+    # twice the maximum needs two people to approve it (issue 18; any one reject ends it).
     escalation=Escalate(
         over={"dose_mg": "max_dose_mg"},
+        approvals=2,
+        quorum_over={"dose_mg": ("max_dose_mg", 2.0)},
         on_reject="the doser then proposes no more than the drug's maximum",
         deadline_s=settings.DEMO_DECISION_SECONDS,
         default_action="reject",

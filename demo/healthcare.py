@@ -166,8 +166,10 @@ def generate_patient(
     drug = rng.choice(sorted(FORMULARY))
     spec = FORMULARY[drug]
     limit_kg = spec.max_mg / spec.mg_per_kg  # the weight at which the order reaches the maximum
+    stretch = 1.0
     if dose_hazard:
-        weight = min(200.0, limit_kg * rng.uniform(1.08, 1.4))
+        stretch = rng.uniform(1.08, 1.4)
+        weight = min(200.0, limit_kg * stretch)
     else:
         weight = rng.uniform(min(45.0, 0.8 * limit_kg), min(130.0, 0.97 * limit_kg))
     female = rng.random() < 0.5
@@ -185,7 +187,9 @@ def generate_patient(
             "acuity": rng.choices((1, 2, 3, 4, 5), weights=(2, 4, 3, 2, 1))[0],
             "isolation": rng.random() < 0.1,
             "medications": medications,
-            "order": {"drug": drug, "mg_per_kg": spec.mg_per_kg},
+            # One dose hazard in about six is an order entered at twice its mg/kg: a dose
+            # over twice the maximum, which takes two people to approve (issue 18).
+            "order": {"drug": drug, "mg_per_kg": spec.mg_per_kg * (2 if stretch > 1.347 else 1)},
         }
     )
 

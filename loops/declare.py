@@ -281,6 +281,11 @@ def _check(spec: BlueprintSpec) -> None:
         reject("top_k selection needs top_k ≥ 1")
     if spec.quorum < 0:
         reject("quorum must be ≥ 0")
+    asks = spec.policy.escalation
+    if not 1 <= asks.approvals <= 20 or (
+        asks.approvers_from and asks.approvals > len(asks.approvers_from)
+    ):
+        reject("Escalate(approvals=…) must be 1..20, and no more than the approvers_from groups")
     names = [phase.name for phase in spec.phases]
     for index, phase in enumerate(spec.phases):
         if phase.audience_from and phase.audience_from not in names[:index]:

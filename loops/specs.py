@@ -100,6 +100,16 @@ class Escalate:
     # maximum". "" : the console says only that the step runs again with the comment.
     on_reject: str = ""
     ladder: tuple[Rung, ...] = ()
+    # Decisions that need more than one person (issue 18, CONCEPTS 39, 40): the proposal goes
+    # ahead only once `approvals` different people approve it; any one reject ends it, and a
+    # modify restarts the count on the modified proposal (oversight.services.quorum).
+    # quorum_over says when (empty: every interrupt of this policy): {field: limit}, a limit
+    # as in `over`, or (limit, factor): {"dose_mg": ("max_dose_mg", 2.0)} is a dose over
+    # twice the maximum. approvers_from, when set, asks each approval of a different one of
+    # these groups (console roles or other groups): ("operator", "admin").
+    approvals: int = 1
+    quorum_over: dict[str, float | str | tuple[float | str, float]] = field(default_factory=dict)
+    approvers_from: tuple[str, ...] = ()
 
 
 # A Django group's name as a rung names it: what a person types, without spaces or colons.

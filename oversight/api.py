@@ -56,6 +56,7 @@ def interrupt_list(
 ) -> dict:
     """The approval queue (status=pending), soonest deadline first."""
     rows = Interrupt.objects.select_related("agent__domain", "decided_by", "claimed_by")
+    rows = rows.prefetch_related("approvals")  # issue 18: no query per row for approvals
     if filters.status:
         rows = rows.filter(status=filters.status)
     if filters.run:
@@ -103,7 +104,10 @@ def interrupt_raise(request: HttpRequest, body: InterruptIn) -> Status:
 )
 def interrupt_decide(request: HttpRequest, id: int, body: DecisionIn) -> Interrupt:
     """Approve, reject (comment required: the loop is told why) or modify (payload checked
-    against the proposal's schema). Exactly one decision wins; the others get 409."""
+    against the proposal's schema). Exactly one decision wins; the others get 409. Under a
+    quorum (approvals_needed > 1) an approve short of it answers 200 with the interrupt
+    still pending and its approvals; the same person twice gets 409; a modify starts the
+    count again (the modifier's approval the first) and any one reject decides."""
     _get(Interrupt.objects, id, "interrupt")
     return interrupts.interrupt_decide(
         interrupt_id=id,
@@ -111,6 +115,7 @@ def interrupt_decide(request: HttpRequest, id: int, body: DecisionIn) -> Interru
         decision=body.decision,
         payload=body.payload,
         comment=body.comment,
+        version=body.version,
     )
 
 

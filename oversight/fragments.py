@@ -17,6 +17,8 @@ INBOX_ITEM = "oversight/_inbox_item.html"  # card + per-user controls, in #inbox
 INBOX_CONTROLS = "oversight/_inbox_controls.html"  # deciders' form; pushed for all, CSS-gated
 INBOX_OUTCOME = "oversight/_inbox_outcome.html"  # htmx answer once decided: no controls
 INBOX_DECIDED = "oversight/_inbox_decided.html"  # pushed to #inbox-decided once decided
+# The approve button's words, pushed with the card after each approval (issue 18).
+APPROVE_LABEL = "oversight/_approve_label.html"
 
 
 def halt_banner(halts: list[Halt]) -> str:
@@ -30,12 +32,15 @@ def interrupt_card(interrupt: Interrupt) -> str:
 
 
 def interrupt_update(interrupt: Interrupt) -> str:
-    """Pushed when an interrupt is claimed, decided or expired: the card everywhere, and,
+    """Pushed when an interrupt is claimed, approved, decided or expired: the card everywhere
+    (under a quorum, with the approve button's words, which say whether it decides), and,
     once it is no longer pending, its item leaves every open inbox's list for its
     #inbox-decided (the decider's own page included: its form may be gone by the time the
     htmx answer lands, and htmx 2 drops the oob swaps of a detached element's answer).
     The interrupt is read with its history (selectors.interrupt_get_with_history)."""
     card = interrupt_card(interrupt)
+    if interrupt.is_pending and interrupt.needs_quorum:  # issue 18: an approval recorded
+        return card + render_to_string(APPROVE_LABEL, {"interrupt": interrupt, "oob": True})
     if interrupt.is_pending:
         return card
     gone = f'<div id="interrupt-{interrupt.pk}" hx-swap-oob="delete"></div>'

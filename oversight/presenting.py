@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from django.utils import timezone
+
 # Units written against the number, as people write them ("145%", not "145 %").
 _TIGHT_UNITS = frozenset({"%", "°", "‰"})
 
@@ -130,7 +132,13 @@ class Choices:
 
 
 def choices(
-    *, proposal: Any, schema: Any, limit: Any, default_action: str, on_reject: str = ""
+    *,
+    proposal: Any,
+    schema: Any,
+    limit: Any,
+    default_action: str,
+    on_reject: str = "",
+    approvals: int = 1,
 ) -> Choices:
     """What each button does, in words, from the interrupt's data (loops.engine.decisions
     applies them): approve uses the proposal as it stands, reject feeds the comment back
@@ -150,10 +158,17 @@ def choices(
     if proposal is None:
         modify = "Your values are handed to the run's next step"
     fallback = " It is also what happens if nobody decides in time."
+    goes_on = ", and the run goes on with them."
+    if approvals > 1:  # issue 18: what one approval does, and a modify, under a quorum
+        goes_ahead = f"{goes_ahead}, once {approvals} different people approve"
+        reject = f"Any one reject ends it. {reject}"
+        goes_on = (
+            f"; the count starts again, yours the first of the {approvals} approvals they need."
+        )
     return Choices(
         approve=f"{goes_ahead}.{fallback if default_action == 'approve' else ''}",
         reject=f"{reject}.{fallback if default_action == 'reject' else ''}",
-        modify=f"{modify}, and the run goes on with them.",
+        modify=f"{modify}{goes_on}",
     )
 
 
@@ -244,3 +259,26 @@ def _budget_choices(proposal: Any, limit: dict[str, Any], default_action: str) -
         modify=f"The budget grows by your amount instead (more than 0, {at_most}), and the "
         "run goes on.",
     )
+
+
+def approvals_sentence(approvals: list[Any], *, iso: bool = False) -> str:
+    """Who approved, in words (issue 18): "alice (operator) at 10:02:03 and bob (admin) at
+    10:05:00". iso: the times as ISO 8601 with microseconds, as the API and a 409 write
+    them. Each approval has `by`, `role` and `at` (oversight.models.InterruptApproval)."""
+    parts = []
+    for approval in approvals:
+        when = approval.at.isoformat() if iso else f"{timezone.localtime(approval.at):%H:%M:%S}"
+        role = f" ({approval.role})" if approval.role else ""
+        parts.append(f"{approval.by}{role} at {when}")
+    if len(parts) < 2:
+        return "".join(parts)
+    return f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def approve_label(*, needed: int, given: int) -> str:
+    """The approve button's words under a quorum: whether this approval decides."""
+    if needed <= 1:
+        return "Approve"
+    if given + 1 >= needed:
+        return f"Approve: completes the quorum ({needed} of {needed})"
+    return f"Approve ({given + 1} of {needed}; it waits for {needed - given - 1} more)"

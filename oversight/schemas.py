@@ -47,6 +47,12 @@ class RungOut(Schema):
     done_at: datetime | None
 
 
+class ApprovalOut(Schema):
+    by: str  # a username, or "person@realm" for a peer realm's operator
+    role: str
+    at: datetime
+
+
 class InterruptOut(Schema):
     id: int
     run: int
@@ -84,6 +90,16 @@ class InterruptOut(Schema):
     # Issue 18 (added): the escalation ladder's steps before the deadline, each with at and
     # done_at; empty without a ladder. The deadline and default stay the last step.
     ladder: list[RungOut]
+
+    # Issue 18 (added): how many different people must approve; the approvals of the
+    # proposal as it stands (a modify under a quorum starts them again, with a new version).
+    approvals_needed: int
+    approvals: list[ApprovalOut]
+    proposal_version: int
+
+    @staticmethod
+    def resolve_approvals(obj) -> list[dict[str, Any]]:
+        return [{"by": a.by, "role": a.role, "at": a.at} for a in obj.current_approvals]
 
     @staticmethod
     def resolve_run(obj) -> int:
@@ -157,6 +173,14 @@ class DecisionIn(Schema):
         "decided (400 over_remainder)",
     )
     comment: str = Field("", max_length=TEXT, description="with reject: why, for the loop")
+    # Issue 18 (added): under a quorum a modify makes a new version of the proposal.
+    version: int | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="the proposal_version read; a decision on an older one is refused (409 "
+        "proposal_changed). Omitted: the proposal as it stands",
+    )
 
 
 class InterruptFilters(Schema):

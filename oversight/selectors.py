@@ -107,7 +107,8 @@ def interrupts_with_history(queryset: QuerySet[Interrupt] | None = None) -> Quer
     decisions (its relevant history) as `interrupt.run.history`."""
     queryset = Interrupt.objects.all() if queryset is None else queryset
     return queryset.select_related("run", "decided_by", "claimed_by").prefetch_related(
-        Prefetch("run__interrupts", queryset=_decided(), to_attr="history")
+        Prefetch("run__interrupts", queryset=_decided(), to_attr="history"),
+        "approvals",  # issue 18: who approved, for an interrupt that needs several
     )
 
 

@@ -72,6 +72,15 @@ def settled_view(interrupt) -> dict[str, Any]:
         "by": by or "system",
         "realm": interrupt.decided_realm or me().slug,
         "at": interrupt.decided_at.isoformat() if interrupt.decided_at else None,
+        # Issue 18: under a quorum, who approved the proposal as it stands (a pending answer
+        # to a copy's approval carries them, and the proposal, which a modify may change).
+        "approvals_needed": interrupt.approvals_needed,
+        "approvals": [
+            {"by": a.by, "role": a.role, "at": a.at.isoformat(), "modified": a.modified}
+            for a in interrupt.current_approvals
+        ],
+        "proposal": interrupt.proposal,
+        "version": interrupt.proposal_version,
     }
 
 
@@ -84,6 +93,7 @@ def _public(interrupt) -> dict[str, Any]:
         "proposal": interrupt.proposal,
         "proposal_schema": interrupt.proposal_schema,
         "limit": interrupt.limit,  # what the proposal crossed, so the copy says it in words
+        "approvals_needed": interrupt.approvals_needed,  # issue 18: people who must approve
         "severity": interrupt.severity,
         "deadline": interrupt.deadline_at.isoformat(),
         "default": interrupt.default_action,

@@ -3,7 +3,7 @@ never the reverse)."""
 
 from __future__ import annotations
 
-from oversight.models.controls import CircuitBreaker, Halt, Interrupt
+from oversight.models.controls import CircuitBreaker, Halt, Interrupt, InterruptApproval
 from oversight.models.records import Alert, AuditEvent, FailurePattern, Notification
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "FailurePattern",
     "Halt",
     "Interrupt",
+    "InterruptApproval",
     "Notification",
 ]

@@ -268,6 +268,13 @@ class Interrupt(models.Model):
     claimed_by = models.ForeignKey(USER, models.SET_NULL, null=True, blank=True, related_name="+")
     claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Issue 18: how many different people must approve, and from which groups (stored when
+    # raised, so that a later change of the declaration leaves a pending one as it was),
+    # and the version of the proposal they approve (a modify under a quorum makes a new
+    # one, and the count starts again: oversight.services.quorum).
+    approvals_needed = models.PositiveSmallIntegerField(default=1)
+    approvers_from = models.JSONField(default=list, blank=True)
+    proposal_version = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["deadline_at", "id"]
@@ -308,6 +315,22 @@ class Interrupt(models.Model):
     def is_pending(self) -> bool:
         return self.status == self.Status.PENDING
 
+    @property
+    def needs_quorum(self) -> bool:
+        return self.approvals_needed > 1
+
+    @property
+    def current_approvals(self) -> list[InterruptApproval]:
+        """The approvals of the proposal as it stands (prefetch "approvals" to read them
+        without a query per interrupt); none without a quorum."""
+        if not self.needs_quorum or self.pk is None:
+            return []
+        return [a for a in self.approvals.all() if a.version == self.proposal_version]
+
+    @property
+    def approvals_missing(self) -> int:
+        return max(0, self.approvals_needed - len(self.current_approvals))
+
     def move_to(
         self,
         to: str,
@@ -324,3 +347,32 @@ class Interrupt(models.Model):
         self.status, self.decided_at, self.decided_by = to, at, by
         self.decision, self.comment = decision, comment
         self.payload = payload if decision == self.Decision.MODIFY else None
+
+
+class InterruptApproval(models.Model):
+    """One person's approval of an interrupt that needs several (issue 18, CONCEPTS 39, 40):
+    of one version of its proposal, once per person. `by` names the person as the audit
+    does: a username here, or "person@realm" for a peer's operator deciding through a copy
+    (DESIGN.md H9), who is no user here. `role`: the group the approval counts for when the
+    policy asks for different groups, else the person's console role."""
+
+    interrupt = models.ForeignKey(Interrupt, models.CASCADE, related_name="approvals")
+    user = models.ForeignKey(USER, models.PROTECT, null=True, blank=True, related_name="+")
+    by = models.CharField(max_length=220)
+    role = models.CharField(max_length=150, blank=True)
+    version = models.PositiveIntegerField()
+    modified = models.BooleanField(default=False)  # approved with a modify: a new version
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            # The same person twice is one approval, whatever the race (the lock says so
+            # first, with a 409 naming when they approved).
+            models.UniqueConstraint(
+                fields=["interrupt", "version", "by"], name="interrupt_approval_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval of interrupt {self.interrupt_id} by {self.by}"

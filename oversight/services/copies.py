@@ -21,7 +21,7 @@ from common.refusals import Refused
 from loops.models import LoopRun
 from oversight import fragments, selectors
 from oversight.audit import audit_record
-from oversight.models import Alert, Interrupt
+from oversight.models import Alert, Interrupt, InterruptApproval
 from oversight.services.alerts import alert_raise
 from oversight.services.interrupt_rules import (
     LEVEL,
@@ -62,6 +62,7 @@ def copy_raise(*, frame: LoopRun, realm: str, original: dict[str, Any]) -> Inter
         severity=original["severity"],
         deadline_at=original["deadline"],
         default_action=original["default"],
+        approvals_needed=original.get("approvals_needed", 1),
         remote={"realm": realm, "id": original["id"], "url": original["url"]},
     )
     push_on_commit(
@@ -103,6 +104,8 @@ def decide_copy(
     answer = decisions.decide_remote(
         copy, by=actor.get_username(), decision=decision, payload=payload, comment=comment
     )
+    if answer.get("status") == Interrupt.Status.PENDING:  # one approval of a quorum there
+        return copy_approved(interrupt_id=copy.pk, answer=answer, actor=actor, decision=decision)
     settled = copy_settle(interrupt_id=copy.pk, answer=answer, actor=actor)
     assert settled is not None
     return settled
@@ -162,4 +165,48 @@ def copy_settle(*, interrupt_id: int, answer: dict[str, Any], actor=None) -> Int
     )
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(copy.pk))
     overview_push()
+    return copy
+
+
+@retry_deadlocks
+@transaction.atomic(durable=True)
+def copy_approved(*, interrupt_id: int, answer: dict[str, Any], actor, decision: str) -> Interrupt:
+    """The peer recorded our person's approval (or modify) of an interrupt that needs several
+    (issue 18) and it is still pending there: the copy shows the approvals and the proposal
+    as the peer's answer lists them (the peer's count is the one that decides; approvals
+    given there by others show here with the next answer or the outcome)."""
+    copy = Interrupt.objects.select_for_update(of=("self",)).get(pk=interrupt_id)
+    if not copy.is_pending:
+        return copy
+    version = answer.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > 0:
+        copy.proposal_version = version
+    copy.proposal = answer.get("proposal", copy.proposal)
+    copy.save(update_fields=["proposal", "proposal_version"])
+    copy.approvals.all().delete()  # the peer's list replaces ours: it alone counts
+    given = answer.get("approvals")
+    listed: list[Any] = given if isinstance(given, list) else []
+    rows = [
+        InterruptApproval(
+            interrupt=copy,
+            by=str(a.get("by", "?"))[:220],
+            role=str(a.get("role", ""))[:150],
+            version=copy.proposal_version,
+            modified=a.get("modified") is True,
+            at=parse_datetime(str(a.get("at") or "")) or timezone.now(),
+        )
+        for a in listed[:20]
+        if isinstance(a, dict)
+    ]
+    InterruptApproval.objects.bulk_create(rows, ignore_conflicts=True)
+    realm = (copy.remote or {}).get("realm", "")
+    audit_record(
+        actor=actor,
+        verb=f"interrupt.{PAST.get(decision, 'approved')}",
+        target=copy,
+        before={"status": Interrupt.Status.PENDING},
+        after={"status": copy.status, "approvals": len(rows), "needed": copy.approvals_needed},
+        data={"run": copy.run_id, "realm": realm, "remote": (copy.remote or {}).get("id")},
+    )
+    push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(copy.pk))
     return copy

@@ -14,6 +14,7 @@ from loops.models import Iteration, LoopRun
 from loops.services.cost import EPSILON, cost_parent_room
 from oversight import fragments, selectors
 from oversight.models import Alert, Interrupt
+from oversight.services import quorum
 from realms.decisions import settled_view
 
 PAST = {"approve": "approved", "reject": "rejected", "modify": "modified"}
@@ -50,6 +51,7 @@ def already_decided(interrupt: Interrupt) -> str:
     return (
         f"Interrupt {interrupt.pk} was already decided by {view['by']} in realm "
         f"{view['realm']} at {_iso(interrupt.decided_at)} ({interrupt.decision})."
+        + quorum.approvers_named(interrupt)
     )
 
 

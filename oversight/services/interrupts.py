@@ -7,7 +7,8 @@ the run, then the interrupt, and the losers find it decided (409 naming who, in 
 and when). The decision goes into the run's context; the run's next step applies it
 (loops.engine). What happens at the deadline, or when the run ends first, is in
 oversight.services.deadlines; copies of a peer realm's interrupts (DESIGN.md H9) are in
-oversight.services.copies.
+oversight.services.copies; approvals by several people, for an interrupt that needs a
+quorum (issue 18), are in oversight.services.quorum.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from loops.trace import Trace
 from oversight import fragments, selectors
 from oversight.audit import audit_record
 from oversight.models import Alert, CircuitBreaker, Interrupt
-from oversight.services import copies
+from oversight.services import copies, quorum
 from oversight.services.alerts import alert_raise
 from oversight.services.interrupt_rules import (
     LEVEL,
@@ -94,6 +95,9 @@ def interrupt_raise(
         ladder=ladder,
         rung_due_at=rung_due_at,
         created_at=now,
+        # Fixed now: a later change of the declaration leaves this one as it was (issue 18).
+        approvals_needed=quorum.approvals_needed(policy, proposal),
+        approvers_from=list(policy.approvers_from),
     )
     # Registered first, so that after commit the inbox push leaves before anything else
     # (the alert's notifications are enqueued after it): operators wait for this one.
@@ -172,12 +176,14 @@ def interrupt_decide(
     payload: Any = None,
     comment: str = "",
     on_behalf: tuple[str, str] | None = None,
+    version: int | None = None,
 ) -> Interrupt:
     """Approve, reject (with a reason fed back to the loop) or modify (with a payload that
     matches the proposal's schema). An interrupt raised here is decided here, under its
     run's lock; `on_behalf` (person, realm) is a peer realm's operator deciding it there
     (DESIGN.md H9). A copy of a peer's interrupt is decided in the peer, which alone says
-    who wins (realms.decisions)."""
+    who wins (realms.decisions). `version`: the proposal's version the person read; under a
+    quorum a modify makes a new one, and a decision on an older one is refused (409)."""
     remote = Interrupt.objects.values_list("remote", flat=True).get(pk=interrupt_id)
     if remote:
         return copies.decide_copy(
@@ -194,6 +200,7 @@ def interrupt_decide(
         payload=payload,
         comment=comment,
         on_behalf=on_behalf,
+        version=version,
     )
 
 
@@ -207,6 +214,7 @@ def _decide_here(
     payload: Any,
     comment: str,
     on_behalf: tuple[str, str] | None,
+    version: int | None = None,
 ) -> Interrupt:
     """Lock order: the run, then the interrupt; the losers find it decided (409)."""
     run_id = Interrupt.objects.values_list("run_id", flat=True).get(pk=interrupt_id)
@@ -219,6 +227,21 @@ def _decide_here(
             409, "run_ended", f"Run {run.pk} has ended ({run.state}): there is nothing to decide."
         )
     check_decision(interrupt, decision, payload, comment)
+    quorum.check_version(interrupt, version)
+    if interrupt.needs_quorum and decision != Interrupt.Decision.REJECT:
+        # Issue 18: an approval short of the quorum, or a modify (its count starts again),
+        # is recorded and the interrupt stays pending; the last approval decides below.
+        settles = quorum.approval_record(
+            interrupt=interrupt,
+            actor=actor,
+            decision=decision,
+            payload=payload,
+            comment=comment,
+            on_behalf=on_behalf,
+        )
+        if not settles:
+            push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
+            return interrupt
     interrupt.move_to(
         Interrupt.Status.DECIDED,
         at=timezone.now(),
@@ -259,7 +282,11 @@ def _decide_here(
             "payload": interrupt.payload,
             "run_state": run_state,
         },
-        data={"run": run.pk, **({"realm": realm, "person": person} if on_behalf else {})},
+        data={
+            "run": run.pk,
+            **quorum.audit_data(interrupt),
+            **({"realm": realm, "person": person} if on_behalf else {}),
+        },
         on_behalf=by if on_behalf else "",
     )
     decisions.interrupt_settled(interrupt)

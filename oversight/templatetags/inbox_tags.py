@@ -48,7 +48,24 @@ def decision_choices(interrupt: Any, on_reject: str = "") -> presenting.Choices:
         limit=interrupt.limit,
         default_action=interrupt.default_action,
         on_reject=on_reject,
+        approvals=interrupt.approvals_needed,
     )
+
+
+@register.simple_tag
+def approve_label(interrupt: Any) -> str:
+    """The approve button's words: under a quorum, whether this approval decides (issue 18)."""
+    if not interrupt.needs_quorum or not interrupt.is_pending:
+        return "Approve"
+    return presenting.approve_label(
+        needed=interrupt.approvals_needed, given=len(interrupt.current_approvals)
+    )
+
+
+@register.filter
+def approvals_sentence(approvals: Any) -> str:
+    """Who approved, in words: "alice (operator) at 10:02:03 and bob (admin) at 10:05:00"."""
+    return presenting.approvals_sentence(list(approvals))
 
 
 @register.filter

@@ -89,10 +89,18 @@ def interrupt_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                 decision=decision,
                 payload=payload,
                 comment=comment,
+                version=_version(request.POST),
             )
         except Refused as exc:
             return _rejected(request, pk, exc)
     return _answer(request, pk, error=error)
+
+
+def _version(post) -> int | None:
+    """The proposal's version the form was rendered with (issue 18); None if absent or not
+    a number: the service then decides on the proposal as it stands."""
+    value = post.get("version", "")
+    return int(value) if value.isdigit() and 0 < int(value) < 2**31 else None
 
 
 @require_POST

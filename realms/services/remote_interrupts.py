@@ -85,7 +85,17 @@ def _original(given: Any) -> dict[str, Any]:
         else "reject",
         "address": address if isinstance(address, dict) else {},
         "url": _text(given.get("url"), "interrupt's url", 300),
+        "approvals_needed": _approvals(given.get("approvals_needed")),
     }
+
+
+def _approvals(value: Any) -> int:
+    """Issue 18: how many people must approve; a peer without quorums sends none (one)."""
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 20:
+        raise _bad("interrupt's approvals_needed must be a whole number from 1 to 20")
+    return int(value)
 
 
 def _frame_of(peer: Peer, key: Any) -> LoopRun:

@@ -223,3 +223,32 @@ blueprint(
     policy=Policy(exits=_exits),
     phases=[Phase("check", call=("ward-check",))],
 )
+# Issue 18: a dose over twice the limit takes two people (1,600 mg: one; 2,400 mg at 30
+# mg/kg: two); and one that always takes one operator and one admin.
+blueprint(
+    "ward-dose-quorum",
+    kind="main",
+    domain="ward",
+    policy=Policy(
+        exits=_exits,
+        escalation=Escalate(
+            over={"dose_mg": DOSE_LIMIT_MG},
+            approvals=2,
+            quorum_over={"dose_mg": (DOSE_LIMIT_MG, 2.0)},
+            deadline_s=600,
+        ),
+    ),
+    phases=[_compute("dosing")],
+)
+blueprint(
+    "ward-dose-two-roles",
+    kind="main",
+    domain="ward",
+    policy=Policy(
+        exits=_exits,
+        escalation=Escalate(
+            over={"dose_mg": DOSE_LIMIT_MG}, approvals=2, approvers_from=("operator", "admin")
+        ),
+    ),
+    phases=[_compute("dosing")],
+)

@@ -14,7 +14,8 @@ _PAST = {"approve": "approved", "reject": "rejected", "modify": "modified"}
 class Command(BaseCommand):
     help = (
         "Decide a pending interrupt: approve, reject (--comment says why; the loop is told) "
-        "or modify (--payload, JSON matching the proposal's schema)."
+        "or modify (--payload, JSON matching the proposal's schema). An interrupt that needs "
+        "several approvals waits for the others after one."
     )
 
     def add_arguments(self, parser) -> None:
@@ -49,6 +50,13 @@ class Command(BaseCommand):
                 payload=value,
                 comment=comment,
             )
+        if decided.is_pending:  # issue 18: one approval of several; it waits for the others
+            self.stdout.write(
+                f"Interrupt {decided.pk} {_PAST[decision]} by {actor.get_username()}: "
+                f"{len(decided.current_approvals)} of {decided.approvals_needed} approvals; "
+                f"{decided.approvals_missing} more needed, from other people."
+            )
+            return
         self.stdout.write(
             f"Interrupt {decided.pk} {_PAST[decision]} by {actor.get_username()}; "
             f"run {decided.run_id} is {decided.run.state}."
