@@ -33,6 +33,7 @@ from django.conf import settings
 from common.env import env_slug
 from demo import agents as _agents  # noqa: F401 — registers the python_agent implementations
 from demo import education, healthcare, industrial
+from demo.schemas import DOSE_SCHEMA
 from loops.declare import agent, blueprint, breaker, domain, validator
 from loops.messages import Verdict
 from loops.specs import Escalate, EscalateTo, Exits, Phase, Policy, Remind, Retry
@@ -50,44 +51,6 @@ PHARMACY_REALM = (
     env_slug("DEMO_PHARMACY_REALM", "") if os.environ.get("DEMO_PHARMACY_REALM") else ""
 )
 SECOND_OPINION = (f"{PHARMACY_REALM}:second-opinion",) if PHARMACY_REALM else ()
-# The doser's result (demo.healthcare.compute_dose). Titles and units (`unit` is a keyword
-# of ours, which validators ignore) are what the console shows a person deciding on a dose.
-DOSE_SCHEMA = {
-    "type": "object",
-    "required": ["drug", "dose_mg"],
-    "properties": {
-        "drug": {"type": "string", "title": "Drug"},
-        "dose_mg": {"type": "number", "exclusiveMinimum": 0, "title": "Dose", "unit": "mg"},
-        "max_dose_mg": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "title": "maximum for this patient",
-            "unit": "mg",
-            "description": "The drug's maximum single dose.",
-        },
-        "percent_of_max": {
-            "type": "number",
-            "minimum": 0,
-            "title": "Share of maximum",
-            "unit": "%",
-        },
-        "weight_kg": {"type": "number", "exclusiveMinimum": 0, "title": "Weight", "unit": "kg"},
-        "mg_per_kg": {"type": "number", "exclusiveMinimum": 0, "title": "Ordered", "unit": "mg/kg"},
-        "renal_factor": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "title": "Renal factor",
-            "description": "1 without renal adjustment; less when kidney function is reduced.",
-        },
-        "infusion_minutes": {
-            "type": "integer",
-            "minimum": 0,
-            "title": "Infusion time",
-            "unit": "min",
-        },
-        "capped": {"type": "boolean", "title": "Capped at the maximum"},
-    },
-}
 
 domain("healthcare", "Healthcare", "Patient care: drug interactions, dosing and beds (demo).")
 domain("education", "Education", "Personalised learning paths and content (demo).")
