@@ -27,7 +27,7 @@ FRAGMENTS = "_*.html"
 def fragment_names() -> list[str]:
     """Every partial under the project's templates directories, as get_template names it."""
     names = []
-    for directory in map(Path, engines["django"].dirs):  # type: ignore[attr-defined]
+    for directory in map(Path, engines["django"].dirs):
         names += [str(path.relative_to(directory)) for path in directory.rglob(FRAGMENTS)]
     return sorted(names)
 
