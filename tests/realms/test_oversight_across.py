@@ -147,9 +147,11 @@ def test_one_decision_wins_wherever_it_is_taken(federation):
     audited = "select actor_name from oversight_auditevent where verb = 'interrupt.approved' "
     audited += "and target_id = %s"
     assert b.sql(audited, (str(original),)) == [(f"{name}@a" if realm == "a" else name,)]
-    assert a.sql(audited, (str(copy),)) == [(name if realm == "a" else f"{name}@b",)]
+    # When b's operator won, a hears of it by b's `loopstacks/Decided`, after b's 200: a's
+    # copy is settled, and audited in the same transaction, a moment later.
     settled = "select status, decided_realm from oversight_interrupt where id = %s"
     wait_for(lambda: a.sql(settled, (copy,))[0][0] == "decided", 30)
+    assert a.sql(audited, (str(copy),)) == [(name if realm == "a" else f"{name}@b",)]
     # The decision moves b's run on, and its result returns up a's stack.
     done = "select state from loops_looprun where id = %s"
     assert wait_for(lambda: a.sql(done, (run_id,))[0][0] == "succeeded", 60)
