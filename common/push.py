@@ -177,8 +177,14 @@ def push_coalesced_on_commit(
     guard = f"push-guard:{key}"
 
     def send() -> None:
+        busiest = busiest_process_subscribers(group)
+        if busiest == 0:
+            # Nobody has a page that shows it: no render (a domain's stack of a thousand
+            # frames, every few milliseconds, took the cores from the pushes people wait
+            # for, bench.push). A page that opens later reads the state as it is then.
+            return
         client = shared_redis.redis_client()
-        window = max(1, round((coalesce_window(group) if seconds is None else seconds) * 1000))
+        window = max(1, round((_window(busiest) if seconds is None else seconds) * 1000))
         if client.set(guard, 1, nx=True, px=window):
             push_html(group, import_string(render)(*args))
             client.pexpire(guard, window)  # from the send: a slow render is not overtaken
@@ -195,7 +201,9 @@ def push_coalesced_on_commit(
 # rewritten by the process when a socket of the group opens or closes and every
 # SUBSCRIBERS_REFRESH_SECONDS; a field whose `until` passed is a process that stopped
 # without saying so (a Daphne killed, or stopped before its sockets closed), not counted.
-SUBSCRIBERS_REFRESH_SECONDS = 30.0
+# Often enough that counts lost with a Redis restart are back within seconds: until then the
+# groups' coalesced pushes are not rendered, as if nobody watched them.
+SUBSCRIBERS_REFRESH_SECONDS = 5.0
 SUBSCRIBERS_TTL_SECONDS = 3 * SUBSCRIBERS_REFRESH_SECONDS
 SUBSCRIBERS_CACHE_SECONDS = 1.0  # how long a pushing process trusts what it read
 _subscribers: dict[str, tuple[float, int]] = {}
@@ -215,7 +223,8 @@ def busiest_process_subscribers(group: str) -> int | None:
     and process; None if Redis cannot say."""
     now = time.monotonic()
     cached = _subscribers.get(group)
-    if cached is not None and now - cached[0] < SUBSCRIBERS_CACHE_SECONDS:
+    # Nobody is read again each time: the first page of a group is served from its start.
+    if cached is not None and cached[1] and now - cached[0] < SUBSCRIBERS_CACHE_SECONDS:
         return cached[1]
     try:
         fields = shared_redis.redis_client().hvals(subscribers_key(group))
@@ -233,7 +242,10 @@ def busiest_process_subscribers(group: str) -> int | None:
 
 def coalesce_window(group: str) -> float:
     """The coalescing window of a group's pushes, in seconds (push_coalesced_on_commit)."""
-    busiest = busiest_process_subscribers(group)
+    return _window(busiest_process_subscribers(group))
+
+
+def _window(busiest: int | None) -> float:
     if busiest is None:
         return COALESCE_SECONDS
     return min(max(busiest / FRAMES_PER_SECOND, COALESCE_MIN_SECONDS), COALESCE_MAX_SECONDS)

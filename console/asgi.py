@@ -15,6 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from console.routing import websocket_urlpatterns  # noqa: E402
+from console.warm import settle  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -25,3 +26,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Each Daphne process forwards every push: keep the collector off what it loaded to get here.
+settle()

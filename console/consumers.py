@@ -49,11 +49,16 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.joined = [CONSOLE_GROUP, *topics]
-        self.last_seq: dict[str, int] = {}  # per group: the last push's number (html_push)
+        self.last_seq: dict[str, int] = {}  # per group: the highest push number (seen_seq)
+        self.missing_seq: dict[str, set[int]] = {}  # per group: numbers awaited (seen_seq)
+        self.closed = False
+        self._tasks: set[asyncio.Future[None]] = set()  # resyncs sent when a grace ran out
         for group in self.joined:
             await FANOUT.join(group, self)
-        await self.accept()
+        # Counted before the page hears it is connected: a group nobody counts is not
+        # rendered for (common.push.push_coalesced_on_commit).
         await SUBSCRIBERS.change(self.joined, +1)
+        await self.accept()
 
     def _topics(self) -> list[str] | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -71,6 +76,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         return user.is_authenticated and user.has_perm("loops.view_looprun")
 
     async def disconnect(self, code: int) -> None:
+        self.closed = True
         for group in getattr(self, "joined", []):
             FANOUT.leave(group, self)
         if joined := getattr(self, "joined", []):
@@ -80,24 +86,62 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         """Ignore what the browser sends: nothing is commanded over this socket."""
 
     async def html_push(self, event: dict[str, Any]) -> None:
-        """Forward a pushed fragment; first, if pushes of its group were missed, tell the
-        page to resync (app.js fetches itself once and swaps its live elements by id).
-
-        Each push carries its group's number (common.push.push_html). The first of a group
-        on this socket sets the baseline: the page was just loaded, or resynced when the
-        socket reopened. Later, a number more than one past the last means pushes went to
-        nobody (published while Daphne's subscription to Redis was down, after a Redis
-        restart); a lower one means the counter restarted with Redis, pushes between
-        unknown. Two processes can publish in another order than they numbered (INCR, then
-        PUBLISH): that reads as a gap, then a step back, and costs the page an extra resync
-        or two, harmless (app.js runs one at a time)."""
+        """Forward a pushed fragment, and see from its number whether pushes of its group
+        were missed (seen_seq): then the page is told to resync (app.js fetches itself once
+        and swaps its live elements by id)."""
         group, seq = event.get("group"), event.get("seq")
         if isinstance(group, str) and isinstance(seq, int):
-            last = self.last_seq.get(group)
-            if last is not None and (seq > last + 1 or seq < last):
-                await self.send(text_data=resync_fragment(f"{group}:{last}->{seq}"))
-            self.last_seq[group] = seq
+            if gap := self.seen_seq(group, seq):
+                await self.send(text_data=resync_fragment(gap))
         await self.send(text_data=event["html"])
+
+    def seen_seq(self, group: str, seq: int) -> str | None:
+        """Each push carries its group's number (common.push.push_html); the gap to resync
+        for, if this number shows one now.
+
+        The first of a group on this socket sets the baseline: the page was just loaded, or
+        resynced when the socket reopened. A number more than one past the last leaves the
+        numbers between missing: two workers number their pushes (INCR) and publish them
+        (PUBLISH) each in turn, so the missing one may simply come second, a moment later;
+        it is waited for REORDER_GRACE_SECONDS before the page resyncs (without the wait,
+        fifty consoles fetched their pages several times a second, bench.push). Pushes sent
+        while Daphne's subscription to Redis was down after a restart never come. A number
+        below the last that is not awaited means the counter restarted with Redis, the
+        pushes between unknown: the page resyncs at once, as it does for a gap too wide to
+        be a reordering."""
+        last = self.last_seq.get(group)
+        missing = self.missing_seq.setdefault(group, set())
+        if last is None or seq == last + 1:
+            self.last_seq[group] = seq
+            return None
+        if seq in missing or seq == last:
+            missing.discard(seq)  # the late one of a reordered pair (or a repeat)
+            return None
+        self.last_seq[group] = seq
+        if last < seq <= last + MAX_REORDERED:
+            awaited = set(range(last + 1, seq))
+            missing |= awaited
+            gap = f"{group}:{last}->{seq}"
+            loop = asyncio.get_running_loop()
+            loop.call_later(REORDER_GRACE_SECONDS, self._overdue, group, awaited, gap)
+            return None
+        missing.clear()
+        return f"{group}:{last}->{seq}"
+
+    def _overdue(self, group: str, awaited: set[int], gap: str) -> None:
+        """The grace is over: what is still missing of `awaited` was lost."""
+        missing = self.missing_seq.get(group, set())
+        if self.closed or not awaited & missing:
+            return
+        missing -= awaited
+        self._tasks.add(task := asyncio.ensure_future(self.send(text_data=resync_fragment(gap))))
+        task.add_done_callback(self._tasks.discard)
+
+
+# Pushes of one group numbered by two workers reach Daphne in another order than numbered
+# within a few milliseconds (bench.push); a number missing longer than this was lost.
+REORDER_GRACE_SECONDS = 0.5
+MAX_REORDERED = 50  # a wider gap is a loss at once (a Redis restart), not a reordering
 
 
 def resync_fragment(gap: str) -> str:

@@ -6,10 +6,16 @@ push opens the push loop's thread and its Redis connections (common.push.connect
 fragment is rendered by whichever worker process took the step, so without this the first
 escalation each process pushed after a start reached the inbox 20 to 30 ms later (measured:
 bench.push, DESIGN.md section 6).
+
+Then what the process holds from its start (Django, the models, the compiled templates: some
+160,000 objects) is moved out of the garbage collector's sight (`gc.freeze`): a full
+collection walks every tracked object, and over those it took 115 ms on this machine, a
+pause that fell on whatever push was under way. They live as long as the process anyway.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -41,3 +47,10 @@ def warm() -> None:
         push.connect()
     except Exception as exc:  # Redis down: the first push connects, or fails, as before
         logger.warning("pushes could not connect ahead: %s", exc)
+    settle()
+
+
+def settle() -> None:
+    """The objects made so far stay for the process's life: no collection walks them again."""
+    gc.collect()  # what is garbage already goes now, not frozen with the rest
+    gc.freeze()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from django.conf import settings
 from common import push
 from common.push import CONSOLE_GROUP, INBOX_GROUP, domain_group, push_html
 from common.redis import redis_client
+from console import consumers
 from console.asgi import application
 from tests.conftest import wait_for, with_role
 
@@ -135,6 +137,16 @@ async def _pushes_until(socket: WebsocketCommunicator, marker: str) -> list[str]
     return [*messages, message]
 
 
+async def _pushes_for(socket: WebsocketCommunicator, seconds: float) -> list[str]:
+    """Every message the socket receives in the next `seconds`."""
+    messages: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                messages.append(await socket.receive_from(timeout=seconds))
+    return messages
+
+
 async def _numbered(group: str, *seqs: int) -> None:
     """Pushes of a group numbered as common.push.push_html numbers them, through the real
     channel layer, each fragment named by its number."""
@@ -160,17 +172,34 @@ async def domain_socket(session_cookie):
 
 
 async def test_it_asks_the_page_to_resync_when_a_push_was_missed(domain_socket):
+    """3 never comes: once the grace for a reordering is over, the page is told to resync."""
     await _numbered(domain_group(990001), 1, 2, 4)
 
-    received = await _pushes_until(domain_socket, 'id="n-4"')
+    received = await _pushes_until(domain_socket, 'id="ws-resync"')
 
-    assert [m for m in received if 'id="ws-resync"' not in m] == [
-        f'<p id="n-{n}" hx-swap-oob="true">{n}</p>' for n in (1, 2, 4)
-    ]
-    resync = received.index(next(m for m in received if 'id="ws-resync"' in m))
-    assert resync == 2  # after 2, before 4: the page fetches what 3 carried
-    assert 'hx-swap-oob="true"' in received[resync]
-    assert 'data-gap="domain.990001:2-&gt;4"' in received[resync]
+    assert received[:3] == [f'<p id="n-{n}" hx-swap-oob="true">{n}</p>' for n in (1, 2, 4)]
+    assert 'hx-swap-oob="true"' in received[3]
+    assert 'data-gap="domain.990001:2-&gt;4"' in received[3]
+
+
+async def test_pushes_published_in_another_order_than_numbered_ask_for_no_resync(domain_socket):
+    """Two workers each number (INCR) and publish a push: 3 may arrive after 4."""
+    await _numbered(domain_group(990001), 1, 2, 4, 3, 5)
+
+    received = await _pushes_until(domain_socket, 'id="n-5"')
+    later = await _pushes_for(domain_socket, consumers.REORDER_GRACE_SECONDS + 0.5)
+
+    assert [m.split('"')[1] for m in received] == ["n-1", "n-2", "n-4", "n-3", "n-5"]
+    assert not [m for m in later if 'id="ws-resync"' in m]
+
+
+async def test_a_gap_too_wide_for_a_reordering_asks_for_a_resync_at_once(domain_socket):
+    wide = 2 + consumers.MAX_REORDERED + 1
+    await _numbered(domain_group(990001), 1, 2, wide)
+
+    received = await _pushes_until(domain_socket, f'id="n-{wide}"')
+
+    assert [m.split('"')[1] for m in received] == ["n-1", "n-2", "ws-resync", f"n-{wide}"]
 
 
 async def test_it_asks_the_page_to_resync_when_the_counter_restarted(domain_socket):
@@ -218,9 +247,9 @@ async def test_push_html_sends_unnumbered_when_redis_cannot_number_it(domain_soc
     await sync_to_async(wait_for)(lambda: not push._skipped, 10)
     await sync_to_async(push_html)(group, '<p id="after">a</p>')
 
-    received = await _pushes_until(domain_socket, 'id="after"')
+    received = await _pushes_until(domain_socket, 'id="ws-resync"')
 
-    assert [m.split('"')[1] for m in received] == ["before", "unnumbered", "ws-resync", "after"]
+    assert [m.split('"')[1] for m in received] == ["before", "unnumbered", "after", "ws-resync"]
 
 
 # --- The coalescing window adapts to a group's subscribers (common.push.coalesce_window) ---

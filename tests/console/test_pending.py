@@ -5,6 +5,7 @@ when an interrupt is raised or leaves pending (and only then)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 from django.db import connection, transaction
@@ -90,12 +91,16 @@ def test_it_links_the_decision_page_and_names_the_newest_critical_one():
 
 
 @pytest.fixture
-def console_pushes(monkeypatch) -> list[str]:
+def console_pushes(monkeypatch) -> Iterator[list[str]]:
     """What common.push sends to every console (the console group), from a clean slate: no
-    coalescing guard held, nothing pushed before."""
+    coalescing guard held, nothing pushed before, one console open (a Daphne process counts
+    its socket: a group nobody watches is not rendered for)."""
     client = redis_client()
     key = "pending-decisions"
     client.delete(f"push-guard:{key}", f"push-trailing:{key}", LAST_PUSHED)
+    watching = push.subscribers_key(push.CONSOLE_GROUP)
+    client.hset(watching, "test-console:1", push.subscribers_field(1))
+    push._subscribers.clear()
     sent: list[str] = []
 
     def record(group: str, html: str) -> None:
@@ -104,7 +109,9 @@ def console_pushes(monkeypatch) -> list[str]:
             sent.append(html)
 
     monkeypatch.setattr(push, "push_html", record)
-    return sent
+    yield sent
+    client.hdel(watching, "test-console:1")
+    push._subscribers.clear()
 
 
 def test_the_header_is_pushed_when_an_interrupt_is_raised_and_when_it_is_decided(
@@ -142,3 +149,18 @@ def test_an_overview_push_that_changes_no_decision_sends_no_header(
         run_start(domain="ward", blueprint="ward-dose", input={})
 
     assert len(console_pushes) == 1
+
+
+def test_a_group_nobody_watches_is_not_rendered_for(
+    console_pushes, django_capture_on_commit_callbacks, monkeypatch
+):
+    """The header is pushed to every console; with none open, it is not even rendered."""
+    rendered: list[int] = []
+    monkeypatch.setattr("console.pending.pending_html", lambda: rendered.append(1) or "<p></p>")
+    redis_client().hdel(push.subscribers_key(push.CONSOLE_GROUP), "test-console:1")
+    push._subscribers.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _interrupt("dose over the limit", deadline_s=600)
+
+    assert rendered == [] and console_pushes == []
