@@ -28,7 +28,7 @@ from console.supervisor import Supervisor, free_port
 # All the browsers share this machine's 2 cores with the console, so the 50 get one event a
 # second (an interrupt a second is already a busy ward), the single one five a second, 300
 # of them: the p99 of 60 samples had been their second slowest, one stray pause away.
-# The 50 go first, on an empty inbox; the single one then has their 30 interrupts on its page.
+# The 50 go first, on an empty inbox; every escalation is withdrawn once measured (bench.push).
 BROWSERS = ((50, 30, 1.0), (1, 300, 0.2))
 # Escalations decided from the keyboard by a scripted operator on the inbox (bench.push).
 KEYBOARD_DECISIONS = 20
