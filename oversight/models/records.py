@@ -106,7 +106,13 @@ class Alert(models.Model):
                 fields=["-created_at", "-id"],
                 name="alert_unacknowledged",
                 condition=Q(acknowledged_at__isnull=True),
-            )
+            ),
+            # An interrupt's open alerts, retired when it is settled (alerts_retire).
+            models.Index(
+                fields=["target_type", "target_id"],
+                name="alert_open_by_target",
+                condition=Q(acknowledged_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

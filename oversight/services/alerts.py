@@ -7,7 +7,8 @@ failures wait with backoff for the notifications_deliver_due sweeper. So a faili
 notifier never blocks an interrupt or a halt, and no notification is lost or sent twice.
 
 alert_acknowledge() is the person's side: one acknowledgement wins, is audited, and takes
-the alert out of every open console's feed.
+the alert out of every open console's feed. alerts_retire() is the system's: an alert that
+asked for a decision leaves the feeds once the decision is settled (issue 17).
 """
 
 from __future__ import annotations
@@ -258,7 +259,61 @@ def alert_acknowledge(*, alert_id: int, actor, note: str = "") -> Alert:
     return alert
 
 
+# The alerts that ask for a decision; once it is settled they have nothing left to ask. The
+# expiry's alert to the admins stays: it tells of what the system did in nobody's place.
+ASKING_FOR_A_DECISION = ("interrupt.raised", "interrupt.reminded", "interrupt.escalated")
+
+
+def alerts_retire(*, target: models.Model, why: str) -> list[int]:
+    """In the transaction that settled `target` (an interrupt, or a copy of a peer's): its
+    alerts asking for a decision are acknowledged by nobody, the system, with `why` kept in
+    their data, audited, and taken from every open feed after commit. So a feed holds what
+    still needs a person, not hundreds of decisions long gone (each alert in it is a button
+    more that the browser's form scans go over)."""
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            _RETIRE,
+            {
+                "target_type": target._meta.model_name or "",
+                "target_id": str(target.pk),
+                "kinds": list(ASKING_FOR_A_DECISION),
+                "now": timezone.now(),
+                "why": Jsonb({"retired": why}),
+            },
+        )
+        retired = cursor.fetchall()
+    for pk, kind, level, title, at in retired:
+        audit_record(
+            actor=None,
+            verb="alert.retired",
+            target=Alert(pk=pk),
+            note=why,
+            before={"acknowledged_at": None},
+            after={"acknowledged_at": at},
+            data={"kind": kind, "level": level, "title": title},
+        )
+    ids = [row[0] for row in retired]
+    if ids:
+        push_on_commit(CONSOLE_GROUP, partial(_gone, ids))
+    return ids
+
+
+_RETIRE = """
+UPDATE oversight_alert
+SET acknowledged_at = %(now)s, data = data || %(why)s
+WHERE target_type = %(target_type)s AND target_id = %(target_id)s
+    AND kind = ANY(%(kinds)s) AND acknowledged_at IS NULL
+RETURNING id, kind, level, title, acknowledged_at
+"""
+
+
+def _gone(alert_ids: list[int]) -> str:
+    return "".join(fragments.alert_gone(pk) for pk in alert_ids)
+
+
 def already_acknowledged(alert: Alert) -> str:
-    by = alert.acknowledged_by.get_username() if alert.acknowledged_by else "someone since removed"
     at = alert.acknowledged_at.isoformat() if alert.acknowledged_at else "an unknown time"
+    if alert.acknowledged_by is None and alert.data.get("retired"):
+        return f"Alert {alert.pk} was retired at {at}: {alert.data['retired']}."
+    by = alert.acknowledged_by.get_username() if alert.acknowledged_by else "someone since removed"
     return f"Alert {alert.pk} was already acknowledged by {by} at {at}."

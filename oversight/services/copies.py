@@ -22,7 +22,7 @@ from loops.models import LoopRun
 from oversight import fragments, selectors
 from oversight.audit import audit_record
 from oversight.models import Alert, Interrupt, InterruptApproval
-from oversight.services.alerts import alert_raise
+from oversight.services.alerts import alert_raise, alerts_retire
 from oversight.services.interrupt_rules import (
     LEVEL,
     PAST,
@@ -162,6 +162,10 @@ def copy_settle(*, interrupt_id: int, answer: dict[str, Any], actor=None) -> Int
         after={"status": copy.status, "decision": copy.decision, "payload": copy.payload},
         data={"run": copy.run_id, "realm": realm, "remote": copy.remote.get("id")},
         on_behalf="" if here else f"{copy.decided_by_name}@{copy.decided_realm}",
+    )
+    by = actor.get_username() if here else f"{copy.decided_by_name}@{copy.decided_realm}"
+    alerts_retire(
+        target=copy, why=f"interrupt {copy.pk} was settled in realm {realm}: {verb} by {by}"
     )
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(copy.pk))
     overview_push()

@@ -16,7 +16,7 @@ from common.push import INBOX_GROUP, overview_push, push_on_commit
 from loops.models import LoopRun
 from oversight.audit import audit_record
 from oversight.models import Alert, Interrupt
-from oversight.services.alerts import alert_raise
+from oversight.services.alerts import alert_raise, alerts_retire
 from oversight.services.interrupts import continue_after, interrupt_update_html, where
 from realms import decisions
 
@@ -67,6 +67,8 @@ def interrupt_expire(*, interrupt_id: int, now: datetime | None = None) -> Inter
         target=interrupt,
         data={"run": run.pk},
     )
+    why = f"interrupt {interrupt.pk} expired; its default ({interrupt.default_action}) applied"
+    alerts_retire(target=interrupt, why=why)
     decisions.interrupt_settled(interrupt)
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()
@@ -110,6 +112,7 @@ def interrupt_withdraw(*, interrupt_id: int) -> Interrupt | None:
         after={"status": interrupt.status, "run_state": run.state},
         data={"run": run.pk},
     )
+    alerts_retire(target=interrupt, why=f"interrupt {interrupt.pk} was withdrawn: {why}")
     decisions.interrupt_settled(interrupt)
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))
     overview_push()

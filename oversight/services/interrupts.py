@@ -31,7 +31,7 @@ from oversight import fragments, selectors
 from oversight.audit import audit_record
 from oversight.models import Alert, CircuitBreaker, Interrupt
 from oversight.services import copies, quorum
-from oversight.services.alerts import alert_raise
+from oversight.services.alerts import alert_raise, alerts_retire
 from oversight.services.interrupt_rules import (
     LEVEL,
     PAST,
@@ -288,6 +288,9 @@ def _decide_here(
             **({"realm": realm, "person": person} if on_behalf else {}),
         },
         on_behalf=by if on_behalf else "",
+    )
+    alerts_retire(
+        target=interrupt, why=f"interrupt {interrupt.pk} was decided ({decision}) by {by}"
     )
     decisions.interrupt_settled(interrupt)
     push_on_commit(INBOX_GROUP, lambda: interrupt_update_html(interrupt.pk))

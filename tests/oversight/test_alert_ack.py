@@ -1,6 +1,7 @@
 """Acknowledging an alert (oversight/services/alerts.py alert_acknowledge): from the live feed
 (oversight/views/alerts.py) and the API, who may, what a late second acknowledgement hears,
-the delete fragment on a real signed-in websocket, and the failure-pattern advisory re-arming
+the delete fragment on a real signed-in websocket (also for the alerts a settled decision
+retires), and the failure-pattern advisory re-arming
 after an acknowledgement (oversight/services/patterns.py)."""
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from console.roles import roles_sync
 from loops.declare import sync_declarations
 from loops.models import Agent
 from oversight import fragments, selectors
-from oversight.models import Alert, AuditEvent
-from oversight.services.alerts import alert_acknowledge
+from oversight.models import Alert, AuditEvent, Interrupt
+from oversight.services.alerts import alert_acknowledge, alerts_retire
 from oversight.services.breakers import breakers_sync
 from oversight.services.patterns import failures_record
 from tests.conftest import agent_bearer, bearer, person, post_json, signed_in
@@ -47,7 +48,7 @@ def _user(django_user_model, username: str, role: str):
 
 def _alert(title: str = "Breaker plant-flaky opened", **fields) -> Alert:
     # Written directly: alert_raise would enqueue notifications that no test here sends.
-    return Alert.objects.create(kind="breaker.opened", title=title, **fields)
+    return Alert.objects.create(**{"kind": "breaker.opened", "title": title, **fields})
 
 
 def _audits(alert: Alert) -> list[AuditEvent]:
@@ -323,6 +324,43 @@ async def test_every_console_hears_the_alert_leave(session_cookie, django_user_m
     await communicator.disconnect()
     assert f'<article id="alert-{alert.pk}" hx-swap-oob="delete"></article>' in message
     assert "csrf" not in message.lower()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_every_console_hears_a_settled_decisions_alerts_leave(session_cookie):
+    """alerts_retire (issue 17): the raised alert and its reminder leave every feed in one
+    push; the same interrupt's expiry alert and another interrupt's alert stay."""
+    headers = [
+        (b"host", b"localhost"),
+        (b"cookie", session_cookie),
+        (b"origin", b"http://localhost"),
+    ]
+    communicator = WebsocketCommunicator(application, "/ws/console/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+
+    def retire() -> tuple[list[Alert], list[Alert], list[int]]:
+        def on(target_id: str, kind: str) -> Alert:
+            return _alert(kind=kind, target_type="interrupt", target_id=target_id)
+
+        asking = [on("4242", "interrupt.raised"), on("4242", "interrupt.reminded")]
+        staying = [on("4242", "interrupt.expired"), on("4243", "interrupt.raised")]
+        with transaction.atomic():
+            retired = alerts_retire(target=Interrupt(pk=4242), why="interrupt 4242 was decided")
+        return asking, staying, retired
+
+    asking, staying, retired = await sync_to_async(retire)()
+
+    assert sorted(retired) == sorted(alert.pk for alert in asking)
+    markers = [f'<article id="alert-{a.pk}" hx-swap-oob="delete"></article>' for a in asking]
+    async with asyncio.timeout(10):  # liveness beats of a test worker may come first
+        while markers[0] not in (message := await communicator.receive_from(timeout=10)):
+            pass
+    await communicator.disconnect()
+    assert markers[1] in message  # one push for both
+    feed = await sync_to_async(selectors.recent_alerts)()
+    assert [alert.pk for alert in feed if alert.target_id] == [a.pk for a in reversed(staying)]
 
 
 # --- The failure-pattern advisory re-arms (oversight/services/patterns.py) ----------------

@@ -481,6 +481,53 @@ def test_a_cancelled_runs_interrupt_is_withdrawn_not_decided_nor_expired(operato
     assert "withdrawn" in again.json()["detail"]
 
 
+# --- Its "Decision needed" alert leaves the feeds once it is settled (issue 17) ------------
+
+
+def settle(how: str, run: LoopRun, interrupt: Interrupt, operator) -> str:
+    """Settle the interrupt the way named; what the retired alert says of it."""
+    if how == "decided":
+        assert decide(signed_in(operator), interrupt, decision="approve").status_code == 200
+        return f"interrupt {interrupt.pk} was decided (approve) by otto"
+    if how == "expired":
+        assert interrupts_expire_overdue(now=interrupt.deadline_at + timedelta(seconds=1)) == 1
+        return f"interrupt {interrupt.pk} expired; its default (reject) applied"
+    services.run_cancel(run_id=run.pk, actor=operator, reason="wrong patient")
+    assert interrupts_withdraw_ended() == 1
+    return f"interrupt {interrupt.pk} was withdrawn: run {run.pk} ended (cancelled)"
+
+
+@pytest.mark.parametrize("how", ["decided", "expired", "withdrawn"])
+def test_a_settled_interrupts_alert_is_retired_from_every_feed(how, operator, admin):
+    """The alert asked for a decision; once there is none to take it is acknowledged by the
+    system, audited, and a late Acknowledge hears why it is gone. The expiry's own alert
+    to the admins stays: it tells what happened in nobody's place."""
+    run, interrupt = interrupted("ward-dose")
+    asking = Alert.objects.get(kind="interrupt.raised", target_id=str(interrupt.pk))
+    assert asking in selectors.recent_alerts()
+
+    why = settle(how, run, interrupt, operator)
+
+    asking.refresh_from_db()
+    assert asking.acknowledged_at is not None and asking.acknowledged_by is None
+    assert asking.data["retired"].startswith(why)
+    assert asking not in selectors.recent_alerts()
+    audit = AuditEvent.objects.get(verb="alert.retired", target_id=str(asking.pk))
+    assert (audit.actor, audit.actor_name, audit.note) == (None, "system", asking.data["retired"])
+    assert audit.before == {"acknowledged_at": None}
+    assert audit.after["acknowledged_at"].startswith(f"{asking.acknowledged_at:%Y-%m-%dT%H:%M:%S}")
+    expired = Alert.objects.filter(kind="interrupt.expired", acknowledged_at__isnull=True)
+    assert expired.count() == (1 if how == "expired" else 0)
+
+    late = post_json(signed_in(operator), f"/api/v1/alerts/{asking.pk}/acknowledge", {})
+    assert late.status_code == 409
+    assert late.json()["detail"] == (
+        f"Alert {asking.pk} was retired at {asking.acknowledged_at.isoformat()}: "
+        f"{asking.data['retired']}."
+    )
+    assert AuditEvent.objects.filter(target_type="alert", target_id=str(asking.pk)).count() == 1
+
+
 # --- The agent API: POST /api/v1/interrupts (CONCEPTS 37, 39) -------------------------------
 
 
