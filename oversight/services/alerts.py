@@ -270,17 +270,15 @@ def alerts_retire(*, target: models.Model, why: str) -> list[int]:
     their data, audited, and taken from every open feed after commit. So a feed holds what
     still needs a person, not hundreds of decisions long gone (each alert in it is a button
     more that the browser's form scans go over)."""
+    params: dict[str, Any] = {
+        "target_type": target._meta.model_name or "",
+        "target_id": str(target.pk),
+        "kinds": list(ASKING_FOR_A_DECISION),
+        "now": timezone.now(),
+        "why": Jsonb({"retired": why}),
+    }
     with prepared_cursor() as cursor:
-        cursor.execute(
-            _RETIRE,
-            {
-                "target_type": target._meta.model_name or "",
-                "target_id": str(target.pk),
-                "kinds": list(ASKING_FOR_A_DECISION),
-                "now": timezone.now(),
-                "why": Jsonb({"retired": why}),
-            },
-        )
+        cursor.execute(_RETIRE, params)
         retired = cursor.fetchall()
     for pk, kind, level, title, at in retired:
         audit_record(
