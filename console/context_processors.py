@@ -7,12 +7,12 @@ from console.liveness import worker_count_or_none
 
 def console_status(request: HttpRequest) -> dict[str, object]:
     # Callables: the template engine calls them only on pages that show the status bar.
-    from oversight.selectors import active_halts, recent_alerts
+    from oversight.selectors import active_halts, alert_feed
     from oversight.urgent import pending_decisions
 
     return {
         "workers": worker_count_or_none,
         "active_halts": active_halts,
-        "recent_alerts": recent_alerts,
+        "alert_feed": alert_feed,
         "pending_decisions": pending_decisions,  # the header's count and soonest, one query
     }

@@ -145,12 +145,26 @@ def inbox_pending() -> list[Interrupt]:
 
 # --- Alerts ------------------------------------------------------------------------------
 
-RECENT_ALERTS = 10
+# The feed's bound, on the page and in the browser (notify.js trims pushed ones to it): every
+# alert in it is a control that the browser's scans of the page go over after each change.
+RECENT_ALERTS = 50
+
+
+@dataclass(frozen=True)
+class AlertFeed:
+    alerts: list[Alert]  # the newest unacknowledged, newest first
+    more: bool  # older unacknowledged ones exist that the feed leaves out
+    limit: int = RECENT_ALERTS
+
+
+def alert_feed() -> AlertFeed:
+    """What a page shows in its alerts panel when it loads; pushes prepend newer ones."""
+    rows = list(Alert.objects.filter(acknowledged_at__isnull=True)[: RECENT_ALERTS + 1])
+    return AlertFeed(rows[:RECENT_ALERTS], more=len(rows) > RECENT_ALERTS)
 
 
 def recent_alerts() -> list[Alert]:
-    """What a page shows in its alerts section when it loads; pushes prepend newer ones."""
-    return list(Alert.objects.filter(acknowledged_at__isnull=True)[:RECENT_ALERTS])
+    return alert_feed().alerts
 
 
 # --- Breakers: the row pushed on a change, and the page with each one's trip history -------

@@ -136,15 +136,23 @@
 })();
 
 // --- the alerts panel's count (base.html #alerts-panel): what #alerts holds, kept current ---
+// The feed keeps the newest data-max alerts: older ones pushed out leave the page (each is a
+// control the browser's form scans go over after every change) and the count says "+".
 (function () {
   var list = document.getElementById("alerts");
   var count = document.getElementById("alerts-count");
   var panel = document.getElementById("alerts-panel");
   if (!list || !count) return;
+  var max = parseInt(list.dataset.max, 10) || 50;
   function update() {
+    while (list.children.length > max) {
+      list.removeChild(list.lastElementChild);
+      list.dataset.more = "true";
+    }
     var alerts = list.querySelectorAll(".alert:not(.alert-gone)");
     var critical = list.querySelectorAll(".alert-critical:not(.alert-gone)").length;
-    if (count.textContent !== String(alerts.length)) count.textContent = String(alerts.length);
+    var text = alerts.length + (list.dataset.more === "true" ? "+" : "");
+    if (count.textContent !== text) count.textContent = text;
     if (panel) {
       panel.dataset.count = String(alerts.length);
       panel.classList.toggle("alerts-panel-critical", critical > 0);

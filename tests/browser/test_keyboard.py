@@ -20,7 +20,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from loops import services
 from loops.declare import sync_declarations
-from oversight.models import Interrupt
+from oversight.models import Alert, Interrupt
+from oversight.selectors import RECENT_ALERTS
 from oversight.services.alerts import alert_raise
 from oversight.services.interrupts import interrupt_decide
 from tests.conftest import wait_for, with_role
@@ -248,3 +249,20 @@ class TestKeyboard(ChannelsLiveServerTestCase):
             lambda: Interrupt.objects.filter(pk=interrupt.pk, status="decided").first()
         )
         assert (decided.decision, decided.comment) == ("reject", "not for this patient")
+        # Decided, the escalation's "Decision needed" alert leaves the feed by itself.
+        asking = Alert.objects.get(kind="interrupt.raised", target_id=str(interrupt.pk))
+        assert asking.acknowledged_at is not None and asking.acknowledged_by is None
+        expect(page.locator(f"#alert-{asking.pk}")).to_have_count(0)
+
+        # The feed holds the newest RECENT_ALERTS; "+" says that older ones are left out.
+        Alert.objects.bulk_create(
+            Alert(kind="breaker.opened", title=f"Old alert {n}") for n in range(RECENT_ALERTS + 1)
+        )
+        page.reload()
+        expect(summary).to_have_text(f"Alerts ({RECENT_ALERTS}+)")
+        expect(alerts).to_have_count(RECENT_ALERTS)
+        with transaction.atomic():
+            alert_raise(kind="breaker.opened", title="Breaker ward-db opened", level="critical")
+        expect(alerts.first).to_contain_text("Breaker ward-db opened")
+        expect(alerts).to_have_count(RECENT_ALERTS)  # the oldest left the page
+        expect(summary).to_have_text(f"Alerts ({RECENT_ALERTS}+)")
