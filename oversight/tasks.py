@@ -43,6 +43,14 @@ def breakers_half_open_due() -> None:
 
 
 @shared_task
+def interrupts_withdraw_ended() -> None:
+    """Sent on commit of a run's cancel (loops.services.steps.withdraw_waiting_decisions)."""
+    from oversight.services import deadlines
+
+    deadlines.interrupts_withdraw_ended()
+
+
+@shared_task
 def interrupts_expire_overdue() -> None:
     from oversight.services import deadlines, ladders
 

@@ -21,7 +21,7 @@ from common.refusals import Refused
 from loops.declare import BLUEPRINTS, MAX_STACK_DEPTH
 from loops.models import Blueprint, Domain, EventCounter, Iteration, LoopRun
 from loops.services.stack import child_returned, children_pending, stack_changed
-from loops.services.steps import enqueue
+from loops.services.steps import enqueue, withdraw_waiting_decisions
 from loops.specs import BlueprintSpec
 from loops.subtree import subtree_ids
 from loops.trace import Trace
@@ -222,6 +222,8 @@ def run_cancel(*, run_id: int, actor=None, reason: str = "") -> LoopRun:
         .order_by("depth", "id")
     )
     trace = Trace(run.root_id)
+    if any(State.INTERRUPTED in (node.state, node.prior_state) for node in [run, *subtree]):
+        withdraw_waiting_decisions()
     for node in [run, *subtree]:
         node.move_to(State.CANCELLED)
         node.exit_reason = LoopRun.ExitReason.CANCELLED

@@ -1,5 +1,6 @@
 """Sending a run's next step: the one way services and the engine ask for `loops.tasks.advance`,
-by name, so that no service imports a tasks module (STYLE.md B.2)."""
+by name, so that no service imports a tasks module (STYLE.md B.2); and, alike, the sweep that
+withdraws the decisions of ended runs."""
 
 from __future__ import annotations
 
@@ -22,3 +23,14 @@ def enqueue(run_id: int, countdown: float | None = None, *, urgent: bool = False
         lambda: current_app.send_task(ADVANCE, (run_id,), countdown=countdown, queue=queue),
         robust=True,
     )
+
+
+WITHDRAW = "oversight.tasks.interrupts_withdraw_ended"
+
+
+def withdraw_waiting_decisions() -> None:
+    """After commit of a run's end while a decision waited for it (a cancel): withdraw
+    the decisions of ended runs now, on the urgent queue, rather than at the beat's next
+    sweep, which would leave them in every inbox for seconds with buttons that can only
+    answer 409 run_ended. The sweep stays the backstop if this send is lost."""
+    transaction.on_commit(lambda: current_app.send_task(WITHDRAW, queue=URGENT_QUEUE), robust=True)

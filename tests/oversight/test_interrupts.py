@@ -823,3 +823,24 @@ def test_it_expires_an_interrupt_on_the_worker_and_the_run_goes_on(operator, cel
     assert (interrupt.status, interrupt.decision) == ("expired", "approve")
     assert (run.state, run.result["dose_mg"]) == (State.SUCCEEDED, 1200)
     assert Alert.objects.filter(kind="interrupt.expired", target_id=str(interrupt.pk)).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_withdraws_the_runs_decision_at_once_on_the_worker(operator, celery_worker):
+    """No beat runs here: the cancel itself sends the withdrawal, so the decision leaves
+    every inbox now, not at the next sweep (issue 17), and its alert is retired with it."""
+    client = bearer(token_create(user=operator))
+    body = {"blueprint": "ward-dose", "input": {}}
+    run_id = post_json(client, "/api/v1/domains/ward/runs", body).json()["id"]
+    interrupt = wait_for(lambda: Interrupt.objects.filter(run_id=run_id).first(), timeout=60)
+
+    services.run_cancel(run_id=run_id, actor=operator, reason="wrong patient")
+
+    withdrawn = wait_for(
+        lambda: Interrupt.objects.filter(pk=interrupt.pk, status="withdrawn").first(), timeout=10
+    )
+    assert withdrawn.comment == f"run {run_id} ended (cancelled) before a decision"
+    asking = Alert.objects.get(kind="interrupt.raised", target_id=str(interrupt.pk))
+    assert asking.acknowledged_at is not None and asking.data["retired"].startswith(
+        f"interrupt {interrupt.pk} was withdrawn"
+    )
