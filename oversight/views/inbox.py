@@ -27,11 +27,14 @@ VIEW, DECIDE = "oversight.view_interrupt", "oversight.decide_interrupt"
 REFUSED = "console/rejected.html"
 
 
-def _get_interrupt_for(request: HttpRequest, pk: int, perm: str) -> Interrupt | None:
-    """The interrupt, or None when the user lacks perm (the caller answers 403)."""
+def _may_act_on(request: HttpRequest, pk: int, perm: str) -> bool:
+    """False when the user lacks perm (the caller answers 403); a 404 for no such interrupt.
+    Only its existence is read: the service reads and locks what it decides on, and a person
+    waits for this answer (keys → decided, docs/BENCHMARKS.md)."""
     if not request.user.has_perm(perm):
-        return None
-    return get_object_or_404(selectors.interrupts_with_history(), pk=pk)
+        return False
+    get_object_or_404(Interrupt.objects.only("pk"), pk=pk)
+    return True
 
 
 def _forbidden(request: HttpRequest) -> HttpResponse:
@@ -75,15 +78,14 @@ def _parse(post) -> tuple[str, object, str, str]:
 @require_POST
 @login_required
 def interrupt_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    interrupt = _get_interrupt_for(request, pk, DECIDE)
-    if interrupt is None:
+    if not _may_act_on(request, pk, DECIDE):
         return _forbidden(request)
     decision, payload, comment, error = _parse(request.POST)
     if error and not request.htmx:
         return _refused(request, error, status=400)
     if not error:
         try:
-            interrupt = interrupts.interrupt_decide(
+            interrupts.interrupt_decide(
                 interrupt_id=pk,
                 actor=request.user,
                 decision=decision,
@@ -106,7 +108,7 @@ def _version(post) -> int | None:
 @require_POST
 @login_required
 def interrupt_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    if _get_interrupt_for(request, pk, DECIDE) is None:
+    if not _may_act_on(request, pk, DECIDE):
         return _forbidden(request)
     try:
         interrupts.interrupt_claim(interrupt_id=pk, actor=request.user)
@@ -122,8 +124,10 @@ def _answer(
     to #inbox-decided and the pending item removed; others: back to the inbox."""
     if not request.htmx:
         return redirect("oversight:inbox")
-    interrupt = selectors.interrupt_get_with_history(pk)
-    template = fragments.INBOX_CONTROLS if interrupt.is_pending else fragments.INBOX_OUTCOME
+    interrupt = Interrupt.objects.only("pk", "status").get(pk=pk)
+    template = fragments.INBOX_OUTCOME  # its id is all it needs
+    if interrupt.is_pending:  # the controls again: the whole card's data
+        interrupt, template = selectors.interrupt_get_with_history(pk), fragments.INBOX_CONTROLS
     ctx = {"interrupt": interrupt, "error": error, "notice": notice}
     if error and interrupt.is_pending:  # give back what was typed
         ctx |= {"payload": request.POST.get("payload"), "comment": request.POST.get("comment")}
