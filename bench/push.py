@@ -89,7 +89,7 @@ def push_latency(base_url: str, browsers: int, samples: int, gap: float) -> dict
 
         def ping(element: str) -> float:
             sent = time.time() * 1000
-            html = f'<div hx-swap-oob="beforeend:#inbox-decided"><p id="{element}">ping</p></div>'
+            html = f'<div hx-swap-oob="afterbegin:#inbox-decided"><p id="{element}">ping</p></div>'
             push_html(CONSOLE_GROUP, html)
             return sent
 

@@ -48,6 +48,27 @@
   }
 })();
 
+// --- live lists that keep their newest (data-keep="N": base.html's alerts, the inbox's
+// decided cards) ---
+// Pushes prepend to them for as long as a page stays open, an operator's whole shift: the
+// oldest beyond N leave the page, and data-more says some did (CSS shows a .list-more note).
+// Every element costs each later change: Chromium's autofill reads the whole page about
+// 100 ms after every change of it, and a push that lands meanwhile waits (docs/BENCHMARKS.md).
+(function () {
+  function trim() {
+    document.querySelectorAll("[data-keep]").forEach(function (list) {
+      var keep = parseInt(list.dataset.keep, 10);
+      if (!(keep >= 0)) return;
+      while (list.children.length > keep) {
+        list.lastElementChild.remove();
+        list.dataset.more = "true";
+      }
+    });
+  }
+  trim();
+  new MutationObserver(trim).observe(document.body, { childList: true, subtree: true });
+})();
+
 // --- notices: a refused or lost action (HX-Trigger console:notice, STYLE.md B.5) ---
 // The fragment that answered already shows the current truth; this says why, for a while.
 document.addEventListener("console:notice", function (event) {

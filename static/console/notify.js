@@ -136,19 +136,15 @@
 })();
 
 // --- the alerts panel's count (base.html #alerts-panel): what #alerts holds, kept current ---
-// The feed keeps the newest data-max alerts: older ones pushed out leave the page (each is a
-// control the browser's form scans go over after every change) and the count says "+".
+// "+" when older ones were left out (data-more: by the server, or app.js's data-keep). The
+// panel is watched, not #alerts: a resync replaces #alerts (it is data-live).
 (function () {
-  var list = document.getElementById("alerts");
   var count = document.getElementById("alerts-count");
   var panel = document.getElementById("alerts-panel");
-  if (!list || !count) return;
-  var max = parseInt(list.dataset.max, 10) || 50;
+  if (!panel || !count) return;
   function update() {
-    while (list.children.length > max) {
-      list.removeChild(list.lastElementChild);
-      list.dataset.more = "true";
-    }
+    var list = document.getElementById("alerts");
+    if (!list) return;
     var alerts = list.querySelectorAll(".alert:not(.alert-gone)");
     var critical = list.querySelectorAll(".alert-critical:not(.alert-gone)").length;
     var text = alerts.length + (list.dataset.more === "true" ? "+" : "");
@@ -159,5 +155,5 @@
     }
   }
   update();
-  new MutationObserver(update).observe(list, { childList: true, subtree: true });
+  new MutationObserver(update).observe(panel, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-more"] });
 })();

@@ -10,6 +10,7 @@ from channels.testing import ChannelsLiveServerTestCase
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Browser, Page, expect
 
+from common.push import INBOX_GROUP, push_html
 from loops import services
 from loops.declare import sync_declarations
 from oversight.models import Interrupt
@@ -75,6 +76,18 @@ class TestInbox(ChannelsLiveServerTestCase):
             assert page.evaluate("window.notReloaded") is True
         interrupt.refresh_from_db()
         assert (interrupt.status, interrupt.decided_by.username) == ("decided", "alice")
+
+        # The decided list keeps its newest 20 (a page open a whole shift would keep every
+        # card), and says where the older ones are. 20 more cards, pushed as decided ones are:
+        decided = alice.locator("#inbox-decided > *")
+        expect(alice.locator("#inbox-decided ~ .list-more")).to_be_hidden()
+        for n in range(20):
+            card = f'<article id="bench-decided-{n}" class="interrupt">decided {n}</article>'
+            push_html(INBOX_GROUP, f'<div hx-swap-oob="afterbegin:#inbox-decided">{card}</div>')
+        expect(decided.first).to_have_text("decided 19")
+        expect(decided).to_have_count(20)
+        expect(alice.locator(f"#interrupt-{interrupt.pk}-card")).to_have_count(0)  # the oldest
+        expect(alice.locator("#inbox-decided ~ .list-more")).to_contain_text("Older decisions left this page")
 
         # Nothing was fetched from anywhere but the live server: no CDN.
         here = urlsplit(self.live_server_url).netloc
