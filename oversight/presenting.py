@@ -23,12 +23,21 @@ _TIGHT_UNITS = frozenset({"%", "°", "‰"})
 
 
 @dataclass(frozen=True)
+class Table:
+    """A list of objects (a ranking of suppliers, say) as rows under labelled columns."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
 class Field:
     key: str
     label: str
     value: str  # formatted, with its unit
     description: str = ""
     crossed: bool = False  # the field whose value crossed the limit
+    table: Table | None = None  # for a list of objects: its rows, and `value` counts them
 
 
 def _properties(schema: Any) -> dict[str, Any]:
@@ -91,16 +100,42 @@ def proposal_fields(proposal: Any, schema: Any, limit: Any = None) -> list[Field
         return [] if proposal is None else [Field("", "Proposal", value_text(proposal))]
     described = _properties(schema)
     keys = [k for k in described if k in proposal] + [k for k in proposal if k not in described]
-    return [
-        Field(
-            key=key,
-            label=label(key, schema),
-            value=value_text(proposal[key], unit(key, schema)),
-            description=str(described.get(key, {}).get("description") or ""),
-            crossed=key == crossed,
+    fields = []
+    for key in keys:
+        value, items = proposal[key], table(proposal[key], described.get(key, {}).get("items"))
+        fields.append(
+            Field(
+                key=key,
+                label=label(key, schema),
+                value=_count(len(value)) if items else value_text(value, unit(key, schema)),
+                description=str(described.get(key, {}).get("description") or ""),
+                crossed=key == crossed,
+                table=items,
+            )
         )
-        for key in keys
-    ]
+    return fields
+
+
+def table(value: Any, schema: Any = None) -> Table | None:
+    """A list of objects as a table: a column per key (the items' schema's order, then the
+    keys as they come), each cell as value_text says it; None for anything else."""
+    if not value or not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        return None
+    described = _properties(schema)
+    keys = [k for k in described if any(k in row for row in value)]
+    for row in value:
+        keys += [k for k in row if k not in keys]
+    return Table(
+        columns=[label(k, schema) for k in keys],
+        rows=[
+            [value_text(row[k], unit(k, schema)) if k in row else "—" for k in keys]
+            for row in value
+        ],
+    )
+
+
+def _count(n: int) -> str:
+    return f"{number(n)} {'item' if n == 1 else 'items'}"
 
 
 def limit_sentence(limit: Any, schema: Any) -> str:

@@ -58,6 +58,22 @@ def test_a_viewer_sees_the_card_but_no_controls(viewer, pending):
     assert decide_url(pending) not in html
 
 
+def test_a_list_of_objects_in_a_proposal_reads_as_a_table(viewer, pending):
+    """Issue 17: a ranking of suppliers is rows and labelled columns, its JSON only behind
+    the Raw JSON toggle."""
+    suppliers = [{"name": "Kessler", "risk": 0.82}, {"name": "Ostrava", "risk": 0.31}]
+    Interrupt.objects.filter(pk=pending.pk).update(proposal={"suppliers": suppliers})
+
+    html = viewer.get(INBOX).content.decode()
+
+    field = html.split('data-field="suppliers"')[1].split("</dd>")[0]
+    assert "<dt>Suppliers</dt><dd>2 items" in field
+    assert '<th scope="col">Name</th><th scope="col">Risk</th>' in field
+    assert "<tr><td>Kessler</td><td>0.82</td></tr><tr><td>Ostrava</td><td>0.31</td></tr>" in field
+    assert "&quot;" not in field  # no JSON in the field itself
+    assert f'aria-label="Suppliers of decision {pending.pk}"' in field
+
+
 def test_an_operator_sees_the_decision_form(operator, pending):
     html = operator.get(INBOX).content.decode()
 

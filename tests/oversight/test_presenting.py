@@ -84,6 +84,28 @@ def test_a_proposal_that_is_not_an_object_is_one_field():
     assert presenting.proposal_fields(None, None) == []
 
 
+def test_a_list_of_objects_is_a_table_with_labelled_columns_not_json():
+    """The industrial demo's supplier ranking: each supplier a row, each key a column (the
+    items' schema first, with its titles and units), a missing key a dash."""
+    ranked = [
+        {"name": "Kessler", "risk": 0.82, "single_source": True, "lead_time_days": 14.5},
+        {"name": "Ostrava", "risk": 0.31, "single_source": False, "note": "new"},
+    ]
+    items = {"properties": {"risk": {"title": "Risk"}, "lead_time_days": {"unit": "days"}}}
+    schema = {"properties": {"suppliers": {"type": "array", "items": items}}}
+
+    [field] = presenting.proposal_fields({"suppliers": ranked}, schema)
+
+    assert (field.label, field.value) == ("Suppliers", "2 items")
+    assert field.table is not None
+    assert field.table.columns == ["Risk", "Lead time days", "Name", "Single source", "Note"]
+    assert field.table.rows == [
+        ["0.82", "14.5 days", "Kessler", "yes", "—"],
+        ["0.31", "—", "Ostrava", "no", "new"],
+    ]
+    assert presenting.table([1, 2]) is None and presenting.table([]) is None
+
+
 def test_the_choices_say_what_goes_ahead_what_reject_does_and_the_default():
     limit = {"field": "dose_mg", "value": 1450, "limit": 1000, "limit_field": "max_dose_mg"}
 
