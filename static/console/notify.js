@@ -149,10 +149,8 @@
     var critical = list.querySelectorAll(".alert-critical:not(.alert-gone)").length;
     var text = alerts.length + (list.dataset.more === "true" ? "+" : "");
     if (count.textContent !== text) count.textContent = text;
-    if (panel) {
-      panel.dataset.count = String(alerts.length);
-      panel.classList.toggle("alerts-panel-critical", critical > 0);
-    }
+    panel.dataset.count = String(alerts.length);
+    panel.classList.toggle("alerts-panel-critical", critical > 0);
   }
   update();
   new MutationObserver(update).observe(panel, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-more"] });
