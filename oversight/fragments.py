@@ -38,13 +38,15 @@ def interrupt_update(interrupt: Interrupt) -> str:
     #inbox-decided (the decider's own page included: its form may be gone by the time the
     htmx answer lands, and htmx 2 drops the oob swaps of a detached element's answer).
     The interrupt is read with its history (selectors.interrupt_get_with_history)."""
-    card = interrupt_card(interrupt)
     if interrupt.is_pending and interrupt.needs_quorum:  # issue 18: an approval recorded
-        return card + render_to_string(APPROVE_LABEL, {"interrupt": interrupt, "oob": True})
+        label = render_to_string(APPROVE_LABEL, {"interrupt": interrupt, "oob": True})
+        return interrupt_card(interrupt) + label
     if interrupt.is_pending:
-        return card
+        return interrupt_card(interrupt)
+    # Settled: a pending card is always inside its item (an inbox's, a decision page's), which
+    # leaves, so the card is sent once, as decided; replaced by id it would find no target.
     gone = f'<div id="interrupt-{interrupt.pk}" hx-swap-oob="delete"></div>'
-    return gone + card + render_to_string(INBOX_DECIDED, {"interrupt": interrupt, "oob": True})
+    return gone + render_to_string(INBOX_DECIDED, {"interrupt": interrupt, "oob": True})
 
 
 def interrupt_raised(interrupt: Interrupt) -> str:

@@ -141,6 +141,7 @@ def test_an_operator_approves_and_the_item_leaves_the_list(operator, pending):
     assert f'<div id="interrupt-{pending.pk}" hx-swap-oob="delete">' in pushed
     assert 'hx-swap-oob="afterbegin:#inbox-decided"' in pushed
     assert "approve by otto" in pushed
+    assert pushed.count(f'id="interrupt-{pending.pk}-card"') == 1  # once, as decided
     assert "<form" not in pushed and "csrf" not in pushed
 
 
