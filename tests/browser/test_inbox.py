@@ -87,7 +87,9 @@ class TestInbox(ChannelsLiveServerTestCase):
         expect(decided.first).to_have_text("decided 19")
         expect(decided).to_have_count(20)
         expect(alice.locator(f"#interrupt-{interrupt.pk}-card")).to_have_count(0)  # the oldest
-        expect(alice.locator("#inbox-decided ~ .list-more")).to_contain_text("Older decisions left this page")
+        expect(alice.locator("#inbox-decided ~ .list-more")).to_contain_text(
+            "Older decisions left this page"
+        )
 
         # Nothing was fetched from anywhere but the live server: no CDN.
         here = urlsplit(self.live_server_url).netloc
