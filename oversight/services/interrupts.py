@@ -99,8 +99,9 @@ def interrupt_raise(
         approvals_needed=quorum.approvals_needed(policy, proposal),
         approvers_from=list(policy.approvers_from),
     )
-    # Registered first, so that after commit the inbox push leaves before anything else
-    # (the alert's notifications are enqueued after it): operators wait for this one.
+    # Registered before the audit's sealing and the alert's notifications, so after commit
+    # the inbox push leaves before those: operators wait for this one. (The step's own
+    # earlier callbacks, its next step's enqueue and coalesced pushes, still precede it.)
     push_on_commit(INBOX_GROUP, lambda: fragments.interrupt_raised(interrupt))
     overview_push()  # pending approvals
     raised = {"interrupt": interrupt.pk, "source": source, "reason": reason}
