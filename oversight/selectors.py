@@ -145,8 +145,8 @@ def inbox_pending() -> list[Interrupt]:
 
 # --- Alerts ------------------------------------------------------------------------------
 
-# The feed's bound, on the page and in the browser (notify.js trims pushed ones to it): every
-# alert in it is a control that the browser's scans of the page go over after each change.
+# The feed's bound, on the page and in the browser (app.js trims pushed ones to it, data-keep):
+# every alert in it is a control that the browser's scans of the page go over after each change.
 RECENT_ALERTS = 50
 
 
@@ -164,6 +164,7 @@ def alert_feed() -> AlertFeed:
 
 
 def recent_alerts() -> list[Alert]:
+    """The feed's alerts alone."""
     return alert_feed().alerts
 
 
