@@ -296,10 +296,8 @@ def session_cookie(client, django_user_model) -> bytes:
     return f"{name}={client.cookies[name].value}".encode()
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.asyncio
-async def test_every_console_hears_the_alert_leave(session_cookie, django_user_model):
-    """A viewer's console (it cannot acknowledge) still loses the alert someone else took."""
+async def _console(session_cookie: bytes) -> WebsocketCommunicator:
+    """A signed-in console's websocket, connected."""
     headers = [
         (b"host", b"localhost"),
         (b"cookie", session_cookie),
@@ -308,6 +306,14 @@ async def test_every_console_hears_the_alert_leave(session_cookie, django_user_m
     communicator = WebsocketCommunicator(application, "/ws/console/", headers=headers)
     connected, _ = await communicator.connect()
     assert connected
+    return communicator
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_every_console_hears_the_alert_leave(session_cookie, django_user_model):
+    """A viewer's console (it cannot acknowledge) still loses the alert someone else took."""
+    communicator = await _console(session_cookie)
 
     def acknowledge() -> Alert:
         alert = _alert()
@@ -331,14 +337,7 @@ async def test_every_console_hears_the_alert_leave(session_cookie, django_user_m
 async def test_every_console_hears_a_settled_decisions_alerts_leave(session_cookie):
     """alerts_retire (issue 17): the raised alert and its reminder leave every feed in one
     push; the same interrupt's expiry alert and another interrupt's alert stay."""
-    headers = [
-        (b"host", b"localhost"),
-        (b"cookie", session_cookie),
-        (b"origin", b"http://localhost"),
-    ]
-    communicator = WebsocketCommunicator(application, "/ws/console/", headers=headers)
-    connected, _ = await communicator.connect()
-    assert connected
+    communicator = await _console(session_cookie)
 
     def retire() -> tuple[list[Alert], list[Alert], list[int]]:
         def on(target_id: str, kind: str) -> Alert:
